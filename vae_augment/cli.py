@@ -1,0 +1,161 @@
+"""Command line: ``vae-augment train | eval | preview | push``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 32,64, got {text!r}") from None
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a VAE on a torchvision dataset or an image folder",
+                       description="Train a VAE; a checkpoint is written to --out after every epoch.")
+    p.add_argument("--dataset", "--data", dest="data", required=True,
+                   help="a torchvision dataset name (MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100, SVHN) or a folder of images")
+    p.add_argument("--root", help="folder holding the torchvision dataset (e.g. ../shared/data)")
+    p.add_argument("--download", action="store_true", help="download the torchvision dataset if missing")
+    p.add_argument("--out", default="runs/vae", help="checkpoint folder (default: runs/vae)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
+    p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (1 = the ELBO)")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs over which the KL weight rises from 0 to beta")
+    p.add_argument("--latent-dim", type=int, default=16)
+    p.add_argument("--widths", type=_int_list, default=[32, 64], help="conv stage widths, e.g. 32,64")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], help="default: bernoulli for gray, gaussian for RGB")
+    p.add_argument("--image-size", type=int, help="resize images to this size (required for folders of mixed sizes)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="convert images to 1 (gray) or 3 (RGB) channels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cuda, mps or cpu (default: the first available)")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--iw-k", type=int, default=64, help="samples for the final importance-weighted NLL (0 = skip)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _run_train(args, argv: list[str]) -> int:
+    from .training import train
+
+    train(args.data, args.out, root=args.root, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+          lr_schedule=args.lr_schedule, beta=args.beta, warmup_epochs=args.warmup_epochs, latent_dim=args.latent_dim,
+          widths=args.widths, hidden=args.hidden, likelihood=args.likelihood, image_size=args.image_size,
+          channels=args.channels, seed=args.seed, device=args.device, num_workers=args.num_workers, iw_k=args.iw_k,
+          resume=args.resume, download=args.download, progress=not args.quiet,
+          command="vae-augment " + " ".join(shlex.quote(a) for a in argv))
+    return 0
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="test -ELBO and importance-weighted NLL of a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="bundled name, folder or Hub repo id")
+    p.add_argument("--dataset", "--data", dest="data", required=True, help="torchvision dataset name or image folder")
+    p.add_argument("--root", help="folder holding the torchvision dataset")
+    p.add_argument("--iw-k", type=int, default=100, help="importance samples per image (0 = skip)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N held-out images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+
+def _run_eval(args) -> int:
+    import torch
+    from torch.utils.data import Subset
+
+    from .data import load_splits
+    from .hub import load_vae
+    from .training import default_device, evaluate
+
+    device = torch.device(args.device) if args.device else default_device()
+    vae = load_vae(args.checkpoint, device=device)
+    _, test_set, info = load_splits(args.data, args.root, image_size=vae.image_size[0] if vae.image_size[0] == vae.image_size[1] else None,
+                                    channels=vae.channels, seed=args.seed)
+    if args.limit:
+        test_set = Subset(test_set, range(min(args.limit, len(test_set))))
+    figures = evaluate(vae, test_set, iw_k=args.iw_k, batch_size=100, seed=args.seed, progress=not args.json)
+    figures["dataset"] = info["dataset"]
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"{info['dataset']} held-out ({figures['images']} images): -ELBO {figures['neg_elbo_nats']:.2f} nats/image, "
+              f"{figures['neg_elbo_bits_per_dim']:.4f} bits/dim")
+        if args.iw_k:
+            print(f"importance-weighted NLL (k={args.iw_k}): {figures['iw_nll_nats']:.2f} nats/image, "
+                  f"{figures['iw_nll_bits_per_dim']:.4f} bits/dim")
+    return 0
+
+
+def _add_preview(sub) -> None:
+    p = sub.add_parser("preview", help="write a PNG grid of reconstructions, prior samples and an interpolation")
+    p.add_argument("--checkpoint", default="mnist", help="bundled name, folder or Hub repo id (default: mnist)")
+    p.add_argument("--out", default="preview.png")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _run_preview(args) -> int:
+    from .preview import preview_grid
+
+    path = preview_grid(args.checkpoint, args.out, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_push(sub) -> None:
+    p = sub.add_parser("push", help="upload a checkpoint and its model card to the Hugging Face Hub")
+    p.add_argument("--checkpoint", required=True, help="local checkpoint folder")
+    p.add_argument("--repo-id", required=True, help="org/name on the Hub")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", help="branch to push to")
+
+
+def _run_push(args) -> int:
+    from .hub import push
+
+    url = push(args.checkpoint, args.repo_id, private=args.private or None, revision=args.revision)
+    print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vae-augment", description="VAE data augmentation for PyTorch")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_preview(sub)
+    _add_push(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _run_train(args, argv)
+        if args.command == "eval":
+            return _run_eval(args)
+        if args.command == "preview":
+            return _run_preview(args)
+        if args.command == "push":
+            return _run_push(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"vae-augment {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vae-augment {args.command}: interrupted; the last finished epoch's checkpoint is intact", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,296 @@
+"""Finding, loading, saving and sharing checkpoints.
+
+A checkpoint is a folder with ``config.json`` (every constructor argument of the model) and
+``model.safetensors``; optionally ``README.md`` (model card) and ``metrics.json``. A spec given to
+`load_vae` is a bundled name (``"mnist"``), a local folder, or a Hugging Face Hub repo id.
+Weights are read from safetensors only: pickle files can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from .model import VAE
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+CARD_NAME = "README.md"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that cannot be loaded; the message says why and what is accepted."""
+
+
+def bundled_dir() -> Path:
+    """The folder of checkpoints that ship with the package (``checkpoints/`` in the repo)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "checkpoints", here.parent / "checkpoints"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "checkpoints"
+
+
+def bundled_names() -> list[str]:
+    root = bundled_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def is_repo_id(spec: str) -> bool:
+    """True for ``"org/name"`` shaped strings the Hub accepts (no ``..``/``--``, no ``.git`` ending)."""
+    return bool(_REPO_ID.match(spec)) and ".." not in spec and "--" not in spec and not spec.endswith(".git") and len(spec) <= 96
+
+
+# ------------------------------------------------------------------ local folders
+def check_folder(folder: str | Path) -> Path:
+    """Raise `CheckpointError` unless ``folder`` holds config.json and model.safetensors."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist or is not a folder")
+    if not (folder / WEIGHTS_NAME).is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(
+                f"checkpoint folder {str(folder)!r} offers only pickle weights ({', '.join(pickles)}); vae-augment "
+                f"loads weights only from {WEIGHTS_NAME} because unpickling a file can run arbitrary code. "
+                "Convert it with safetensors.torch.save_file(state_dict, 'model.safetensors') from code you trust."
+            )
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} has no {WEIGHTS_NAME} (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
+    if not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(
+            f"checkpoint folder {str(folder)!r} has no {CONFIG_NAME}; it is needed to rebuild the model "
+            "(save checkpoints with VAE.save_pretrained)"
+        )
+    return folder
+
+
+def local_weights_file(folder: str | Path) -> Path:
+    return check_folder(folder) / WEIGHTS_NAME
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON ({err}); expected the model's constructor arguments") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON object of constructor arguments, got {type(config).__name__}")
+    return config
+
+
+def read_metrics(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / METRICS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+
+
+def load_safetensors_into(model: torch.nn.Module, path: str | Path, strict: bool = True, device: str | torch.device = "cpu") -> None:
+    """Load a safetensors file into ``model``; a corrupt file or a config/weights mismatch raises `CheckpointError`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if strict and (missing or unexpected or shapes):
+        details = []
+        if missing:
+            details.append(f"missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            details.append(f"unexpected weights {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            details.append(f"shape mismatches {shapes[:3]}{' ...' if len(shapes) > 3 else ''}")
+        raise CheckpointError(f"config.json does not match the weights in {str(path)!r}: " + "; ".join(details))
+    model.load_state_dict(state, strict=strict)
+    model.to(device)
+
+
+# ------------------------------------------------------------------ the Hub
+def download_file(repo_id: str, filename: str, revision: str | None = None, **kwargs) -> Path:
+    """hf_hub_download with errors that say what went wrong (offline, missing repo, missing file)."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, **kwargs))
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
+        if constants.HF_HUB_OFFLINE:
+            reason = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
+        else:
+            reason = f"the Hub ({constants.ENDPOINT}) cannot be reached (no network?) and the file is not in the local cache"
+        raise CheckpointError(f"cannot fetch {filename} of Hub repo {where}: {reason}. ({type(err).__name__})") from None
+    except GatedRepoError:
+        raise CheckpointError(f"Hub repo {where} is gated: accept its terms on the Hub and log in with `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"Hub repo {where} was not found (or is private: log in with `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
+    except EntryNotFoundError:
+        hint = ""
+        if filename == WEIGHTS_NAME:
+            hint = " vae-augment loads weights only from safetensors (pickle files such as pytorch_model.bin can run code when loaded)."
+        raise CheckpointError(f"Hub repo {where} has no {filename}.{hint}") from None
+    except HfHubHTTPError as err:
+        raise CheckpointError(f"downloading {filename} of Hub repo {where} failed: {err}") from None
+
+
+def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Path:
+    """Download config.json and model.safetensors of a Hub repo into the usual huggingface_hub cache;
+    returns the snapshot folder that holds both."""
+    config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
+    weights = download_file(repo_id, WEIGHTS_NAME, revision=revision, **kwargs)
+    for optional in (METRICS_NAME,):
+        try:
+            download_file(repo_id, optional, revision=revision, **kwargs)
+        except CheckpointError:
+            pass
+    if config.parent != weights.parent:  # both come from one snapshot; guard against a moved cache
+        raise CheckpointError(f"config.json and model.safetensors of {repo_id!r} resolved to different snapshots")
+    return weights.parent
+
+
+def resolve(spec: str | os.PathLike, revision: str | None = None, **kwargs) -> Path:
+    """A bundled name, local folder or Hub repo id -> a local checkpoint folder (downloading if needed)."""
+    text = os.fspath(spec)
+    if not isinstance(text, str) or not text:
+        raise CheckpointError(f"a checkpoint spec must be a non-empty name, folder or repo id, got {spec!r}")
+    if text in bundled_names():
+        return check_folder(bundled_dir() / text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return check_folder(path)
+    if is_repo_id(text) and not text.startswith((".", "/", "~")):
+        return fetch_checkpoint(text, revision=revision, **kwargs)
+    names = ", ".join(repr(n) for n in bundled_names()) or "none installed"
+    raise CheckpointError(
+        f"cannot find checkpoint {text!r}: it is not a bundled name ({names}), an existing folder, "
+        "or a Hugging Face Hub repo id of the form 'org/name'"
+    )
+
+
+def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, device: str | torch.device | None = None, **kwargs) -> "VAE":
+    """Load a VAE from a bundled name (``"mnist"``), a local folder, or a Hub repo id (``"org/name"``).
+
+    Hub files are downloaded with huggingface_hub into its usual cache (``HF_HOME``), honouring
+    ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``. The model is returned in eval mode on ``device``
+    (default: cpu). Passing a VAE returns it unchanged.
+    """
+    from .model import VAE
+
+    if isinstance(spec, VAE):
+        return spec if device is None else spec.to(device)
+    return VAE.from_pretrained(spec, revision=revision, map_location=str(device or "cpu"), **kwargs)
+
+
+# ------------------------------------------------------------------ writing
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
+
+
+def model_card(config: dict[str, Any], metrics: dict[str, Any], repo_id: str | None = None) -> str:
+    """A model card (README.md) with the dataset, the training command and the measured figures."""
+    lines = [
+        "---",
+        "library_name: vae-augment",
+        "tags:",
+        "- vae",
+        "- data-augmentation",
+        "- image",
+        "---",
+        "",
+        f"# {repo_id or 'vae-augment checkpoint'}",
+        "",
+        "A convolutional variational autoencoder for data augmentation with "
+        "[vae-augment](https://github.com/vae-augment/vae-augment).",
+        "",
+        "```python",
+        "from vae_augment import load_vae",
+        f"vae = load_vae({(repo_id or 'path/to/this/folder')!r})",
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- dataset: {metrics.get('dataset', 'unknown')}",
+    ]
+    if metrics.get("command"):
+        lines += ["- command:", "", "```bash", metrics["command"], "```", ""]
+    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
+    test = metrics.get("test")
+    if test:
+        lines += ["## Test figures", "", "| metric | value |", "| --- | --- |"]
+        for key, value in test.items():
+            lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
+    """Upload config.json, model.safetensors, metrics.json and a model card of a local checkpoint."""
+    from huggingface_hub import HfApi
+
+    folder = check_folder(checkpoint)
+    if not is_repo_id(repo_id):
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    config, metrics = read_config(folder), read_metrics(folder)
+    api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        staging = Path(tmp)
+        for name in (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME):
+            if (folder / name).is_file():
+                (staging / name).symlink_to((folder / name).resolve())
+        (staging / CARD_NAME).write_text(model_card(config, metrics, repo_id), encoding="utf-8")
+        info = api.upload_folder(repo_id=repo_id, folder_path=staging, revision=revision, commit_message="Upload vae-augment checkpoint")
+    return str(getattr(info, "commit_url", info))
