@@ -1,4 +1,4 @@
-"""Command line: ``vae-augment train | eval | preview | push``."""
+"""Command line: ``vae-augment train | eval | preview | generate | push``."""
 
 from __future__ import annotations
 
@@ -110,6 +110,33 @@ def _run_preview(args) -> int:
     return 0
 
 
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="write K augmented variants per image as PNGs in an ImageFolder tree")
+    p.add_argument("--checkpoint", default="mnist", help="bundled name, folder or Hub repo id (default: mnist)")
+    p.add_argument("--data", "--dataset", dest="data", required=True, help="torchvision dataset name or image folder")
+    p.add_argument("--root", help="folder holding the torchvision dataset")
+    p.add_argument("--per-image", type=int, default=4, help="variants per image (default: 4)")
+    p.add_argument("--out", required=True, help="output folder (ImageFolder layout: OUT/<class>/<index>_<k>.png)")
+    p.add_argument("--strength", type=float, default=None, help="default: the transform's default")
+    p.add_argument("--mode", choices=["data", "posterior", "prior"], default="data")
+    p.add_argument("--residual", action="store_true")
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+
+def _run_generate(args) -> int:
+    from .generate import generate_variants
+    from .transforms import DEFAULT_STRENGTH
+
+    n = generate_variants(args.checkpoint, args.data, args.out, per_image=args.per_image, root=args.root,
+                          strength=DEFAULT_STRENGTH if args.strength is None else args.strength, mode=args.mode,
+                          residual=args.residual, seed=args.seed, limit=args.limit, split=args.split, progress=not args.quiet)
+    print(f"wrote {n} images to {args.out}")
+    return 0
+
+
 def _add_push(sub) -> None:
     p = sub.add_parser("push", help="upload a checkpoint and its model card to the Hugging Face Hub")
     p.add_argument("--checkpoint", required=True, help="local checkpoint folder")
@@ -132,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_preview(sub)
+    _add_generate(sub)
     _add_push(sub)
     return parser
 
@@ -146,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_eval(args)
         if args.command == "preview":
             return _run_preview(args)
+        if args.command == "generate":
+            return _run_generate(args)
         if args.command == "push":
             return _run_push(args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -218,3 +218,69 @@ def load_splits(data: str | Path, root: str | Path | None = None, image_size: in
     return train_set, test_set, {
         "dataset": str(folder), "channels": train_set.channels, "image_size": list(train_set.size), "holdout": holdout_desc,
     }
+
+
+class PosteriorCache(Dataset):
+    """A dataset wrapper that applies a `VAEAugment` and caches each image's posterior the first time
+    it is seen, so later epochs only decode.
+
+    Valid when nothing random happens to the image before the VAE (``dataset`` must return the same
+    image for an index every time). The cache lives in shared memory, so DataLoader workers fill
+    and reuse one cache across epochs. Items of ``dataset`` are images or tuples whose first entry
+    is the image; the rest passes through.
+    """
+
+    def __init__(self, dataset: Dataset, augment):
+        from .transforms import VAEAugment
+
+        if not isinstance(augment, VAEAugment):
+            raise TypeError(f"augment must be a VAEAugment, got {type(augment).__name__}")
+        self.dataset, self.augment = dataset, augment
+        n, d = len(dataset), augment.vae.latent_dim
+        self.mean = torch.zeros(n, d).share_memory_()
+        self.logvar = torch.zeros(n, d).share_memory_()
+        self.cached = torch.zeros(n, dtype=torch.bool).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @torch.inference_mode()
+    def precompute(self, batch_size: int = 512) -> "PosteriorCache":
+        """Encode every image now (batched), instead of on first sight."""
+        from .transforms import image_to_float, to_model_space
+
+        vae = self.augment.vae
+        for start in range(0, len(self), batch_size):
+            indices = range(start, min(start + batch_size, len(self)))
+            x = torch.cat([image_to_float(self._split(self.dataset[i])[0])[0] for i in indices])
+            posterior = vae.encode(to_model_space(vae, x.to(vae.device)))
+            self.mean[start:indices.stop] = posterior.mean.cpu()
+            self.logvar[start:indices.stop] = posterior.logvar.cpu()
+            self.cached[start:indices.stop] = True
+        return self
+
+    @staticmethod
+    def _split(item):
+        return (item[0], tuple(item[1:])) if isinstance(item, tuple) else (item, None)
+
+    def __getitem__(self, index: int):
+        from .model import DiagonalGaussian
+        from .transforms import augment_batch, float_to_image, image_to_float, to_model_space
+
+        image, rest = self._split(self.dataset[index])
+        aug, vae = self.augment, self.augment.vae
+        x, meta = image_to_float(image)
+        if x.shape[0] != 1:
+            raise ValueError(f"PosteriorCache expects one image per item, got a batch of {x.shape[0]}")
+        if self.cached[index]:
+            posterior = DiagonalGaussian(self.mean[index : index + 1], self.logvar[index : index + 1])
+        else:
+            with torch.inference_mode():
+                posterior = vae.encode(to_model_space(vae, x.to(vae.device)))
+            self.mean[index] = posterior.mean[0].cpu()
+            self.logvar[index] = posterior.logvar[0].cpu()
+            self.cached[index] = True
+        params = aug.draw(1)
+        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior)
+        out = float_to_image(y, meta, image)
+        return out if rest is None else (out, *rest)

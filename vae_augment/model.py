@@ -367,6 +367,7 @@ class VAE(
             raise hub.CheckpointError(f"{folder / hub.CONFIG_NAME} does not describe a valid VAE: {err}") from None
         hub.load_safetensors_into(model, folder / hub.WEIGHTS_NAME, strict=strict, device=map_location)
         model.metrics = hub.read_metrics(folder)
+        model.name_or_path = os.fspath(pretrained_model_name_or_path)
         return model.eval()
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None, **kwargs) -> None:

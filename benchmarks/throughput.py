@@ -1,0 +1,213 @@
+"""Throughput of VAE augmentation, measured side by side in one run.
+
+    python benchmarks/throughput.py [--quick] [--root ../shared/data] [--threads 2]
+
+Prints and writes benchmarks/results/throughput.json:
+- vae_batch_img_s: VAEAugment on float batches of 256 (one process, --threads intra-op threads);
+- bare_batch_img_s and augment_vs_bare_ratio: the bare encode -> sample -> decode on the same batch;
+- vae_per_sample_img_s: VAEAugment called on one [1, 28, 28] uint8 tensor at a time;
+- dataloader_epoch_ratio (and _cached, _batched): an epoch of a training pipeline (DataLoader with
+  2 workers, uint8 -> float, a small CNN classifier step per batch) with VAEAugment in the workers,
+  divided by the same epoch without it; _cached uses the posterior cache (second epoch), _batched
+  applies VAEAugment to collated batches in the main process. loading_only_* are the same ratios
+  without the classifier step (pure data loading, the harshest view);
+- albumentations Affine and torchvision RandomAffine per-sample img/s as the classic reference;
+- where CUDA is available, batched GPU throughput (and the GPU's name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vae_augment import load_vae  # noqa: E402
+from vae_augment.data import PosteriorCache  # noqa: E402
+from vae_augment.latent import perturb  # noqa: E402
+from vae_augment.transforms import VAEAugment, worker_init_fn  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def images(root: str, n: int) -> tuple[torch.Tensor, str]:
+    """``n`` MNIST training digits as uint8 [n, 1, 28, 28], or decoded prior samples when MNIST is absent."""
+    raw = Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    if raw.is_file():
+        import torchvision
+
+        data = torchvision.datasets.MNIST(root, train=True, download=False).data[:n]
+        return data.unsqueeze(1).clone(), "MNIST train"
+    vae = load_vae("mnist")
+    x = vae.sample(n, generator=torch.Generator().manual_seed(0))
+    return (x * 255).round().to(torch.uint8), "prior samples (MNIST not found)"
+
+
+def rate(fn, n_items: int, repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return n_items / best
+
+
+class TensorImages(Dataset):
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor, transform=None):
+        self.x, self.labels, self.transform = x, labels, transform
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        image = self.x[i]
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[i]
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div(255.0)
+
+
+class Classifier(nn.Module):
+    """The small CNN of benchmarks/utility.py: 2 conv layers, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
+                                 nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def epoch_seconds(dataset: Dataset, train_step: bool, batch_transform=None, batch_size: int = 64) -> float:
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2, worker_init_fn=worker_init_fn,
+                        generator=torch.Generator().manual_seed(0))
+    model = Classifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    start = time.perf_counter()
+    for x, y in loader:
+        x = x.float()
+        if batch_transform is not None:
+            x = batch_transform(x)
+        if train_step:
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes; finishes in well under a minute")
+    parser.add_argument("--root", default=os.environ.get("VAE_AUGMENT_DATA", "../shared/data"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", default="mnist")
+    parser.add_argument("--out", default=str(RESULTS / "throughput.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    n_loader = 2_000 if args.quick else 20_000
+    repeat = 3 if args.quick else 7
+    data, source = images(args.root, max(n_loader, 2_048))
+    labels = torch.zeros(len(data), dtype=torch.long)
+    vae = load_vae(args.checkpoint)
+    augment = VAEAugment(vae)
+    figures: dict = {"checkpoint": args.checkpoint, "images": source, "threads": args.threads, "quick": args.quick,
+                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                     "default_strength": augment.strength, "default_mode": augment.mode}
+
+    # 1. batches of 256: VAEAugment vs the bare model, interleaved so both see the same machine state
+    batch = data[:256].float().div(255)
+    noise = torch.randn(256, vae.latent_dim)
+
+    def bare():
+        with torch.inference_mode():
+            posterior = vae.encode(batch)
+            return vae.decode(perturb(posterior.mean, posterior.std, noise, "data", augment.strength, vae.latent_scale))
+
+    bare_rates, aug_rates = [], []
+    for _ in range(3):
+        bare_rates.append(rate(bare, 256, repeat))
+        aug_rates.append(rate(lambda: augment(batch), 256, repeat))
+    figures["bare_batch_img_s"] = max(bare_rates)
+    figures["vae_batch_img_s"] = max(aug_rates)
+    figures["augment_vs_bare_ratio"] = figures["bare_batch_img_s"] / figures["vae_batch_img_s"]
+
+    # 2. one sample at a time, uint8 [1, 28, 28] as a Dataset would hand it over
+    singles = [data[i] for i in range(200 if args.quick else 1_000)]
+    figures["vae_per_sample_img_s"] = rate(lambda: [augment(s) for s in singles], len(singles), 3 if args.quick else 5, warmup=1)
+    pil_singles = [__import__("PIL.Image").Image.fromarray(s[0].numpy()) for s in singles]
+    figures["vae_per_sample_pil_img_s"] = rate(lambda: [augment(s) for s in pil_singles], len(pil_singles), 3, warmup=1)
+
+    # 3. classic references on the same images, per sample
+    import albumentations as A
+    from torchvision.transforms import v2
+
+    affine = A.Affine(rotate=(-15, 15), translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), p=1.0)
+    arrays = [s[0].numpy() for s in singles]
+    figures["albumentations_affine_img_s"] = rate(lambda: [affine(image=a)["image"] for a in arrays], len(arrays), 3, warmup=1)
+    random_affine = v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1))
+    figures["torchvision_random_affine_img_s"] = rate(lambda: [random_affine(s) for s in singles], len(singles), 3, warmup=1)
+
+    # 4. DataLoader epochs, 2 workers: without VAE, with VAEAugment per sample, with the posterior cache, batched
+    subset = data[:n_loader]
+    plain = TensorImages(subset, labels[:n_loader], transform=to_float)
+    per_sample = TensorImages(subset, labels[:n_loader], transform=lambda x: augment(x).float().div(255))
+    cached = PosteriorCache(TensorImages(subset, labels[:n_loader]), augment)
+    for train_step, prefix in ((True, ""), (False, "loading_only_")):
+        times: dict[str, list[float]] = {"plain": [], "vae": [], "cached": [], "batched": []}
+        epoch_seconds(cached, train_step)  # first epoch fills the cache; later ones only decode
+        for _ in range(2 if args.quick else 3):  # interleaved, best of each
+            times["plain"].append(epoch_seconds(plain, train_step))
+            times["vae"].append(epoch_seconds(per_sample, train_step))
+            times["cached"].append(epoch_seconds(cached, train_step))
+            times["batched"].append(epoch_seconds(plain, train_step, batch_transform=augment))
+        best = {k: min(v) for k, v in times.items()}
+        figures[f"{prefix}epoch_seconds"] = best
+        figures[f"{prefix}dataloader_epoch_ratio"] = best["vae"] / best["plain"]
+        figures[f"{prefix}dataloader_epoch_ratio_cached"] = best["cached"] / best["plain"]
+        figures[f"{prefix}dataloader_epoch_ratio_batched"] = best["batched"] / best["plain"]
+    figures["dataloader_images"] = n_loader
+
+    # 5. GPU, where there is one
+    if torch.cuda.is_available():
+        gpu_vae = load_vae(args.checkpoint, device="cuda")
+        gpu_augment = VAEAugment(gpu_vae)
+        for size in (256, 4096):
+            x = data[:256].repeat(size // 256, 1, 1, 1).float().div(255).cuda()
+
+            def run():
+                gpu_augment(x)
+                torch.cuda.synchronize()
+
+            figures[f"gpu_batch{size}_img_s"] = rate(run, size, repeat)
+        figures["gpu"] = torch.cuda.get_device_name()
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Shared fixtures: tiny model configs, tiny data made in the test, and the (optional) MNIST root.
+
+Everything here is small enough for the whole suite to run in about a minute on two CPU cores.
+Tests that need MNIST take its root from the environment variable ``VAE_AUGMENT_DATA`` (the
+folder that holds ``MNIST/raw``, e.g. ``../shared/data``) and skip cleanly without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# A VAE small enough to train for a few steps in well under a second.
+TINY = {"latent_dim": 4, "widths": [4, 8], "hidden": 16}
+
+
+def make_images(n: int, channels: int = 1, size=(28, 28), seed: int = 0) -> torch.Tensor:
+    """``n`` learnable images ``[n, C, H, W]`` in [0, 1]: one bright rectangle each, at a random place, on a dark background."""
+    height, width = (size, size) if isinstance(size, int) else size
+    g = torch.Generator().manual_seed(seed)
+    images = torch.full((n, channels, height, width), 0.05)
+    for i in range(n):
+        h = int(torch.randint(height // 4, height // 2 + 1, (1,), generator=g))
+        w = int(torch.randint(width // 4, width // 2 + 1, (1,), generator=g))
+        top = int(torch.randint(0, height - h + 1, (1,), generator=g))
+        left = int(torch.randint(0, width - w + 1, (1,), generator=g))
+        colour = torch.rand(channels, 1, 1, generator=g) * 0.5 + 0.5
+        images[i, :, top : top + h, left : left + w] = colour
+    return images
+
+
+def write_pngs(folder: Path, images: torch.Tensor, prefix: str = "img") -> Path:
+    """Save ``images: [N, C, H, W]`` in [0, 1] as 8-bit PNGs (gray for C = 1, RGB for C = 3) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    array = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    for i, pixels in enumerate(array):
+        image = Image.fromarray(pixels[..., 0], mode="L") if pixels.shape[-1] == 1 else Image.fromarray(pixels, mode="RGB")
+        image.save(folder / f"{prefix}{i:03d}.png")
+    return folder
+
+
+@pytest.fixture
+def tiny():
+    """Constructor arguments of a tiny VAE (widths 4, 8; 16 hidden units; 4 latents)."""
+    return dict(TINY)
+
+
+@pytest.fixture(scope="session")
+def images_factory():
+    return make_images
+
+
+@pytest.fixture(scope="session")
+def png_factory():
+    return write_pngs
+
+
+@pytest.fixture
+def saved_vae(tmp_path):
+    """A tiny VAE saved with save_pretrained, with non-default latent statistics; returns (vae, folder)."""
+    from vae_augment import VAE
+
+    torch.manual_seed(0)
+    vae = VAE(channels=1, image_size=28, **TINY)
+    vae.latent_loc.copy_(torch.arange(4.0))
+    vae.latent_scale.copy_(torch.tensor([0.5, 1.5, 2.0, 3.0]))
+    folder = tmp_path / "checkpoint"
+    vae.save_pretrained(folder)
+    return vae.eval(), folder
+
+
+@pytest.fixture(scope="session")
+def assert_same_state():
+    """Check that two state dicts have the same keys and bit-identical tensors."""
+
+    def check(a: dict, b: dict) -> None:
+        assert a.keys() == b.keys(), f"different keys: {sorted(set(a) ^ set(b))}"
+        different = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not different, f"tensors differ: {different}"
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The folder holding ``MNIST/raw``, from ``VAE_AUGMENT_DATA``; skips the test when unset or absent."""
+    root = os.environ.get("VAE_AUGMENT_DATA")
+    if not root:
+        pytest.skip("MNIST tests need VAE_AUGMENT_DATA=<folder holding MNIST/raw> (e.g. ../shared/data)")
+    root = Path(root).expanduser()
+    if not (root / "MNIST" / "raw").is_dir():
+        pytest.skip(f"VAE_AUGMENT_DATA={str(root)!r} has no MNIST/raw folder")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Each test starts from the same global RNG state, so figures do not depend on test order."""
+    torch.manual_seed(1234)
+    np.random.seed(1234)

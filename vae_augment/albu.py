@@ -1,0 +1,102 @@
+"""The albumentations adapter: `AlbuVAEAugment`, an ``ImageOnlyTransform`` for HWC numpy images.
+
+It converts at its edge and calls the same core as `VAEAugment` (`transforms.augment_batch`);
+its randomness comes from albumentations' own seeded generator, so ``A.Compose(..., seed=...)``
+reproduces, and ``A.to_dict`` / ``A.from_dict`` round-trip (the model is referenced by its
+bundled name, folder or Hub id).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+try:
+    import albumentations as A
+    from albumentations.core.transforms_interface import BaseTransformInitSchema
+    from pydantic import Field
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
+
+from .latent import check_mode_strength
+from .model import VAE
+from .transforms import RANGE_TOLERANCE, _prepare_vae, augment_batch
+
+
+class AlbuVAEAugment(A.ImageOnlyTransform):
+    """VAE augmentation for albumentations pipelines.
+
+    Args:
+        checkpoint: a bundled name (``"mnist"``), a folder or a Hub repo id, or a loaded `VAE`
+            (serialization then needs the VAE to have been loaded from such a spec).
+        strength, mode, residual: as for `VAEAugment`.
+        p: probability of applying the transform.
+
+    Images are HWC (or HW) numpy arrays, uint8 in [0, 255] or float32 in [0, 1], gray or RGB;
+    the result has the same shape and dtype. Masks, boxes and keypoints are left untouched.
+    """
+
+    class InitSchema(BaseTransformInitSchema):
+        checkpoint: Any
+        strength: float = Field(ge=0, le=4)
+        mode: Literal["data", "posterior", "prior"]
+        residual: bool
+
+    def __init__(self, checkpoint: Any = "mnist", strength: float = 1.0, mode: Literal["data", "posterior", "prior"] = "data",
+                 residual: bool = False, p: float = 1.0):
+        super().__init__(p=p)
+        check_mode_strength(mode, strength)
+        self.vae = _prepare_vae(checkpoint, None)
+        self.checkpoint = checkpoint if not isinstance(checkpoint, VAE) else getattr(checkpoint, "name_or_path", None)
+        self.strength, self.mode, self.residual = float(strength), mode, bool(residual)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        noise = self.random_generator.standard_normal(self.vae.latent_dim).astype(np.float32)
+        return {"noise": torch.from_numpy(noise).unsqueeze(0)}
+
+    def apply(self, img: np.ndarray, noise: torch.Tensor | None = None, **params: Any) -> np.ndarray:
+        if noise is None:  # called outside Compose
+            noise = self.get_params_dependent_on_data({}, {})["noise"]
+        x = hwc_to_batch(img)
+        y = augment_batch(self.vae, x, noise, self.mode, self.strength, self.residual)
+        return batch_to_hwc(y, img)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("checkpoint", "strength", "mode", "residual")
+
+    def get_transform_init_args(self) -> dict[str, Any]:
+        if self.checkpoint is None:
+            raise ValueError("this AlbuVAEAugment was given a VAE object without a checkpoint name; pass checkpoint as a "
+                             "bundled name, folder or Hub repo id to serialize it")
+        return {"checkpoint": str(self.checkpoint), "strength": self.strength, "mode": self.mode, "residual": self.residual}
+
+
+def hwc_to_batch(img: np.ndarray) -> torch.Tensor:
+    """HWC / HW numpy (uint8 or float in [0, 1]) -> float ``[1, C, H, W]``."""
+    if not isinstance(img, np.ndarray) or img.ndim not in (2, 3):
+        raise ValueError(f"expected an HWC or HW numpy image, got {type(img).__name__} with shape {getattr(img, 'shape', None)}")
+    x = torch.from_numpy(np.ascontiguousarray(img))
+    x = x.unsqueeze(-1) if x.ndim == 2 else x
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    elif x.is_floating_point():
+        x = x.float()
+        if x.numel() and not torch.isfinite(x).all():
+            raise ValueError("image contains NaN or infinite values; expected finite floats in [0, 1]")
+        if x.numel() and (x.min() < -RANGE_TOLERANCE or x.max() > 1 + RANGE_TOLERANCE):
+            raise ValueError(f"float images must be in [0, 1] (got [{x.min():.4g}, {x.max():.4g}]); or pass uint8 in [0, 255]")
+        x = x.clamp(0, 1)
+    else:
+        raise TypeError(f"images must be uint8 or float32, got dtype {img.dtype}")
+    return x.permute(2, 0, 1).unsqueeze(0)
+
+
+def batch_to_hwc(y: torch.Tensor, like: np.ndarray) -> np.ndarray:
+    out = y[0].permute(1, 2, 0).cpu().numpy()
+    if like.ndim == 2:
+        out = out[..., 0]
+    if like.dtype == np.uint8:
+        return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+    return out.astype(like.dtype)

@@ -1,0 +1,356 @@
+"""Augmentation transforms: `VAEAugment` (torchvision v2) and `LatentMix` (label-aware batches).
+
+The tensor work is one plain function, `augment_batch`, on ``[B, C, H, W]`` float images in [0, 1];
+the classes only draw parameters, convert types at their edges and call it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import PIL.Image
+import torch
+from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import Transform
+from torchvision.transforms.v2._utils import is_pure_tensor
+
+from .data import convert_channels, pil_to_float, resize
+from .latent import check_mode_strength, feature_space_mix, perturb, same_class_partners
+from .model import VAE, DiagonalGaussian
+
+RANGE_TOLERANCE = 1e-3  # float images may exceed [0, 1] by rounding, not more
+DEFAULT_STRENGTH = 1.0  # data-relative units; chosen on MNIST, see the README
+
+
+def _as_vae(vae) -> VAE:
+    from .hub import load_vae
+
+    if isinstance(vae, (str, os.PathLike)):
+        return load_vae(vae)
+    if not isinstance(vae, VAE):
+        raise TypeError(f"vae must be a vae_augment.VAE or a checkpoint name/folder/Hub id, got {type(vae).__name__}")
+    return vae
+
+
+def _prepare_vae(vae, device) -> VAE:
+    vae = _as_vae(vae)
+    if device is not None:
+        vae = vae.to(device)
+    vae.eval().requires_grad_(False)
+    return vae
+
+
+# ------------------------------------------------------------------ the functional core
+def to_model_space(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """Convert ``[B, C, H, W]`` float images to the model's channels and size."""
+    if x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+    return resize(convert_channels(x, vae.channels), vae.image_size)
+
+
+def _from_model_space(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    channels = 3 if like.shape[1] == 4 else like.shape[1]
+    return convert_channels(resize(y, like.shape[-2:]), channels)
+
+
+@torch.inference_mode()
+def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "data", strength: float = 1.0,
+                  residual: bool = False, apply: torch.Tensor | None = None,
+                  posterior: DiagonalGaussian | None = None) -> torch.Tensor:
+    """Encode, perturb the latent, decode: the augmentation on ``x: [B, C, H, W]`` float in [0, 1].
+
+    ``noise: [B, latent_dim]`` standard normal draws (see `latent.perturb` for ``mode`` and
+    ``strength``); ``apply: [B]`` bool chooses which images change (the rest are returned as they
+    are). With ``residual``, the result is ``x + decode(z') - decode(mean)``: only the decoded
+    change is added, so the original's sharp detail survives. Images of another size or channel
+    count than the model's are converted for it and the result converted back. ``posterior``
+    (for the rows of ``x``) skips the encoder when already known.
+    """
+    out = x.clone()
+    if x.shape[0] == 0:
+        return out
+    rows = torch.arange(x.shape[0], device=x.device) if apply is None else apply.to(x.device).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return out
+    device = vae.device
+    selected = x[rows] if rows.numel() < x.shape[0] else x
+    if posterior is None:
+        posterior = vae.encode(to_model_space(vae, selected.to(device)))
+    elif rows.numel() < x.shape[0]:
+        posterior = posterior[rows.to(posterior.mean.device)]
+    posterior = posterior.to(device)
+    z = perturb(posterior.mean, posterior.std, noise[rows.to(noise.device)].to(device), mode, strength, vae.latent_scale)
+    if residual:
+        decoded = vae.decode(torch.cat([z, posterior.mean]))
+        delta = _delta_to_input(decoded[: rows.numel()] - decoded[rows.numel():], selected)
+        result = (selected + delta.to(selected)).clamp_(0, 1)
+    else:
+        result = _from_model_space(vae.decode(z), selected).to(selected)
+        if selected.shape[1] == 4:  # keep the alpha channel
+            result = torch.cat([result, selected[:, 3:]], 1)
+    out[rows] = result
+    return out
+
+
+def _delta_to_input(delta: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A change in model space -> the input's size and channels (a gray change applies to every colour)."""
+    delta = torch.nn.functional.interpolate(delta, size=like.shape[-2:], mode="bilinear", align_corners=False) \
+        if tuple(delta.shape[-2:]) != tuple(like.shape[-2:]) else delta
+    c = like.shape[1]
+    if delta.shape[1] == 1 and c in (3, 4):
+        delta = delta.expand(-1, 3, -1, -1)
+    elif delta.shape[1] == 3 and c == 1:
+        delta = convert_channels(delta, 1)
+    if c == 4:
+        delta = torch.cat([delta, torch.zeros_like(delta[:, :1])], 1)
+    return delta
+
+
+# ------------------------------------------------------------------ type conversion at the edges
+def image_to_float(inpt: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """PIL / tensor ``[H, W]``, ``[C, H, W]``, ``[B, C, H, W]`` (uint8 or float) -> float ``[B, C, H, W]`` + how to undo."""
+    if isinstance(inpt, PIL.Image.Image):
+        channels = 1 if inpt.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA") else 3
+        meta = {"kind": "pil", "mode": inpt.mode}
+        if inpt.mode in ("RGBA", "LA", "PA"):
+            meta["alpha"] = inpt.getchannel("A")
+        return pil_to_float(inpt, channels).unsqueeze(0), meta
+    if not isinstance(inpt, torch.Tensor):
+        raise TypeError(f"expected a PIL image or a torch.Tensor image, got {type(inpt).__name__}")
+    if inpt.ndim not in (2, 3, 4):
+        raise ValueError(f"image tensors must have 2 ([H, W]), 3 ([C, H, W]) or 4 ([B, C, H, W]) dimensions, got shape {tuple(inpt.shape)}")
+    meta = {"kind": "tensor", "ndim": inpt.ndim, "dtype": inpt.dtype, "device": inpt.device}
+    x = inpt.as_subclass(torch.Tensor)
+    x = x.reshape(1, 1, *x.shape) if x.ndim == 2 else x.unsqueeze(0) if x.ndim == 3 else x
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    elif x.is_floating_point():
+        if x.numel():
+            if not torch.isfinite(x).all():
+                raise ValueError("image contains NaN or infinite values; expected finite floats in [0, 1]")
+            low, high = x.min().item(), x.max().item()
+            if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+                raise ValueError(f"float images must be in [0, 1] (got values in [{low:.4g}, {high:.4g}]); "
+                                 "scale them first, or pass uint8 images in [0, 255]")
+        x = x.float().clamp(0, 1)
+    else:
+        raise TypeError(f"image tensors must be uint8 in [0, 255] or float in [0, 1], got dtype {x.dtype}")
+    return x, meta
+
+
+def float_to_image(y: torch.Tensor, meta: dict[str, Any], like: Any) -> Any:
+    """Undo `image_to_float`: same type, dtype, shape and device as ``like``."""
+    if meta["kind"] == "pil":
+        array = y[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        image = PIL.Image.fromarray(array[..., 0] if array.shape[2] == 1 else array, mode="L" if array.shape[2] == 1 else "RGB")
+        if "alpha" in meta:
+            image = image.convert("RGBA" if meta["mode"] != "LA" else "LA")
+            image.putalpha(meta["alpha"])
+        if image.mode != meta["mode"]:
+            image = image.convert(meta["mode"])
+        return image
+    if meta["dtype"] == torch.uint8:
+        y = y.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        y = y.to(meta["dtype"])
+    y = y.to(meta["device"])
+    if meta["ndim"] == 2:
+        y = y[0, 0]
+    elif meta["ndim"] == 3:
+        y = y[0]
+    y = y.clone()  # a normal tensor, not an inference-mode one, so autograd may use it downstream
+    return tv_tensors.wrap(y, like=like) if isinstance(like, tv_tensors.TVTensor) else y
+
+
+def _batch_size(inpt: Any) -> int:
+    return inpt.shape[0] if isinstance(inpt, torch.Tensor) and inpt.ndim == 4 else 1
+
+
+def _worker_generator(generator: torch.Generator | None, state: dict) -> torch.Generator | None:
+    """In a DataLoader worker, an explicit generator is re-seeded once from the worker's seed, so
+    workers draw different variants and a seeded run still repeats."""
+    if generator is None:
+        return None
+    info = torch.utils.data.get_worker_info()
+    if info is not None and state.get("worker") != (info.id, info.seed):
+        generator.manual_seed(info.seed)
+        state["worker"] = (info.id, info.seed)
+    return generator
+
+
+# ------------------------------------------------------------------ VAEAugment
+class VAEAugment(Transform):
+    """Replace images by decoded latents drawn near their posteriors (a torchvision v2 transform).
+
+    Args:
+        vae: a `VAE`, or a checkpoint spec for `load_vae` (``"mnist"``, a folder, a Hub repo id).
+        strength: how far latents move. In ``"data"`` mode (default) in units of the spread of
+            posterior means over the training set (0 to 4); in ``"posterior"`` mode in posterior
+            standard deviations (0 to 4); in ``"prior"`` mode the weight of a prior sample (0 to 1).
+            Strength 0 gives the reconstruction (or, with ``residual``, the input).
+        mode: ``"data"``, ``"posterior"`` or ``"prior"`` (see `latent.perturb`).
+        residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives.
+        p: probability of augmenting each image.
+        same_on_batch: one draw for the whole batch instead of one per image.
+        generator: a `torch.Generator` (CPU) for the draws; default: the global torch RNG, so
+            DataLoader worker seeding and `torch.manual_seed` work as for torchvision transforms.
+        device: where the model runs (default: where it is). Inputs are moved there and back.
+
+    Accepts PIL images, ``tv_tensors.Image`` and plain tensors ``[H, W]``, ``[C, H, W]`` or
+    ``[B, C, H, W]``, uint8 or float in [0, 1], and returns the same type, dtype, shape and device.
+    Labels, masks, boxes and other entries of a sample pass through untouched. A batch gets one draw
+    per image (unless ``same_on_batch``). The parameters of the last call are kept in
+    ``last_params``; `replay` applies them again.
+    """
+
+    _transformed_types = (is_pure_tensor, tv_tensors.Image, PIL.Image.Image)
+
+    def __init__(self, vae, strength: float = DEFAULT_STRENGTH, mode: str = "data", residual: bool = False, p: float = 1.0,
+                 same_on_batch: bool = False, generator: torch.Generator | None = None, device: str | torch.device | None = None):
+        super().__init__()
+        check_mode_strength(mode, strength)
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.vae = _prepare_vae(vae, device)
+        self.strength = float(strength)
+        self.mode = mode
+        self.residual = bool(residual)
+        self.p = float(p)
+        self.same_on_batch = bool(same_on_batch)
+        self.generator = generator
+        self.last_params: dict[str, Any] | None = None
+        self._replaying: dict[str, Any] | None = None
+        self._worker_state: dict = {}
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        """Draw ``noise: [B, latent_dim]`` and ``apply: [B]`` for the images in ``flat_inputs``."""
+        sizes = {_batch_size(inpt) for inpt in flat_inputs}
+        if len(sizes) > 1:
+            raise ValueError(f"all images in one call must have the same batch size, got {sorted(sizes)}")
+        n = sizes.pop() if sizes else 1
+        if self._replaying is not None:
+            return self._replaying
+        params = self.draw(n)
+        self.last_params = params
+        return params
+
+    def draw(self, n: int) -> dict[str, Any]:
+        """Parameters for ``n`` images: standard normal ``noise [n, D]`` and ``apply [n]`` (bool)."""
+        generator = _worker_generator(self.generator, self._worker_state)
+        d = self.vae.latent_dim
+        rows = 1 if self.same_on_batch else n
+        noise = torch.randn(rows, d, generator=generator)
+        apply = torch.rand(rows, generator=generator) < self.p if self.p < 1 else torch.ones(rows, dtype=torch.bool)
+        if self.same_on_batch:
+            noise, apply = noise.expand(n, d), apply.expand(n)
+        return {"noise": noise, "apply": apply}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        x, meta = image_to_float(inpt)
+        if x.shape[0] != params["noise"].shape[0]:
+            raise ValueError(f"params were drawn for {params['noise'].shape[0]} images, got a batch of {x.shape[0]}")
+        y = augment_batch(self.vae, x, params["noise"], self.mode, self.strength, self.residual, params["apply"])
+        return float_to_image(y, meta, inpt)
+
+    def replay(self, *inputs: Any) -> Any:
+        """Apply the parameters of the last call again (to the same or other inputs of the same batch size)."""
+        if self.last_params is None:
+            raise RuntimeError("replay needs a previous call to draw parameters from")
+        self._replaying = self.last_params
+        try:
+            return self(*inputs)
+        finally:
+            self._replaying = None
+
+    def extra_repr(self) -> str:
+        return (f"strength={self.strength}, mode={self.mode!r}, residual={self.residual}, p={self.p}, "
+                f"same_on_batch={self.same_on_batch}")
+
+
+# ------------------------------------------------------------------ LatentMix
+class LatentMix(nn.Module):
+    """Label-aware batch augmentation in latent space (DeVries & Taylor, 2017).
+
+    Called on ``(images [B, C, H, W], labels [B])`` like ``v2.MixUp``; each image's code moves
+    relative to the code of another image of the same class in the batch: extrapolation
+    c' = c_j + lam (c_j - c_k) (the variant DeVries & Taylor found most useful) or interpolation
+    c' = c_j + lam (c_k - c_j). Labels are returned unchanged (the class is kept); an image with no
+    classmate in the batch is left as it is.
+
+    Args:
+        vae: a `VAE` or checkpoint spec.
+        method: ``"extrapolate"`` (default) or ``"interpolate"``.
+        lam: a float, or ``(low, high)`` to draw lam uniformly per image (0 to 2).
+        p: probability of changing each image.
+        residual: add only the decoded change to the input.
+        generator: a CPU `torch.Generator`; default: the global torch RNG.
+    """
+
+    def __init__(self, vae, method: str = "extrapolate", lam: float | tuple[float, float] = 0.5, p: float = 1.0,
+                 residual: bool = False, generator: torch.Generator | None = None):
+        super().__init__()
+        if method not in ("extrapolate", "interpolate"):
+            raise ValueError(f"method must be 'extrapolate' or 'interpolate', got {method!r}")
+        low, high = (lam, lam) if isinstance(lam, (int, float)) else tuple(lam)
+        if not 0 <= low <= high <= 2:
+            raise ValueError(f"lam must be a number or a (low, high) range within [0, 2], got {lam!r}")
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        self.vae = _prepare_vae(vae, None)
+        self.method, self.lam_range, self.p, self.residual, self.generator = method, (float(low), float(high)), float(p), bool(residual), generator
+        self.last_params: dict[str, Any] | None = None
+        self._worker_state: dict = {}
+
+    def make_params(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        generator = _worker_generator(self.generator, self._worker_state)
+        n = labels.shape[0]
+        low, high = self.lam_range
+        params = {
+            "partner": same_class_partners(labels.cpu(), torch.rand(n, generator=generator)),
+            "lam": low + (high - low) * torch.rand(n, generator=generator),
+            "apply": torch.rand(n, generator=generator) < self.p,
+        }
+        self.last_params = params
+        return params
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, params: dict[str, torch.Tensor] | None = None):
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
+            raise ValueError(f"labels must be a 1-D tensor of class indices, got {getattr(labels, 'shape', type(labels))}")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"images must be [B, C, H, W] with B = len(labels) = {labels.shape[0]}, got {tuple(getattr(images, 'shape', ()))}")
+        params = self.make_params(labels) if params is None else params
+        x, meta = image_to_float(images)
+        apply = params["apply"] & (params["partner"] != torch.arange(labels.shape[0]))
+        y = latent_mix_batch(self.vae, x, params["partner"], params["lam"], apply, self.method, self.residual)
+        return float_to_image(y, meta, images), labels
+
+
+@torch.inference_mode()
+def latent_mix_batch(vae: VAE, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, apply: torch.Tensor,
+                     method: str = "extrapolate", residual: bool = False) -> torch.Tensor:
+    """The tensor operation behind `LatentMix` on ``x: [B, C, H, W]`` float in [0, 1]."""
+    out = x.clone()
+    if x.shape[0] == 0 or not apply.any():
+        return out
+    device = vae.device
+    mean = vae.encode(to_model_space(vae, x.to(device))).mean
+    z = feature_space_mix(mean, partner.to(device), lam.to(device), method)
+    rows = apply.nonzero().squeeze(1)
+    if residual:
+        decoded = vae.decode(torch.cat([z[rows.to(device)], mean[rows.to(device)]]))
+        delta = _delta_to_input(decoded[: rows.numel()] - decoded[rows.numel():], x[rows])
+        out[rows] = (x[rows] + delta.to(x)).clamp_(0, 1)
+    else:
+        out[rows] = _from_model_space(vae.decode(z[rows.to(device)]), x[rows]).to(x)
+    return out
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one intra-op thread per worker, so workers don't oversubscribe cores."""
+    torch.set_num_threads(1)
+
+
