@@ -21,23 +21,19 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from common import RESULTS, SmallCNN  # noqa: E402  (also puts the repo on sys.path)
 from vae_augment import load_vae  # noqa: E402
 from vae_augment.data import PosteriorCache  # noqa: E402
 from vae_augment.latent import perturb  # noqa: E402
 from vae_augment.transforms import VAEAugment, worker_init_fn  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def images(root: str, n: int) -> tuple[torch.Tensor, str]:
@@ -82,22 +78,10 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255.0)
 
 
-class Classifier(nn.Module):
-    """The small CNN of benchmarks/utility.py: 2 conv layers, a linear head."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(32, 64, 3, padding=1),
-                                 nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
-
-    def forward(self, x):
-        return self.net(x)
-
-
 def epoch_seconds(dataset: Dataset, train_step: bool, batch_transform=None, batch_size: int = 64) -> float:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2, worker_init_fn=worker_init_fn,
                         generator=torch.Generator().manual_seed(0))
-    model = Classifier()
+    model = SmallCNN()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     start = time.perf_counter()
     for x, y in loader:
@@ -193,7 +177,7 @@ def main() -> None:
         for size in (256, 4096):
             x = data[:256].repeat(size // 256, 1, 1, 1).float().div(255).cuda()
 
-            def run():
+            def run(x=x):
                 gpu_augment(x)
                 torch.cuda.synchronize()
 

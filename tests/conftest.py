@@ -15,6 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
+# Tiny models run fastest on one thread; with two OpenMP threads a step is ~100x slower whenever
+# another process holds one of the two cores (each parallel region waits for the preempted thread).
+torch.set_num_threads(1)
+
 # A VAE small enough to train for a few steps in well under a second.
 TINY = {"latent_dim": 4, "widths": [4, 8], "hidden": 16}
 
@@ -42,22 +46,6 @@ def write_pngs(folder: Path, images: torch.Tensor, prefix: str = "img") -> Path:
         image = Image.fromarray(pixels[..., 0], mode="L") if pixels.shape[-1] == 1 else Image.fromarray(pixels, mode="RGB")
         image.save(folder / f"{prefix}{i:03d}.png")
     return folder
-
-
-@pytest.fixture
-def tiny():
-    """Constructor arguments of a tiny VAE (widths 4, 8; 16 hidden units; 4 latents)."""
-    return dict(TINY)
-
-
-@pytest.fixture(scope="session")
-def images_factory():
-    return make_images
-
-
-@pytest.fixture(scope="session")
-def png_factory():
-    return write_pngs
 
 
 @pytest.fixture

@@ -6,13 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import TINY, make_images
 from torch.nn import functional as F
 
-from vae_augment import VAE, DiagonalGaussian, bundled_names, load_vae
-from vae_augment import losses
+from vae_augment import VAE, DiagonalGaussian, bundled_names, load_vae, losses
 from vae_augment.model import standard_normal_log_prob
-
-from conftest import TINY, make_images
 
 
 # ------------------------------------------------------------------ the posterior and the KL term
@@ -56,10 +54,10 @@ def test_gradients_flow_through_the_reparameterized_sample():
     torch.testing.assert_close(logvar.grad, 0.5 * torch.exp(0.5 * logvar.detach()) * noise)
 
 
-def test_reconstruction_gradient_reaches_the_encoder_through_the_sample(images_factory):
+def test_reconstruction_gradient_reaches_the_encoder_through_the_sample():
     torch.manual_seed(0)
     vae = VAE(**TINY)
-    x = images_factory(4)
+    x = make_images(4)
     # beta = 0 drops the KL term: the encoder gets gradient only through z = mean + std * eps
     vae.loss(x, beta=0.0)["loss"].backward()
     for name, param in vae.encoder.named_parameters():
@@ -78,10 +76,10 @@ def test_sample_repeats_with_a_generator_and_mode_is_the_mean():
 
 
 # ------------------------------------------------------------------ the ELBO, its weights and units
-def test_elbo_is_log_likelihood_minus_kl_for_one_sample(images_factory):
+def test_elbo_is_log_likelihood_minus_kl_for_one_sample():
     torch.manual_seed(0)
     vae = VAE(**TINY).eval()
-    x = images_factory(5)
+    x = make_images(5)
     elbo = vae.elbo(x, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         posterior = vae.encode(x)
@@ -310,4 +308,4 @@ def test_bundled_mnist_test_neg_elbo_is_at_most_95_nats(bundled_mnist, mnist_roo
         neg_elbo = (reconstruction + posterior.kl()).mean().item()
         library = -bundled_mnist.elbo(x, generator=torch.Generator().manual_seed(0)).mean().item()
     assert neg_elbo <= 95.0, f"test -ELBO {neg_elbo:.2f} nats/image on the first 2000 MNIST test images"
-    assert library == pytest.approx(neg_elbo, abs=0.5)  # vae.elbo agrees with encode/decode
+    assert library == pytest.approx(neg_elbo, rel=0.01)  # vae.elbo (from logits) agrees with encode/decode

@@ -1,10 +1,23 @@
 """vae-augment: a variational autoencoder as a data-augmentation plugin for PyTorch."""
 
+from .data import PosteriorCache
 from .hub import CheckpointError, bundled_names, load_vae
 from .losses import elbo
 from .model import VAE, DiagonalGaussian
 from .training import evaluate, train
+from .transforms import LatentMix, VAEAugment, augment_batch, worker_init_fn
 
 __version__ = "0.1.0"
 
-__all__ = ["VAE", "DiagonalGaussian", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate", "elbo", "__version__"]
+__all__ = [
+    "VAE", "DiagonalGaussian", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate", "elbo",
+    "VAEAugment", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "AlbuVAEAugment", "__version__",
+]
+
+
+def __getattr__(name: str):
+    if name == "AlbuVAEAugment":  # albumentations is an optional extra; import it only when asked for
+        from .albu import AlbuVAEAugment
+
+        return AlbuVAEAugment
+    raise AttributeError(f"module 'vae_augment' has no attribute {name!r}")

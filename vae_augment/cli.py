@@ -1,4 +1,4 @@
-"""Command line: ``vae-augment train | eval | preview | generate | push``."""
+"""Command line: ``vae-augment train | eval | preview | generate | push | demo``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 
 
 def _int_list(text: str) -> list[int]:
@@ -153,6 +152,31 @@ def _run_push(args) -> int:
     return 0
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="serve the Gradio app (app.py) to preview augmentations in a browser")
+    p.add_argument("--host", help="default: GRADIO_SERVER_NAME or 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: GRADIO_SERVER_PORT or 7860")
+
+
+def _run_demo(args) -> int:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "app.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"the demo is app.py at the root of the source tree, not found at {path}; "
+                                "clone the repository and run python app.py there")
+    spec = importlib.util.spec_from_file_location("vae_augment_app", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError as err:
+        print(f"vae-augment demo: error: {err}", file=sys.stderr)
+        return 2
+    module.main(args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-augment", description="VAE data augmentation for PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_preview(sub)
     _add_generate(sub)
     _add_push(sub)
+    _add_demo(sub)
     return parser
 
 
@@ -178,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_generate(args)
         if args.command == "push":
             return _run_push(args)
+        if args.command == "demo":
+            return _run_demo(args)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"vae-augment {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -168,8 +168,10 @@ def download_file(repo_id: str, filename: str, revision: str | None = None, **kw
 def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Path:
     """Download config.json and model.safetensors of a Hub repo into the usual huggingface_hub cache;
     returns the snapshot folder that holds both."""
-    config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
+    # weights first, as in `check_folder`: a repo that offers only pickle weights (and maybe no
+    # config) is then refused with the reason, not with "has no config.json"
     weights = download_file(repo_id, WEIGHTS_NAME, revision=revision, **kwargs)
+    config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
     for optional in (METRICS_NAME,):
         try:
             download_file(repo_id, optional, revision=revision, **kwargs)

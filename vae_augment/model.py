@@ -96,7 +96,9 @@ class Encoder(nn.Module):
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat_size, hidden), nn.SiLU(), nn.Linear(hidden, 2 * latent_dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.fc(self.convs(x)).chunk(2, dim=-1)
+        # After the first conv, channels-last activations make oneDNN's convolutions ~2-3x faster on CPU
+        h = self.convs[:2](x).contiguous(memory_format=torch.channels_last)
+        return self.fc(self.convs[2:](h)).chunk(2, dim=-1)
 
 
 class Decoder(nn.Module):
@@ -121,7 +123,8 @@ class Decoder(nn.Module):
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.deconvs(self.fc(z).view(-1, *self.start_shape))
+        h = self.fc(z).view(-1, *self.start_shape).contiguous(memory_format=torch.channels_last)
+        return self.deconvs(h).contiguous()
 
 
 class VAE(
@@ -281,6 +284,24 @@ class VAE(
         posterior = self.encode(x)
         return -(self.log_likelihood(x, self.decoder_output(posterior.mean)) - posterior.kl())
 
+    def anomaly_percentile(self, scores: torch.Tensor) -> torch.Tensor:
+        """Where anomaly ``scores`` fall among the training set's, as a percentile in [0, 100].
+
+        Needs ``train_anomaly_percentiles`` from the checkpoint's metrics.json (written by `train`).
+        """
+        reference = getattr(self, "metrics", {}).get("train_anomaly_percentiles")
+        if not reference:
+            raise ValueError("this checkpoint has no train_anomaly_percentiles in metrics.json; train it with vae-augment "
+                             "train or compute them with vae_augment.training.reference_statistics")
+        grid = torch.tensor(reference, dtype=torch.float64)
+        levels = torch.linspace(0, 100, len(reference), dtype=torch.float64)
+        s = scores.detach().double().cpu().reshape(-1)
+        index = torch.searchsorted(grid, s).clamp(1, len(reference) - 1)
+        lo, hi = grid[index - 1], grid[index]
+        frac = ((s - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+        out = levels[index - 1] + frac * (levels[index] - levels[index - 1])
+        return out.float().reshape(scores.shape)
+
     # ------------------------------------------------------------- generation
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -316,6 +337,27 @@ class VAE(
         z = lerp_latents(z0, z1, t, method)  # [B, steps, D]
         images = self.decode(z.flatten(0, 1)).unflatten(0, z.shape[:2])
         return images[0] if single else images
+
+    @torch.no_grad()
+    def traverse(self, x: torch.Tensor, dims: Sequence[int], values: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean of ``x: [C, H, W]`` with one latent dimension at a time moved.
+
+        ``dims``: K latent indices; ``values``: offsets added to the mean along each of them, ``[T]``
+        (the same for every dimension) or ``[K, T]``, in latent units (multiply by
+        ``latent_scale[dims]`` for units of the data's spread) -> ``[K, T, C, H, W]``.
+        """
+        dims = [int(d) for d in dims]
+        if not dims or not all(0 <= d < self.latent_dim for d in dims):
+            raise ValueError(f"dims must be a non-empty list of indices in [0, {self.latent_dim}), got {dims}")
+        mean = self.encode(x.unsqueeze(0)).mean[0]
+        values = torch.as_tensor(values, dtype=mean.dtype, device=mean.device)
+        values = values.expand(len(dims), -1) if values.ndim == 1 else values
+        if values.shape[0] != len(dims):
+            raise ValueError(f"values must have shape [T] or [{len(dims)}, T], got {tuple(values.shape)}")
+        z = mean.repeat(len(dims), values.shape[1], 1)  # [K, T, D]
+        rows = torch.arange(len(dims), device=mean.device)
+        z[rows, :, dims] += values
+        return self.decode(z.flatten(0, 1)).unflatten(0, z.shape[:2])
 
     @torch.no_grad()
     def latent_statistics(self, batches, max_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -99,6 +99,27 @@ def _load_state(path: Path, vae: VAE, optimizer: torch.optim.Optimizer) -> dict[
     return meta
 
 
+@torch.no_grad()
+def reference_statistics(vae: VAE, train_set: Dataset, num_workers: int = 0) -> dict[str, Any]:
+    """Statistics of the training set that later code measures against, computed in one pass:
+    the per-dimension mean and spread of posterior means (stored in the model's ``latent_loc`` /
+    ``latent_scale`` buffers: the augmentation's unit of strength) and the percentiles 0..100 of
+    anomaly scores (returned as ``train_anomaly_percentiles``, saved in metrics.json)."""
+    loader = DataLoader(train_set, batch_size=500, num_workers=num_workers)
+    scores: list[torch.Tensor] = []
+
+    def images():
+        for batch in loader:
+            x = _images(batch).to(vae.device)
+            scores.append(vae.anomaly_score(x).cpu())
+            yield x
+
+    vae.latent_statistics(images())
+    all_scores = torch.cat(scores).double()
+    percentiles = torch.quantile(all_scores, torch.linspace(0, 1, 101, dtype=torch.float64))
+    return {"train_anomaly_percentiles": [round(v, 4) for v in percentiles.tolist()]}
+
+
 def _lr_at(step: int, total: int, lr: float, schedule: str) -> float:
     if schedule == "constant" or total <= 0:
         return lr
@@ -134,6 +155,7 @@ def train(
     resume: bool = False,
     download: bool = False,
     progress: bool = True,
+    log: bool = True,
     command: str | None = None,
 ) -> VAE:
     """Train a VAE on ``data`` and write a checkpoint to ``out`` after every epoch.
@@ -143,6 +165,7 @@ def train(
     ``beta`` over ``warmup_epochs``. After each epoch the held-out -ELBO is printed; at the end the
     importance-weighted NLL (``iw_k`` samples) and the spread of posterior means over the training
     set (the augmentation's unit of strength) are computed and saved with ``metrics.json``.
+    ``progress`` shows a progress bar; ``log`` prints one line per epoch.
     With ``resume=True`` training continues from ``out``'s last finished epoch and gives the same
     result as an uninterrupted run.
     """
@@ -219,19 +242,18 @@ def train(
         held_out = evaluate(vae, test_set, batch_size=500, seed=seed)
         meta["epoch"] = epoch + 1
         meta["history"].append({"epoch": epoch + 1, "train_loss": running, "seconds": time.perf_counter() - start, **held_out})
-        if progress:
+        if log:
             print(f"epoch {epoch + 1}/{epochs}: train loss {running:.2f}, held-out -ELBO {held_out['neg_elbo_nats']:.2f} nats "
                   f"({held_out['neg_elbo_bits_per_dim']:.4f} bits/dim)", flush=True)
         _save_state(state_path, vae, optimizer, meta)
         vae.save_pretrained(out)
 
     vae.eval()
-    stats_loader = DataLoader(train_set, batch_size=500, num_workers=num_workers)
-    vae.latent_statistics(_images(b) for b in stats_loader)
+    reference = reference_statistics(vae, train_set, num_workers=num_workers)
     final = evaluate(vae, test_set, iw_k=iw_k, batch_size=100 if iw_k else 500, seed=seed, progress=progress)
     metrics = {
         "dataset": info["dataset"], "holdout": info.get("holdout", "test_data"), "command": command,
-        "epochs": meta["epoch"], "train_images": len(train_set), "test": final, "history": meta["history"],
+        "epochs": meta["epoch"], "train_images": len(train_set), "test": final, "history": meta["history"], **reference,
         "training": {"batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "beta": beta,
                      "warmup_epochs": warmup_epochs, "seed": seed, "device": str(device)},
     }
@@ -239,7 +261,7 @@ def train(
     hub.atomic_write_json(out / hub.METRICS_NAME, metrics)
     (out / hub.CARD_NAME).unlink(missing_ok=True)  # regenerate the card with the final figures
     vae.save_pretrained(out)
-    if progress:
+    if log:
         print(f"test: -ELBO {final['neg_elbo_nats']:.2f} nats/image ({final['neg_elbo_bits_per_dim']:.4f} bits/dim)"
               + (f", IW-NLL (k={iw_k}) {final['iw_nll_nats']:.2f} nats" if iw_k else "") + f"; saved to {out}", flush=True)
     return vae

@@ -1,0 +1,66 @@
+"""Shared pieces of the benchmarks: MNIST as tensors and the small CNN classifier."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_ROOT = os.environ.get("VAE_AUGMENT_DATA", "../shared/data")
+
+
+def mnist(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST as float images ``[N, 1, 28, 28]`` in [0, 1] and labels ``[N]``; a clear exit when absent."""
+    import torchvision
+
+    try:
+        ds = torchvision.datasets.MNIST(root, train=train, download=False)
+    except RuntimeError:
+        raise SystemExit(f"MNIST not found under --root {root!r} (expected {root}/MNIST/raw); pass --root") from None
+    return ds.data.unsqueeze(1).float().div(255), ds.targets.clone()
+
+
+class SmallCNN(nn.Module):
+    """2 conv layers + a linear head: the classifier of the utility and quality benchmarks."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def train_classifier(x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int = 64, seed: int = 0, lr: float = 1e-3,
+                     augment=None) -> SmallCNN:
+    """Adam on random batches for a fixed number of steps; ``augment(images, labels) -> images`` per batch."""
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = SmallCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        xb, yb = x[idx], y[idx]
+        if augment is not None:
+            xb = augment(xb, yb)
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])

@@ -1,0 +1,175 @@
+"""The command line, called in-process: ``vae-augment train | eval | preview | push`` and its error exits."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import make_images, write_pngs
+from huggingface_hub import HfApi
+from PIL import Image
+
+from vae_augment import load_vae
+from vae_augment.cli import main
+
+TINY_ARGS = ["--widths", "4,8", "--hidden", "16", "--latent-dim", "4"]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """``vae-augment train`` for one epoch on a folder of 20 gray 28x28 PNGs; returns (argv, data folder, run folder)."""
+    root = tmp_path_factory.mktemp("cli")
+    data = write_pngs(root / "images", make_images(20, 1, (28, 28)))
+    out = root / "run"
+    argv = ["train", "--dataset", str(data), "--out", str(out), "--epochs", "1", "--batch-size", "8", *TINY_ARGS,
+            "--iw-k", "4", "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    return argv, data, out
+
+
+def test_train_writes_a_checkpoint_with_its_command(cli_run):
+    argv, _, out = cli_run
+    assert {"config.json", "model.safetensors", "metrics.json", "README.md", "trainer_state.safetensors"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config == {"channels": 1, "image_size": [28, 28], "latent_dim": 4, "widths": [4, 8], "hidden": 16,
+                      "likelihood": "bernoulli", "beta": 1.0}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["command"] == "vae-augment " + shlex.join(argv)
+    assert metrics["epochs"] == 1 and metrics["test"]["iw_k"] == 4 and metrics["test"]["images"] == 2
+    assert metrics["training"]["device"] == "cpu" and metrics["training"]["batch_size"] == 8
+    assert metrics["command"] in (out / "README.md").read_text()
+    assert load_vae(out).latent_dim == 4
+
+
+def test_eval_json_repeats_the_training_figures(cli_run, capsys):
+    _, data, out = cli_run
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--dataset", str(data), "--iw-k", "4", "--device", "cpu", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["dataset"] == str(data) and figures["images"] == 2 and figures["iw_k"] == 4
+    assert figures["neg_elbo_bits_per_dim"] == pytest.approx(figures["neg_elbo_nats"] / (784 * math.log(2)))
+    # the same held-out images, weights and seed as the final evaluation of training
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    for key in ("neg_elbo_nats", "iw_nll_nats"):
+        assert figures[key] == pytest.approx(trained[key], rel=1e-6)
+
+
+def test_eval_prints_a_readable_summary(cli_run, capsys):
+    _, data, out = cli_run
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out), "--dataset", str(data), "--iw-k", "3", "--limit", "1", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"held-out \(1 images\): -ELBO [\d.]+ nats/image, [\d.]+ bits/dim", text), text
+    assert re.search(r"importance-weighted NLL \(k=3\): [\d.]+ nats/image", text), text
+
+
+def test_preview_writes_a_png_grid(cli_run, tmp_path, capsys):
+    _, _, out = cli_run
+    grid = tmp_path / "sub" / "grid.png"
+    assert main(["preview", "--checkpoint", str(out), "--out", str(grid), "--seed", "1"]) == 0
+    assert f"wrote {grid}" in capsys.readouterr().out
+    with Image.open(grid) as image:
+        # 4 rows (inputs, reconstructions, prior samples, interpolation) of 8 images of 28x28, 2 px padding
+        assert image.size == (8 * 30 + 2, 4 * 30 + 2)
+    again = tmp_path / "again.png"
+    assert main(["preview", "--checkpoint", str(out), "--out", str(again), "--seed", "1"]) == 0
+    assert again.read_bytes() == grid.read_bytes()
+
+
+def test_push_uploads_the_checkpoint_and_a_model_card(cli_run, monkeypatch, capsys):
+    argv, _, out = cli_run
+    uploads = []
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: SimpleNamespace(repo_id=repo_id))
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        uploads.append({"repo_id": repo_id, "files": {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}, **kwargs})
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/123")
+
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    assert main(["push", "--checkpoint", str(out), "--repo-id", "org/tiny", "--revision", "dev"]) == 0
+    assert "pushed" in capsys.readouterr().out
+    (upload,) = uploads
+    assert upload["repo_id"] == "org/tiny" and upload["revision"] == "dev"
+    files = upload["files"]
+    assert files["config.json"] == (out / "config.json").read_bytes()
+    assert files["model.safetensors"] == (out / "model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert "vae-augment " + shlex.join(argv) in card
+    test = json.loads((out / "metrics.json").read_text())["test"]
+    assert f"| neg_elbo_nats | {test['neg_elbo_nats']:.4g} |" in card
+    assert f"| iw_nll_nats | {test['iw_nll_nats']:.4g} |" in card
+
+
+def test_an_interrupted_run_exits_130_and_resume_finishes_it_exactly(cli_run, tmp_path, monkeypatch, capsys, assert_same_state):
+    from safetensors.torch import load_file
+
+    from vae_augment import VAE
+
+    _, data, _ = cli_run
+    common = ["--dataset", str(data), "--epochs", "2", "--batch-size", "8", *TINY_ARGS, "--iw-k", "0", "--device", "cpu", "--quiet"]
+    assert main(["train", "--out", str(tmp_path / "straight"), *common]) == 0
+
+    calls = {"n": 0}
+    real_loss = VAE.loss
+
+    def loss_until_ctrl_c(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 18 training images in batches of 8: the second step of epoch 2
+            raise KeyboardInterrupt
+        return real_loss(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(VAE, "loss", loss_until_ctrl_c)
+        capsys.readouterr()
+        assert main(["train", "--out", str(tmp_path / "resumed"), *common]) == 130
+    assert "interrupted; the last finished epoch's checkpoint is intact" in capsys.readouterr().err
+    assert load_vae(tmp_path / "resumed").metrics == {}  # epoch 1 saved, the run not finished
+    assert main(["train", "--out", str(tmp_path / "resumed"), *common, "--resume"]) == 0
+    assert_same_state(load_file(tmp_path / "straight" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors"))
+
+
+# ------------------------------------------------------------------ errors: exit code 2 and one clear line
+def _fails(argv: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+def test_train_on_a_missing_folder(tmp_path, capsys):
+    missing = tmp_path / "no_such_folder"
+    err = _fails(["train", "--dataset", str(missing), "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    assert re.search(rf"^vae-augment train: error: '{re.escape(str(missing))}' is neither a dataset name \(MNIST, .*\) "
+                     r"nor an existing folder", err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_on_mixed_sizes_needs_image_size(tmp_path, capsys):
+    data = tmp_path / "mixed"
+    write_pngs(data, make_images(2, 1, (28, 28)), prefix="a")
+    write_pngs(data, make_images(2, 1, (16, 16)), prefix="b")
+    err = _fails(["train", "--dataset", str(data), "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    assert "have different sizes" in err and "--image-size" in err
+
+
+def test_eval_of_a_checkpoint_without_config(cli_run, tmp_path, capsys):
+    _, data, out = cli_run
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())
+    err = _fails(["eval", "--checkpoint", str(broken), "--dataset", str(data)], capsys)
+    assert "vae-augment eval: error: checkpoint folder" in err and "has no config.json" in err
+
+
+def test_bad_widths_are_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--dataset", "x", "--widths", "a,b"])
+    assert exit_info.value.code == 2
+    assert "expected comma-separated ints such as 32,64, got 'a,b'" in capsys.readouterr().err
+

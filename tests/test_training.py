@@ -1,0 +1,359 @@
+"""Training and evaluation: learning on tiny data, run folders, exact resume, atomic checkpoints, bad data."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, make_images, write_pngs
+from safetensors.torch import load_file
+from torch.utils.data import TensorDataset
+
+from vae_augment import VAE, CheckpointError, evaluate, hub, load_vae, train
+from vae_augment.data import ImageFolderDataset, load_splits, torchvision_dataset
+from vae_augment.training import STATE_NAME
+
+RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "README.md", STATE_NAME}
+
+
+def tiny_datasets(n_train: int = 48, n_test: int = 16, channels: int = 1, size=(28, 28)):
+    train_x = make_images(n_train, channels, size, seed=0)
+    test_x = make_images(n_test, channels, size, seed=1)
+    return TensorDataset(train_x, torch.zeros(n_train, dtype=torch.long)), TensorDataset(test_x, torch.zeros(n_test, dtype=torch.long))
+
+
+def train_tiny(out: Path, epochs: int = 2, **kwargs) -> VAE:
+    """train() on the tiny tensor datasets with the tiny config, quietly, on the CPU."""
+    train_set, test_set = tiny_datasets()
+    options = dict(test_data=test_set, epochs=epochs, batch_size=16, lr=5e-3, iw_k=4, seed=3, device="cpu", progress=False, **TINY)
+    options.update(kwargs)
+    return train(train_set, out, **options)
+
+
+def no_temp_files(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------ learning
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    vae = VAE(**TINY)
+    x = make_images(32)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
+
+    def held_loss() -> float:  # the same noise each time, so only the weights change
+        with torch.no_grad():
+            return vae.loss(x, generator=torch.Generator().manual_seed(0))["loss"].item()
+
+    before = held_loss()
+    for _ in range(30):
+        optimizer.zero_grad()
+        vae.loss(x)["loss"].backward()
+        optimizer.step()
+    after = held_loss()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_evaluate_reports_nats_bits_and_iw_nll_and_repeats():
+    torch.manual_seed(0)
+    vae = VAE(**TINY)
+    _, test_set = tiny_datasets()
+    figures = evaluate(vae, test_set, iw_k=4, batch_size=5, seed=1)
+    assert figures["images"] == 16 and figures["iw_k"] == 4
+    assert figures["neg_elbo_bits_per_dim"] == pytest.approx(figures["neg_elbo_nats"] / (784 * math.log(2)))
+    assert figures["iw_nll_bits_per_dim"] == pytest.approx(figures["iw_nll_nats"] / (784 * math.log(2)))
+    assert figures == evaluate(vae, test_set, iw_k=4, batch_size=5, seed=1)
+    assert vae.training  # evaluate restores the mode it found
+    with pytest.raises(ValueError, match="evaluation data is empty"):
+        evaluate(vae, TensorDataset(torch.zeros(0, 1, 28, 28)))
+
+
+# ------------------------------------------------------------------ train(): run folders
+def test_train_on_a_tensor_dataset_writes_a_loadable_run(tmp_path, assert_same_state):
+    out = tmp_path / "run"
+    vae = train_tiny(out, epochs=2, command="vae-augment train --dataset tiny")
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert no_temp_files(out)
+
+    config = json.loads((out / "config.json").read_text())
+    assert config == {"channels": 1, "image_size": [28, 28], "likelihood": "bernoulli", "beta": 1.0, **TINY}
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and len(metrics["history"]) == 2
+    assert metrics["train_images"] == 48 and metrics["dataset"] == "TensorDataset"
+    assert metrics["command"] == "vae-augment train --dataset tiny"
+    test = metrics["test"]
+    assert test["images"] == 16 and test["iw_k"] == 4
+    assert test["neg_elbo_bits_per_dim"] == pytest.approx(test["neg_elbo_nats"] / (784 * math.log(2)))
+    assert math.isfinite(test["iw_nll_nats"])
+    assert test == evaluate(vae, tiny_datasets()[1], iw_k=4, batch_size=100, seed=3)
+
+    loaded = load_vae(out)
+    assert_same_state(loaded.state_dict(), vae.state_dict())
+    assert loaded.metrics["test"] == test
+    assert "vae-augment train --dataset tiny" in (out / "README.md").read_text()
+
+    # the spread of posterior means over the training set, per latent dimension
+    with torch.no_grad():
+        means = loaded.encode(tiny_datasets()[0].tensors[0]).mean.double()
+    torch.testing.assert_close(loaded.latent_loc, means.mean(0).float())
+    torch.testing.assert_close(loaded.latent_scale, means.std(0).float())
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_train_on_a_png_folder(tmp_path, channels, assert_same_state):
+    data = write_pngs(tmp_path / "images", make_images(20, channels, (16, 20)))
+    out = tmp_path / "run"
+    vae = train(data, out, epochs=1, batch_size=8, iw_k=2, device="cpu", progress=False, **TINY)
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert config["channels"] == channels and config["image_size"] == [16, 20]
+    assert config["likelihood"] == ("bernoulli" if channels == 1 else "gaussian")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == str(data)
+    assert metrics["train_images"] == 18 and metrics["test"]["images"] == 2  # a 10% random hold-out
+    loaded = load_vae(out)
+    assert_same_state(loaded.state_dict(), vae.state_dict())
+    assert ("log_scale" in loaded.state_dict()) == (channels == 3)
+
+
+def test_a_folder_with_train_and_test_subfolders_uses_them(tmp_path):
+    data = tmp_path / "images"
+    write_pngs(data / "train" / "a", make_images(6, seed=0))
+    write_pngs(data / "train" / "b", make_images(6, seed=1))
+    write_pngs(data / "test" / "a", make_images(3, seed=2))
+    train_set, test_set, info = load_splits(data)
+    assert (len(train_set), len(test_set)) == (12, 3)
+    assert info["holdout"] == "test/ folder" and info["image_size"] == [28, 28]
+    assert train_set.classes == ["a", "b"] and sorted(set(train_set.labels)) == [0, 1]
+
+
+def test_mixed_sizes_are_resized_when_image_size_is_given(tmp_path):
+    data = tmp_path / "images"
+    write_pngs(data, make_images(3, 1, (20, 20)), prefix="small")
+    write_pngs(data, make_images(3, 3, (30, 24)), prefix="big")
+    dataset = ImageFolderDataset(data, image_size=16, channels=1)
+    image, label = dataset[4]
+    assert image.shape == (1, 16, 16) and label == -1
+    assert image.min() >= 0 and image.max() <= 1
+
+
+# ------------------------------------------------------------------ resume
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """A 2-epoch run with the default cosine learning-rate schedule."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train_tiny(out, epochs=2)
+    return out
+
+
+def assert_same_run(a: Path, b: Path, assert_same_state) -> None:
+    assert_same_state(load_file(a / "model.safetensors"), load_file(b / "model.safetensors"))
+    assert_same_state(load_file(a / STATE_NAME), load_file(b / STATE_NAME))  # weights and optimizer moments
+    metrics_a, metrics_b = (json.loads((f / "metrics.json").read_text()) for f in (a, b))
+    assert metrics_a["test"] == metrics_b["test"]
+    without_time = [[{k: v for k, v in epoch.items() if k != "seconds"} for epoch in m["history"]] for m in (metrics_a, metrics_b)]
+    assert without_time[0] == without_time[1]
+
+
+def test_resume_continues_a_shorter_run_exactly(tmp_path, assert_same_state):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_tiny(straight, epochs=2, lr_schedule="constant")
+    train_tiny(resumed, epochs=1, lr_schedule="constant")
+    assert json.loads((resumed / "metrics.json").read_text())["epochs"] == 1
+    train_tiny(resumed, epochs=2, lr_schedule="constant", resume=True)
+    assert_same_run(straight, resumed, assert_same_state)
+
+
+def test_a_run_killed_mid_epoch_keeps_its_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, uninterrupted, assert_same_state):
+    out = tmp_path / "killed"
+    calls = {"n": 0}
+    original_loss = VAE.loss
+
+    def loss_then_die(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # epoch 1 has 3 steps (48 images, batch 16): die during epoch 2
+            raise KeyboardInterrupt
+        return original_loss(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(VAE, "loss", loss_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train_tiny(out, epochs=2)
+
+    # the epoch-1 checkpoint is intact, loadable, and consistent with the trainer state
+    assert no_temp_files(out)
+    epoch1 = load_vae(out)
+    state = load_file(out / STATE_NAME)
+    assert_same_state(epoch1.state_dict(), {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    train_tiny(out, epochs=2, resume=True)
+    assert_same_run(uninterrupted, out, assert_same_state)
+
+
+def test_a_run_killed_while_writing_a_checkpoint_resumes_exactly(tmp_path, monkeypatch, uninterrupted, assert_same_state):
+    out = tmp_path / "killed"
+    real_replace = os.replace
+    state_writes = {"n": 0}
+
+    def replace_then_die(src, dst, *args, **kwargs):
+        if Path(dst).name == STATE_NAME:
+            state_writes["n"] += 1
+            if state_writes["n"] == 2:  # the end of epoch 2: killed after writing the temp file, before the rename
+                raise KeyboardInterrupt
+        return real_replace(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train_tiny(out, epochs=2)
+    assert no_temp_files(out)
+    assert load_vae(out).metrics == {}  # no metrics.json yet: the run never finished
+    train_tiny(out, epochs=2, resume=True)
+    assert_same_run(uninterrupted, out, assert_same_state)
+
+
+def test_resume_refuses_a_missing_state_a_different_config_or_a_corrupt_state(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match=r"cannot resume: .*trainer_state.safetensors' does not exist"):
+        train_tiny(out, epochs=1, resume=True)
+    train_tiny(out, epochs=1, iw_k=0)
+    with pytest.raises(ValueError, match=r"cannot resume: the run in .* was started with .*'latent_dim': 4.*now .*'latent_dim': 5"):
+        train_tiny(out, epochs=2, resume=True, latent_dim=5)
+    weights = (out / "model.safetensors").read_bytes()
+    state = out / STATE_NAME
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cannot resume from .* \\(truncated or corrupt\\?\\)"):
+        train_tiny(out, epochs=2, resume=True)
+    assert (out / "model.safetensors").read_bytes() == weights  # nothing already on disk was lost
+
+
+# ------------------------------------------------------------------ atomic checkpoint writes
+def _fail_serialize(monkeypatch):
+    import safetensors.torch
+
+    def save(*args, **kwargs):
+        raise MemoryError("out of memory while serializing")
+
+    monkeypatch.setattr(safetensors.torch, "save", save)
+
+
+def _fail_mid_write(monkeypatch):
+    # the temporary file has been written (and possibly partly flushed) when the process dies
+    def fsync(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _fail_rename(monkeypatch):
+    def replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize("break_write", [_fail_serialize, _fail_mid_write, _fail_rename], ids=["serialize", "mid-write", "rename"])
+def test_an_interrupted_checkpoint_write_leaves_the_old_file(saved_vae, monkeypatch, break_write, assert_same_state):
+    old_vae, folder = saved_vae
+    old_bytes = {name: (folder / name).read_bytes() for name in ("model.safetensors", "config.json")}
+    new_vae = VAE(**TINY)  # different weights
+    assert not torch.equal(new_vae.decoder.fc[0].weight, old_vae.decoder.fc[0].weight)
+
+    with monkeypatch.context() as patch:
+        break_write(patch)
+        with pytest.raises((MemoryError, KeyboardInterrupt, OSError)):
+            new_vae.save_pretrained(folder)
+
+    assert {name: (folder / name).read_bytes() for name in old_bytes} == old_bytes
+    assert no_temp_files(folder)
+    assert_same_state(load_vae(folder).state_dict(), old_vae.state_dict())
+
+
+def test_atomic_write_replaces_the_file_when_nothing_fails(tmp_path):
+    path = tmp_path / "file.bin"
+    path.write_bytes(b"old")
+    hub.atomic_write_bytes(path, b"new contents")
+    assert path.read_bytes() == b"new contents"
+    assert no_temp_files(tmp_path)
+
+
+# ------------------------------------------------------------------ bad input
+def test_missing_data_folder(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match=r"'.*nowhere' is neither a dataset name \(MNIST, .*\) nor an existing folder"):
+        train(missing, tmp_path / "run", epochs=1, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"data folder '.*nowhere' does not exist; give a folder of images or a dataset name"):
+        ImageFolderDataset(missing)
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_data_folder(tmp_path):
+    (tmp_path / "empty" / "class_a").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    message = r"data folder '.*empty' holds no images \(accepted: \.png, .*\), neither directly nor in class subfolders"
+    with pytest.raises(ValueError, match=message):
+        train(tmp_path / "empty", tmp_path / "run", epochs=1, progress=False)
+
+
+def test_a_folder_of_one_image_cannot_be_split(tmp_path):
+    data = write_pngs(tmp_path / "one", make_images(1))
+    with pytest.raises(ValueError, match="holds 1 image; at least 2 are needed"):
+        load_splits(data)
+
+
+def test_mixed_image_sizes_without_image_size(tmp_path):
+    data = tmp_path / "mixed"
+    write_pngs(data, make_images(2, 1, (28, 28)), prefix="a")
+    write_pngs(data, make_images(1, 1, (32, 32)), prefix="b")
+    with pytest.raises(ValueError, match=r"have different sizes \(28x28 \(2\), 32x32 \(1\)\); pass image_size \(--image-size\)"):
+        train(data, tmp_path / "run", epochs=1, progress=False)
+
+
+def test_an_unreadable_image_is_named(tmp_path):
+    data = write_pngs(tmp_path / "images", make_images(3))
+    (data / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"'.*broken.png' is not a readable image"):
+        ImageFolderDataset(data)
+
+
+def test_nan_in_the_training_data_stops_training_before_any_checkpoint(tmp_path):
+    train_set, test_set = tiny_datasets()
+    train_set.tensors[0][5, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        train(train_set, tmp_path / "run", test_data=test_set, epochs=1, batch_size=48, device="cpu", progress=False, **TINY)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_bad_training_arguments(tmp_path):
+    train_set, test_set = tiny_datasets()
+    for kwargs, message in [
+        ({"epochs": 0}, "epochs must be an int >= 1, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be an int >= 1, got 2.5"),
+        ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+        ({"lr_schedule": "step"}, "lr_schedule must be 'cosine' or 'constant', got 'step'"),
+        ({"warmup_epochs": -1}, "warmup_epochs must be >= 0, got -1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            train(train_set, tmp_path / "run", test_data=test_set, progress=False, **kwargs)
+    with pytest.raises(ValueError, match="a Dataset passed as data needs test_data"):
+        train(train_set, tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"dataset 'mnist' needs root \(--root\), the folder that holds MNIST/"):
+        train("mnist", tmp_path / "run", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"MNIST not found under root '.*' .*pass the folder that holds MNIST/raw"):
+        torchvision_dataset("mnist", tmp_path, train=False)
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ MNIST (needs VAE_AUGMENT_DATA)
+def test_mnist_loads_by_name_from_the_root(mnist_root):
+    test = torchvision_dataset("MNIST", mnist_root, train=False)
+    images, labels = test.tensors
+    assert images.shape == (10_000, 1, 28, 28) and images.dtype == torch.float32
+    assert images.min() == 0 and images.max() == 1
+    assert torch.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    resized = torchvision_dataset("mnist", mnist_root, train=False, channels=3, image_size=32)
+    assert resized.tensors[0].shape == (10_000, 3, 32, 32)
