@@ -173,3 +173,14 @@ def test_bad_widths_are_an_argparse_error(capsys):
     assert exit_info.value.code == 2
     assert "expected comma-separated ints such as 32,64, got 'a,b'" in capsys.readouterr().err
 
+
+
+def test_readme_tables_are_rendered_from_the_results_files():
+    """The README's figures come from committed results files via benchmarks/update_readme.py."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, str(repo / "benchmarks" / "update_readme.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,121 @@
+"""Render the README's tables from the committed results files (never typed by hand).
+
+    python benchmarks/update_readme.py          # rewrite the marked sections of README.md
+    python benchmarks/update_readme.py --check  # exit 1 if README.md is out of date
+
+Sections between ``<!-- name:start -->`` and ``<!-- name:end -->`` are replaced: ``checkpoints``
+(from checkpoints/*/metrics.json), ``throughput`` (benchmarks/results/throughput.json) and
+``quality`` (benchmarks/results/quality.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def checkpoints_table() -> str:
+    rows = ["| name | data | config | test -ELBO (nats) | bits/dim | IW-NLL (nats) | size |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for folder in sorted((REPO / "checkpoints").glob("*/")):
+        metrics, config = _load(folder / "metrics.json"), _load(folder / "config.json")
+        if not metrics or not config:
+            continue
+        test = metrics["test"]
+        size_mb = (folder / "model.safetensors").stat().st_size / 1e6
+        cfg = f"latent {config['latent_dim']}, widths {config['widths']}, {config['likelihood']}"
+        iw = f"{test['iw_nll_nats']:.2f} (k={test['iw_k']})" if "iw_nll_nats" in test else "-"
+        rows.append(f"| `{folder.name}` | {metrics['dataset']} ({metrics['epochs']} epochs) | {cfg} | {test['neg_elbo_nats']:.2f} | "
+                    f"{test['neg_elbo_bits_per_dim']:.4f} | {iw} | {size_mb:.1f} MB |")
+    return "\n".join(rows)
+
+
+def throughput_table() -> str:
+    t = _load(RESULTS / "throughput.json")
+    if not t:
+        return "_not measured yet: run `python benchmarks/throughput.py`_"
+    e = t["epoch_seconds"]
+    lines = [
+        f"Measured by `python benchmarks/throughput.py` ({t['threads']} CPU threads, {t['images']}, torch {t['torch']}, "
+        f"default strength {t['default_strength']:g} in mode `{t['default_mode']}`):",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| VAEAugment, batches of 256 | {t['vae_batch_img_s']:,.0f} images/s |",
+        f"| bare encode-sample-decode, same batch | {t['bare_batch_img_s']:,.0f} images/s (VAEAugment takes {t['augment_vs_bare_ratio']:.2f}x its time) |",
+        f"| VAEAugment one sample at a time (uint8 tensor) | {t['vae_per_sample_img_s']:,.0f} images/s |",
+        f"| VAEAugment one sample at a time (PIL) | {t['vae_per_sample_pil_img_s']:,.0f} images/s |",
+        f"| albumentations `Affine`, per sample (reference) | {t['albumentations_affine_img_s']:,.0f} images/s |",
+        f"| torchvision `RandomAffine`, per sample (reference) | {t['torchvision_random_affine_img_s']:,.0f} images/s |",
+        f"| training epoch, 2 workers, VAEAugment per sample / without | {t['dataloader_epoch_ratio']:.2f}x ({e['vae']:.1f} s / {e['plain']:.1f} s) |",
+        f"| same, with `PosteriorCache` | {t['dataloader_epoch_ratio_cached']:.2f}x ({e['cached']:.1f} s) |",
+        f"| same, VAEAugment on collated batches in the main process | {t['dataloader_epoch_ratio_batched']:.2f}x ({e['batched']:.1f} s) |",
+        f"| loading only (no training step), per sample / cached / batched | {t['loading_only_dataloader_epoch_ratio']:.2f}x / "
+        f"{t['loading_only_dataloader_epoch_ratio_cached']:.2f}x / {t['loading_only_dataloader_epoch_ratio_batched']:.2f}x |",
+    ]
+    for key in sorted(k for k in t if k.startswith("gpu_batch")):
+        lines.append(f"| GPU ({t['gpu']}), {key[9:-6]} images per batch | {t[key]:,.0f} images/s |")
+    return "\n".join(lines)
+
+
+def quality_table() -> str:
+    q = _load(RESULTS / "quality.json")
+    if not q:
+        return "_not measured yet: run `python benchmarks/quality.py`_"
+    p = q["protocol"]
+    lines = [
+        f"Measured by `python benchmarks/quality.py`: {p['sweep_images']} MNIST test digits x {p['variants_per_image']} variants, "
+        f"judged by a CNN trained on the full training set (test accuracy {p['judge_test_accuracy']:.4f}). "
+        "'kept' is the fraction of variants the judge assigns the source digit's label; 'change' the mean absolute "
+        "pixel difference from the source; 'spread' the mean absolute difference between two variants of one source.",
+        "",
+        "| strength | " + " | ".join(f"{k}: kept / change / spread" for k in q["sweep"]) + " |",
+        "| --- | " + " | ".join("---" for _ in q["sweep"]) + " |",
+    ]
+    strengths = list(next(iter(q["sweep"].values())))
+    for s in strengths:
+        cells = [f"{r[s]['label_preservation']:.3f} / {r[s]['mean_abs_change']:.3f} / {r[s]['mean_abs_between_variants']:.3f}"
+                 for r in q["sweep"].values()]
+        bold = "**" if float(s) == p["default_strength"] else ""
+        lines.append(f"| {bold}{s}{bold} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"checkpoints": checkpoints_table, "throughput": throughput_table, "quality": quality_table}
+
+
+def render(text: str) -> str:
+    for name, make in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda m, body=make(): m.group(1) + body + m.group(2), text)
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    readme = REPO / "README.md"
+    old = readme.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md is out of date: run python benchmarks/update_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Does VAE augmentation raise accuracy when labels are scarce?
+
+    python benchmarks/utility.py [--quick] [--root ../shared/data] [--phase all|select|test]
+
+Protocol: MNIST with 100 and 1,000 labelled training images (class-balanced, drawn from the first
+50,000 training images), the small CNN of benchmarks/common.py trained for a fixed budget (1,500
+steps of batch 64, Adam), test accuracy on the 10,000 test images, 3 seeds (mean and standard
+deviation). The VAE is the bundled `mnist` checkpoint, trained on the (unlabelled) MNIST training
+images. Settings are chosen on a validation split (training images 50,000-59,999): phase `select`
+scores every candidate condition there at 100 labels; phase `test` reports the main conditions
+(and every explored one) on the test split once. Writes benchmarks/results/utility.json and
+benchmarks/results/utility.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torchvision.transforms import v2
+
+from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier
+from vae_augment import LatentMix, VAEAugment, load_vae
+
+VALIDATION = slice(50_000, 60_000)
+
+
+def balanced_subset(y: torch.Tensor, per_class: int, seed: int, pool: int = 50_000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(10):
+        idx = (y[:pool] == c).nonzero().squeeze(1)
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picks)
+
+
+class PerSample:
+    """Apply a torchvision transform to each image of a batch separately (one draw per image)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, x, y):
+        return torch.stack([self.transform(image) for image in x])
+
+
+class Chain:
+    def __init__(self, *steps):
+        self.steps = steps
+
+    def __call__(self, x, y):
+        for step in self.steps:
+            x = step(x, y)
+        return x
+
+
+class Batch:
+    """A VAEAugment on the whole batch (one draw per image)."""
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def __call__(self, x, y):
+        return self.augment(x)
+
+
+class Mix:
+    """Same-class latent interpolation / extrapolation on (images, labels)."""
+
+    def __init__(self, mix):
+        self.mix = mix
+
+    def __call__(self, x, y):
+        return self.mix(x, y)[0]
+
+
+def conditions(vae) -> dict[str, object]:
+    """Every augmentation compared; the first four are the headline conditions."""
+    classic = PerSample(v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=10))
+
+    def vae_aug(**kw):
+        return Batch(VAEAugment(vae, **kw))
+
+    recommended = {"strength": 1.0, "mode": "data", "p": 0.5}
+    return {
+        "none": None,
+        "classic": classic,
+        "vae": vae_aug(**recommended),
+        "classic+vae": Chain(vae_aug(**recommended), classic),
+        # explored
+        "posterior s=1": vae_aug(mode="posterior", strength=1.0),
+        "posterior s=2": vae_aug(mode="posterior", strength=2.0),
+        "data s=0.5": vae_aug(strength=0.5),
+        "data s=1": vae_aug(strength=1.0),
+        "data s=1.5": vae_aug(strength=1.5),
+        "data s=1 p=0.5": vae_aug(strength=1.0, p=0.5),
+        "data s=1.5 p=0.5": vae_aug(strength=1.5, p=0.5),
+        "residual s=1": vae_aug(strength=1.0, residual=True),
+        "residual s=1.5 p=0.5": vae_aug(strength=1.5, residual=True, p=0.5),
+        "extrapolate lam=0.5": Mix(LatentMix(vae, method="extrapolate", lam=0.5, p=0.5)),
+        "interpolate lam=0-1": Mix(LatentMix(vae, method="interpolate", lam=(0.0, 1.0), p=0.5)),
+        "classic+residual s=1.5 p=0.5": Chain(vae_aug(strength=1.5, residual=True, p=0.5), classic),
+        "classic+extrapolate": Chain(Mix(LatentMix(vae, method="extrapolate", lam=0.5, p=0.5)), classic),
+    }
+
+
+def run(x, y, x_eval, y_eval, labels: int, augment, seed: int, steps: int) -> float:
+    idx = balanced_subset(y, labels // 10, seed)
+    torch.manual_seed(seed)
+    model = train_classifier(x[idx], y[idx], steps=steps, batch_size=64, seed=seed, augment=augment)
+    return (predict(model, x_eval) == y_eval).float().mean().item()
+
+
+def summarize(runs: list[float]) -> dict:
+    return {"mean": statistics.fmean(runs), "std": statistics.stdev(runs) if len(runs) > 1 else 0.0, "runs": runs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--root", default=DEFAULT_ROOT)
+    parser.add_argument("--phase", choices=["all", "select", "test"], default="all")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--out", default=str(RESULTS / "utility.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    start = time.time()
+    steps, seeds = (60, 1) if args.quick else (args.steps, args.seeds)
+
+    x, y = mnist(args.root, train=True)
+    x_test, y_test = mnist(args.root, train=False)
+    x_val, y_val = x[VALIDATION], y[VALIDATION]
+    vae = load_vae("mnist")
+    candidates = conditions(vae)
+    headline = ["none", "classic", "vae", "classic+vae"]
+    if args.quick:
+        candidates = {k: candidates[k] for k in headline}
+
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if out.is_file() and not args.quick else {}
+    result["protocol"] = {
+        "dataset": "MNIST", "labelled": [100, 1000], "pool": "training images 0-49,999 (class-balanced draw per seed)",
+        "validation": "training images 50,000-59,999", "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
+        "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
+        "vae": "bundled checkpoint 'mnist', trained on the unlabelled MNIST training images", "quick": args.quick,
+    }
+
+    if args.phase in ("all", "select"):
+        selection = {}
+        for name, augment in candidates.items():
+            accs = [run(x, y, x_val, y_val, 100, augment, seed, steps) for seed in range(seeds)]
+            selection[name] = summarize(accs)
+            print(f"[validation, 100 labels] {name:<32} {selection[name]['mean']:.4f} +- {selection[name]['std']:.4f}", flush=True)
+        result["validation_100"] = selection
+
+    if args.phase in ("all", "test"):
+        tested = {}
+        for labels in (100, 1000):
+            tested[str(labels)] = {}
+            names = list(candidates) if labels == 100 else headline
+            for name in names:
+                # test seeds differ from selection seeds
+                accs = [run(x, y, x_test, y_test, labels, candidates[name], 100 + seed, steps) for seed in range(seeds)]
+                tested[str(labels)][name] = summarize(accs)
+                r = tested[str(labels)][name]
+                print(f"[test, {labels} labels] {name:<32} {r['mean']:.4f} +- {r['std']:.4f}", flush=True)
+        result["results"] = tested
+
+    result["protocol"]["seconds"] = round(time.time() - start, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if "results" in result:
+        plot(result["results"], out.with_suffix(".png"))
+    print(f"wrote {out} in {time.time() - start:.0f} s")
+
+
+def plot(results, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    for ax, (labels, rows) in zip(axes, results.items()):
+        names = list(rows)
+        means = [rows[n]["mean"] * 100 for n in names]
+        stds = [rows[n]["std"] * 100 for n in names]
+        ax.barh(names, means, xerr=stds, color=["#888" if n in ("none", "classic") else "#4a7" for n in names])
+        ax.set_xlim(min(means) - 5, 100)
+        ax.invert_yaxis()
+        ax.set_title(f"MNIST, {labels} labels: test accuracy (%)")
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
