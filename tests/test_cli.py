@@ -115,16 +115,17 @@ def test_an_interrupted_run_exits_130_and_resume_finishes_it_exactly(cli_run, tm
     assert main(["train", "--out", str(tmp_path / "straight"), *common]) == 0
 
     calls = {"n": 0}
-    real_loss = VAE.loss
+    real_forward = VAE.forward
 
-    def loss_until_ctrl_c(self, *args, **kwargs):
+    def forward_until_ctrl_c(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # 18 training images in batches of 8: the second step of epoch 2
+        # 18 training images in batches of 8 (3 steps) + 1 held-out batch per epoch: the second step of epoch 2
+        if calls["n"] == 6:
             raise KeyboardInterrupt
-        return real_loss(self, *args, **kwargs)
+        return real_forward(self, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(VAE, "loss", loss_until_ctrl_c)
+        patch.setattr(VAE, "forward", forward_until_ctrl_c)
         capsys.readouterr()
         assert main(["train", "--out", str(tmp_path / "resumed"), *common]) == 130
     assert "interrupted; the last finished epoch's checkpoint is intact" in capsys.readouterr().err

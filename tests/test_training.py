@@ -172,16 +172,17 @@ def test_resume_continues_a_shorter_run_exactly(tmp_path, assert_same_state):
 def test_a_run_killed_mid_epoch_keeps_its_checkpoint_and_resumes_exactly(tmp_path, monkeypatch, uninterrupted, assert_same_state):
     out = tmp_path / "killed"
     calls = {"n": 0}
-    original_loss = VAE.loss
+    original_forward = VAE.forward
 
-    def loss_then_die(self, *args, **kwargs):
+    def forward_then_die(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # epoch 1 has 3 steps (48 images, batch 16): die during epoch 2
+        # epoch 1: 3 training steps (48 images, batch 16) + 1 held-out batch; die at epoch 2's second step
+        if calls["n"] == 6:
             raise KeyboardInterrupt
-        return original_loss(self, *args, **kwargs)
+        return original_forward(self, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(VAE, "loss", loss_then_die)
+        patch.setattr(VAE, "forward", forward_then_die)
         with pytest.raises(KeyboardInterrupt):
             train_tiny(out, epochs=2)
 

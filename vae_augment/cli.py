@@ -40,6 +40,8 @@ def _add_train(sub) -> None:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--iw-k", type=int, default=64, help="samples for the final importance-weighted NLL (0 = skip)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on CUDA, else fp32")
+    p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -50,7 +52,7 @@ def _run_train(args, argv: list[str]) -> int:
           lr_schedule=args.lr_schedule, beta=args.beta, warmup_epochs=args.warmup_epochs, latent_dim=args.latent_dim,
           widths=args.widths, hidden=args.hidden, likelihood=args.likelihood, image_size=args.image_size,
           channels=args.channels, seed=args.seed, device=args.device, num_workers=args.num_workers, iw_k=args.iw_k,
-          resume=args.resume, download=args.download, progress=not args.quiet,
+          resume=args.resume, download=args.download, progress=not args.quiet, precision=args.precision, compile=args.compile,
           command="vae-augment " + " ".join(shlex.quote(a) for a in argv))
     return 0
 
@@ -168,6 +170,7 @@ def _run_demo(args) -> int:
                                 "clone the repository and run python app.py there")
     spec = importlib.util.spec_from_file_location("vae_augment_app", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Gradio looks up the module of the classes it is given
     try:
         spec.loader.exec_module(module)
     except ImportError as err:

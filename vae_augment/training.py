@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import hub
+from . import hub, losses
 from .data import load_splits
 from .losses import kl_warmup
 from .model import VAE
@@ -156,6 +156,8 @@ def train(
     download: bool = False,
     progress: bool = True,
     log: bool = True,
+    precision: str = "auto",
+    compile: bool = False,
     command: str | None = None,
 ) -> VAE:
     """Train a VAE on ``data`` and write a checkpoint to ``out`` after every epoch.
@@ -168,6 +170,11 @@ def train(
     ``progress`` shows a progress bar; ``log`` prints one line per epoch.
     With ``resume=True`` training continues from ``out``'s last finished epoch and gives the same
     result as an uninterrupted run.
+
+    Under ``torchrun --nproc_per_node N`` (one or many nodes) it trains with DistributedDataParallel:
+    a `DistributedSampler` shards each epoch, gloo runs on CPU and nccl on GPU, and only rank 0
+    evaluates, prints and writes checkpoints. ``precision="auto"`` uses bf16 autocast on CUDA
+    (``"fp32"`` turns it off); ``compile=True`` wraps the model in `torch.compile`.
     """
     from tqdm.auto import tqdm
 
@@ -180,6 +187,8 @@ def train(
         raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
     if warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs!r}")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
 
     out = Path(out)
     if isinstance(data, Dataset):
@@ -195,13 +204,16 @@ def train(
     if likelihood is None:
         likelihood = "bernoulli" if info["channels"] == 1 else "gaussian"
 
-    device = torch.device(device) if device is not None else default_device()
+    dist = _Distributed.from_env(device)
+    device = dist.device if dist.enabled else (torch.device(device) if device is not None else default_device())
+    main_process = dist.rank == 0
+    progress, log = progress and main_process, log and main_process
     torch.manual_seed(seed)
     config = dict(channels=int(info["channels"]), image_size=[int(s) for s in info["image_size"]], latent_dim=latent_dim,
                   widths=list(widths), hidden=hidden, likelihood=likelihood, beta=beta)
     vae = VAE(**config).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    steps_per_epoch = math.ceil(math.ceil(len(train_set) / dist.world_size) / batch_size)
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(warmup_epochs * steps_per_epoch)
     meta: dict[str, Any] = {"epoch": 0, "history": []}
@@ -213,17 +225,26 @@ def train(
         if saved_config != config:
             raise ValueError(f"cannot resume: the run in {str(out)!r} was started with {saved_config}, now {config}")
         meta = _load_state(state_path, vae, optimizer)
-        if meta["epoch"] >= epochs:
+        if meta["epoch"] >= epochs and log:
             print(f"{out}: already trained for {meta['epoch']} epochs")
-    out.mkdir(parents=True, exist_ok=True)
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
 
     pin = device.type == "cuda"
+    model = dist.wrap(vae)
+    forward = torch.compile(model) if compile else model
+    autocast = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     for epoch in range(meta["epoch"], epochs):
-        # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
-        torch.manual_seed(seed * 100_003 + epoch)
-        order = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers,
-                            pin_memory=pin, drop_last=False)
+        # Everything random in an epoch derives from (seed, epoch, rank): a resumed run repeats it exactly.
+        torch.manual_seed(seed * 100_003 + epoch + 7919 * dist.rank)
+        if dist.enabled:
+            sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed)
+            sampler.set_epoch(epoch)
+            loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin)
+        else:
+            order = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=order, num_workers=num_workers,
+                                pin_memory=pin, drop_last=False)
         vae.train()
         running, start = 0.0, time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
@@ -232,22 +253,33 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = _lr_at(step, total_steps, lr, lr_schedule)
             x = _images(batch).to(device, non_blocking=pin)
-            result = vae.loss(x, beta=kl_warmup(step, warmup_steps, beta))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out_x, posterior = forward(x)
+            # the likelihood and KL in float32, whatever the forward pass ran in
+            result = losses.elbo(vae.log_likelihood(x, out_x.float()), posterior.to(torch.float32).kl(), kl_warmup(step, warmup_steps, beta))
             optimizer.zero_grad(set_to_none=True)
             result["loss"].backward()
             optimizer.step()
             running = result["loss"].item() if i == 0 else 0.98 * running + 0.02 * result["loss"].item()
             if i % 20 == 0:
                 bar.set_postfix(loss=f"{running:.2f}", kl=f"{result['kl'].item():.1f}")
-        held_out = evaluate(vae, test_set, batch_size=500, seed=seed)
         meta["epoch"] = epoch + 1
+        if not main_process:
+            dist.barrier()  # wait while rank 0 evaluates and writes the checkpoint
+            continue
+        held_out = evaluate(vae, test_set, batch_size=500, seed=seed)
         meta["history"].append({"epoch": epoch + 1, "train_loss": running, "seconds": time.perf_counter() - start, **held_out})
         if log:
             print(f"epoch {epoch + 1}/{epochs}: train loss {running:.2f}, held-out -ELBO {held_out['neg_elbo_nats']:.2f} nats "
                   f"({held_out['neg_elbo_bits_per_dim']:.4f} bits/dim)", flush=True)
         _save_state(state_path, vae, optimizer, meta)
         vae.save_pretrained(out)
+        dist.barrier()
 
+    in_sync = dist.ranks_in_sync(vae)
+    if not main_process:
+        dist.close()
+        return vae.eval()
     vae.eval()
     reference = reference_statistics(vae, train_set, num_workers=num_workers)
     final = evaluate(vae, test_set, iw_k=iw_k, batch_size=100 if iw_k else 500, seed=seed, progress=progress)
@@ -255,7 +287,8 @@ def train(
         "dataset": info["dataset"], "holdout": info.get("holdout", "test_data"), "command": command,
         "epochs": meta["epoch"], "train_images": len(train_set), "test": final, "history": meta["history"], **reference,
         "training": {"batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "beta": beta,
-                     "warmup_epochs": warmup_epochs, "seed": seed, "device": str(device)},
+                     "warmup_epochs": warmup_epochs, "seed": seed, "device": str(device),
+                     "world_size": dist.world_size, "ranks_in_sync": in_sync, "precision": "bf16" if autocast else "fp32"},
     }
     vae.metrics = metrics
     hub.atomic_write_json(out / hub.METRICS_NAME, metrics)
@@ -264,4 +297,57 @@ def train(
     if log:
         print(f"test: -ELBO {final['neg_elbo_nats']:.2f} nats/image ({final['neg_elbo_bits_per_dim']:.4f} bits/dim)"
               + (f", IW-NLL (k={iw_k}) {final['iw_nll_nats']:.2f} nats" if iw_k else "") + f"; saved to {out}", flush=True)
+    dist.close()
     return vae
+
+
+class _Distributed:
+    """The torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1, device: torch.device | None = None):
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.enabled = world_size > 1
+
+    @classmethod
+    def from_env(cls, device) -> "_Distributed":
+        import os
+
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        import torch.distributed as td
+
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        if not td.is_initialized():
+            td.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+        return cls(td.get_rank(), td.get_world_size(), dev)
+
+    def wrap(self, vae: VAE) -> torch.nn.Module:
+        if not self.enabled:
+            return vae
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(vae, device_ids=ids)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def ranks_in_sync(self, vae: VAE) -> bool:
+        """True when every rank holds the same weights (compared by a checksum of all parameters)."""
+        if not self.enabled:
+            return True
+        checksum = torch.stack([p.detach().double().sum() for p in vae.parameters()]).sum().reshape(1)
+        checksum = checksum.to(self.device)
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world_size)]
+        torch.distributed.all_gather(gathered, checksum)
+        return all(torch.equal(g, gathered[0]) for g in gathered)
+
+    def close(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
