@@ -216,7 +216,7 @@ def train(
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / dist.world_size) / batch_size)
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(warmup_epochs * steps_per_epoch)
-    meta: dict[str, Any] = {"epoch": 0, "history": []}
+    meta: dict[str, Any] = {"epoch": 0, "history": [], "command": command}
     state_path = out / STATE_NAME
     if resume:
         if not state_path.is_file():
@@ -284,7 +284,8 @@ def train(
     reference = reference_statistics(vae, train_set, num_workers=num_workers)
     final = evaluate(vae, test_set, iw_k=iw_k, batch_size=100 if iw_k else 500, seed=seed, progress=progress)
     metrics = {
-        "dataset": info["dataset"], "holdout": info.get("holdout", "test_data"), "command": command,
+        "dataset": info["dataset"], "holdout": info.get("holdout", "test_data"), "command": meta.get("command") or command,
+        **({"resumed_with": command} if resume and meta.get("command") not in (None, command) else {}),
         "epochs": meta["epoch"], "train_images": len(train_set), "test": final, "history": meta["history"], **reference,
         "training": {"batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "beta": beta,
                      "warmup_epochs": warmup_epochs, "seed": seed, "device": str(device),

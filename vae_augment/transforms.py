@@ -68,29 +68,36 @@ def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "d
     count than the model's are converted for it and the result converted back. ``posterior``
     (for the rows of ``x``) skips the encoder when already known.
     """
-    out = x.clone()
-    if x.shape[0] == 0:
-        return out
-    rows = torch.arange(x.shape[0], device=x.device) if apply is None else apply.to(x.device).nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return out
+    n = x.shape[0]
+    rows = None  # None: every image changes (the fast path, no gather/scatter)
+    if apply is not None and not bool(apply.all()):
+        rows = apply.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return x.clone()
+        noise = noise[rows.to(noise.device)]
+        if posterior is not None:
+            posterior = posterior[rows.to(posterior.mean.device)]
+    if n == 0:
+        return x.clone()
+    selected = x if rows is None else x[rows.to(x.device)]
     device = vae.device
-    selected = x[rows] if rows.numel() < x.shape[0] else x
     if posterior is None:
         posterior = vae.encode(to_model_space(vae, selected.to(device)))
-    elif rows.numel() < x.shape[0]:
-        posterior = posterior[rows.to(posterior.mean.device)]
-    posterior = posterior.to(device)
-    z = perturb(posterior.mean, posterior.std, noise[rows.to(noise.device)].to(device), mode, strength, vae.latent_scale)
+    else:
+        posterior = posterior.to(device)
+    z = perturb(posterior.mean, posterior.std, noise.to(device), mode, strength, vae.latent_scale)
     if residual:
         decoded = vae.decode(torch.cat([z, posterior.mean]))
-        delta = _delta_to_input(decoded[: rows.numel()] - decoded[rows.numel():], selected)
+        delta = _delta_to_input(decoded[: z.shape[0]] - decoded[z.shape[0]:], selected)
         result = (selected + delta.to(selected)).clamp_(0, 1)
     else:
         result = _from_model_space(vae.decode(z), selected).to(selected)
         if selected.shape[1] == 4:  # keep the alpha channel
             result = torch.cat([result, selected[:, 3:]], 1)
-    out[rows] = result
+    if rows is None:
+        return result
+    out = x.clone()
+    out[rows.to(x.device)] = result
     return out
 
 
