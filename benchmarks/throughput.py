@@ -24,11 +24,11 @@ import platform
 import time
 from pathlib import Path
 
+from common import RESULTS, SmallCNN  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads; puts the repo on sys.path)
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from common import RESULTS, SmallCNN  # noqa: E402  (also puts the repo on sys.path)
 from vae_augment import load_vae  # noqa: E402
 from vae_augment.data import PosteriorCache  # noqa: E402
 from vae_augment.latent import perturb  # noqa: E402

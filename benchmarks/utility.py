@@ -20,10 +20,10 @@ import statistics
 import time
 from pathlib import Path
 
+from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 from torchvision.transforms import v2
 
-from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier
 from vae_augment import LatentMix, VAEAugment, load_vae
 
 VALIDATION = slice(50_000, 60_000)

@@ -170,7 +170,7 @@ def _run_demo(args) -> int:
                                 "clone the repository and run python app.py there")
     spec = importlib.util.spec_from_file_location("vae_augment_app", path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Gradio looks up the module of the classes it is given
+    sys.modules[spec.name] = module  # registered like an imported module, for inspect and pickle
     try:
         spec.loader.exec_module(module)
     except ImportError as err:
