@@ -25,7 +25,7 @@ import torch
 from vae_augment import evaluate, load_vae
 from vae_augment.transforms import DEFAULT_STRENGTH, VAEAugment
 
-STRENGTHS = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0]
+STRENGTHS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0]
 SETTINGS = [("data", False), ("data", True), ("posterior", False), ("posterior", True)]
 
 

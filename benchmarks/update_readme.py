@@ -95,9 +95,9 @@ SECTIONS = {"checkpoints": checkpoints_table, "throughput": throughput_table, "q
 
 def render(text: str) -> str:
     for name, make in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
         if pattern.search(text):
-            text = pattern.sub(lambda m, body=make(): m.group(1) + body + m.group(2), text)
+            text = pattern.sub(lambda m, body=make(): m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 

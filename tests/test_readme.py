@@ -23,6 +23,6 @@ def test_first_code_block_runs_as_written(capsys):
 
 def test_readme_names_the_two_setup_commands():
     text = README.read_text()
-    assert "pip install -e . && " in text, "the main job's set-up command"
+    assert "pip install -e '.[app]' && python app.py" in text, "the main job's set-up command"
     assert "pip install -e '.[test]' && python -m pytest -q" in text, "the test command that .ci/run runs"
     assert "pip install -e '.[test]' && python -m pytest -q" in (README.parent / ".ci" / "run").read_text()

@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from .latent import check_mode_strength
 from .model import VAE
-from .transforms import RANGE_TOLERANCE, _prepare_vae, augment_batch
+from .transforms import DEFAULT_STRENGTH, RANGE_TOLERANCE, _prepare_vae, augment_batch
 
 
 class AlbuVAEAugment(A.ImageOnlyTransform):
@@ -44,7 +44,7 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         mode: Literal["data", "posterior", "prior"]
         residual: bool
 
-    def __init__(self, checkpoint: Any = "mnist", strength: float = 1.0, mode: Literal["data", "posterior", "prior"] = "data",
+    def __init__(self, checkpoint: Any = "mnist", strength: float = DEFAULT_STRENGTH, mode: Literal["data", "posterior", "prior"] = "data",
                  residual: bool = False, p: float = 1.0):
         super().__init__(p=p)
         check_mode_strength(mode, strength)

@@ -9,10 +9,10 @@ from torch.utils.data import DataLoader, Subset
 
 from .data import load_splits
 from .hub import load_vae
-from .transforms import VAEAugment
+from .transforms import DEFAULT_STRENGTH, VAEAugment
 
 
-def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, root=None, strength: float = 1.0,
+def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, root=None, strength: float = DEFAULT_STRENGTH,
                       mode: str = "data", residual: bool = False, seed: int = 0, batch_size: int = 256,
                       limit: int | None = None, split: str = "train", progress: bool = True) -> int:
     """Write ``per_image`` variants of each image of ``data`` to ``out/<class>/<index>_<k>.png``.
