@@ -167,7 +167,7 @@ def pil_to_float(image, channels: int) -> torch.Tensor:
         gray = torch.from_numpy(array / scale).clamp_(0, 1).unsqueeze(0)
         return convert_channels(gray, channels)
     if image.mode == "F":
-        gray = torch.from_numpy(np.asarray(image, dtype=np.float32)).clamp(0, 1).unsqueeze(0)
+        gray = torch.from_numpy(np.array(image, dtype=np.float32)).clamp_(0, 1).unsqueeze(0)
         return convert_channels(gray, channels)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # composite on white, the usual background of scanned or drawn images
