@@ -90,7 +90,38 @@ def quality_table() -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"checkpoints": checkpoints_table, "throughput": throughput_table, "quality": quality_table}
+def utility_table() -> str:
+    u = _load(RESULTS / "utility.json")
+    if not u or "results" not in u:
+        return "_not measured yet: run `python benchmarks/utility.py --phase select` then `python benchmarks/utility.py`_"
+    p = u["protocol"]
+    rec = p.get("recommended_vae", {})
+    lines = [
+        f"Measured by `python benchmarks/utility.py` (test split, {p['seeds']} seeds, mean +- std; {p['classifier']}, "
+        f"{p['steps']} steps of batch {p['batch_size']}). `vae` is `VAEAugment(vae, {', '.join(f'{k}={v!r}' for k, v in rec.items())})`, "
+        "`classic` a RandomAffine (15 degrees, 10% shift, 0.9-1.1 scale, 10 degrees shear), `classic+vae` the VAE then the affine.",
+        "",
+        "| condition | " + " | ".join(f"{n} labels" for n in u["results"]) + " |",
+        "| --- | " + " | ".join("---" for _ in u["results"]) + " |",
+    ]
+    names = list(next(iter(u["results"].values())))
+    for name in names:
+        cells = []
+        for rows in u["results"].values():
+            r = rows.get(name)
+            cells.append(f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} %" if r else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "validation_100" in u:
+        lines += ["", "Every condition explored, on the validation split (training images 50,000-59,999), 100 labels, "
+                  "which chose the recommended setting (`python benchmarks/utility.py --phase select`):", "",
+                  "| condition | validation accuracy |", "| --- | --- |"]
+        for name, r in u["validation_100"].items():
+            lines.append(f"| {name} | {100 * r['mean']:.1f} +- {100 * r['std']:.1f} % |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"checkpoints": checkpoints_table, "throughput": throughput_table, "quality": quality_table,
+            "utility": utility_table}
 
 
 def render(text: str) -> str:

@@ -180,6 +180,8 @@ def test_channel_conversion_both_ways(vae, rgb_vae):
         (torch.rand(28), ValueError, "dimensions"),
         (torch.full((1, 28, 28), float("nan")), ValueError, "NaN or infinite"),
         (torch.full((1, 28, 28), float("inf")), ValueError, "NaN or infinite"),
+        (torch.rand(4, 1, 28, 28).index_put_((torch.tensor(2), torch.tensor(0), torch.tensor(5), torch.tensor(9)), torch.tensor(float("nan"))),
+         ValueError, "NaN or infinite"),
         (torch.rand(1, 28, 28) * 255, ValueError, "must be in \\[0, 1\\]"),
         (torch.rand(1, 28, 28) - 0.5, ValueError, "must be in \\[0, 1\\]"),
         (torch.zeros(1, 28, 28, dtype=torch.int32), TypeError, "uint8 .* or float"),

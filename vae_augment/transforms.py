@@ -6,6 +6,7 @@ the classes only draw parameters, convert types at their edges and call it.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -135,9 +136,9 @@ def image_to_float(inpt: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         x = x.float().div_(255.0)
     elif x.is_floating_point():
         if x.numel():
-            if not torch.isfinite(x).all():
+            low, high = (v.item() for v in torch.aminmax(x))  # NaN and inf propagate into min/max
+            if not (math.isfinite(low) and math.isfinite(high)):
                 raise ValueError("image contains NaN or infinite values; expected finite floats in [0, 1]")
-            low, high = x.min().item(), x.max().item()
             if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
                 raise ValueError(f"float images must be in [0, 1] (got values in [{low:.4g}, {high:.4g}]); "
                                  "scale them first, or pass uint8 images in [0, 255]")
