@@ -74,3 +74,24 @@ def test_bad_input_and_arguments(checkpoint):
         transform(image=np.full((28, 28, 1), 3.0, dtype=np.float32))
     with pytest.raises(ValueError, match="NaN or infinite"):
         transform(image=np.full((28, 28, 1), np.nan, dtype=np.float32))
+
+
+def test_workers_draw_different_variants_and_seeded_runs_repeat(checkpoint):
+    from torch.utils.data import DataLoader, Dataset
+
+    class Same(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return self.transform(image=sample()["image"])["image"]
+
+    def epoch():
+        data = Same()
+        data.transform = A.Compose([AlbuVAEAugment(checkpoint=checkpoint, strength=2.0)], seed=137)
+        torch.manual_seed(0)
+        return torch.cat([torch.as_tensor(b) for b in DataLoader(data, batch_size=1, num_workers=2)])
+
+    first, again = epoch(), epoch()
+    assert torch.equal(first, again)
+    assert not torch.equal(first[0], first[1]), "worker 0's and worker 1's first draws differ"

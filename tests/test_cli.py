@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from conftest import make_images, write_pngs
 from huggingface_hub import HfApi
@@ -185,3 +186,28 @@ def test_readme_tables_are_rendered_from_the_results_files():
     repo = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, str(repo / "benchmarks" / "update_readme.py"), "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_generate_writes_k_variants_of_every_image_in_an_imagefolder_tree(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import make_images, write_pngs
+    from vae_augment import VAE
+
+    torch_vae = VAE(latent_dim=4, widths=[4, 8], hidden=16)
+    torch_vae.save_pretrained(tmp_path / "ckpt")
+    write_pngs(tmp_path / "data" / "cats", make_images(3, seed=1), prefix="cat")
+    write_pngs(tmp_path / "data" / "dogs", make_images(2, seed=2), prefix="dog")
+    args = ["generate", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "data"), "--per-image", "3",
+            "--strength", "0.5", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    files = sorted(p.relative_to(tmp_path / "a").as_posix() for p in (tmp_path / "a").rglob("*.png"))
+    assert len(files) == 5 * 3, "every image, not a held-out share, gets K variants"
+    assert "cats/cat000_0.png" in files and "dogs/dog001_2.png" in files
+    image = Image.open(tmp_path / "a" / "cats" / "cat000_0.png")
+    assert image.mode == "L" and image.size == (28, 28), "gray stays gray"
+    variants = [np.asarray(Image.open(tmp_path / "a" / "cats" / f"cat000_{k}.png")) for k in range(3)]
+    assert not np.array_equal(variants[0], variants[1])
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert np.array_equal(variants[0], np.asarray(Image.open(tmp_path / "b" / "cats" / "cat000_0.png"))), "seeded: repeats"
+    assert "wrote 15 images" in capsys.readouterr().out

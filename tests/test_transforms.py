@@ -329,3 +329,32 @@ def test_precompute_equals_lazy_cache(vae):
         lazy[i]
     eager = PosteriorCache(data, VAEAugment(vae)).precompute(batch_size=3)
     assert torch.allclose(lazy.mean, eager.mean, atol=1e-5) and torch.allclose(lazy.logvar, eager.logvar, atol=1e-5)
+
+
+def test_an_explicit_generator_in_workers_keeps_its_seed(vae):
+    def first_epoch(seed):
+        return run_epochs(Digits(transform=VAEAugment(vae, strength=2.0, generator=torch.Generator().manual_seed(seed))),
+                          seed=0, epochs=1)[0]
+
+    assert torch.equal(first_epoch(1), first_epoch(1))
+    assert not torch.equal(first_epoch(1), first_epoch(2)), "different user seeds must give different runs"
+
+
+def test_the_callers_model_is_not_moved_or_frozen(vae):
+    before = [p.requires_grad for p in vae.parameters()]
+    VAEAugment(vae, device="meta")
+    assert vae.device.type == "cpu" and [p.requires_grad for p in vae.parameters()] == before
+
+
+def test_augment_batch_keeps_float64_and_checks_noise_shape(vae):
+    x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
+    out = augment_batch(vae, x, torch.randn(2, 4))
+    assert out.dtype == torch.float64 and not out.is_inference()
+    with pytest.raises(ValueError, match="noise \\[B, 4\\]"):
+        augment_batch(vae, x, torch.randn(3, 4))
+
+
+def test_latent_mix_takes_a_tuple_like_mixup(vae):
+    images, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 0, 1, 1])
+    out, out_labels = LatentMix(vae)((images, labels))
+    assert out.shape == images.shape and torch.equal(out_labels, labels)

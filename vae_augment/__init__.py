@@ -11,11 +11,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "VAE", "DiagonalGaussian", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate", "elbo",
-    "VAEAugment", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "AlbuVAEAugment", "__version__",
+    "VAEAugment", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str):  # AlbuVAEAugment, kept out of __all__ so `import *` works without albumentations
     if name == "AlbuVAEAugment":  # albumentations is an optional extra; import it only when asked for
         from .albu import AlbuVAEAugment
 

@@ -52,8 +52,21 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         self.checkpoint = checkpoint if not isinstance(checkpoint, VAE) else getattr(checkpoint, "name_or_path", None)
         self.strength, self.mode, self.residual = float(strength), mode, bool(residual)
 
+    def set_random_seed(self, seed: int | None) -> None:
+        super().set_random_seed(seed)
+        self._seed, self._worker = seed, None
+
+    def _rng(self) -> np.random.Generator:
+        """albumentations' generator; in a DataLoader worker, re-seeded once from the Compose seed mixed
+        with the worker's seed, so workers draw different variants and a seeded run repeats."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None and getattr(self, "_worker", None) != (info.id, info.seed):
+            self.random_generator = np.random.default_rng([getattr(self, "_seed", None) or 0, info.seed])
+            self._worker = (info.id, info.seed)
+        return self.random_generator
+
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        noise = self.random_generator.standard_normal(self.vae.latent_dim).astype(np.float32)
+        noise = self._rng().standard_normal(self.vae.latent_dim).astype(np.float32)
         return {"noise": torch.from_numpy(noise).unsqueeze(0)}
 
     def apply(self, img: np.ndarray, noise: torch.Tensor | None = None, **params: Any) -> np.ndarray:

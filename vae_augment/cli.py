@@ -121,7 +121,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--strength", type=float, default=None, help="default: the transform's default")
     p.add_argument("--mode", choices=["data", "posterior", "prior"], default="data")
     p.add_argument("--residual", action="store_true")
-    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--split", choices=["train", "test"], default="train", help="split of a torchvision dataset")
+    p.add_argument("--image-size", type=int, help="resize images to this size (needed for folders of mixed sizes)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
@@ -133,7 +134,8 @@ def _run_generate(args) -> int:
 
     n = generate_variants(args.checkpoint, args.data, args.out, per_image=args.per_image, root=args.root,
                           strength=DEFAULT_STRENGTH if args.strength is None else args.strength, mode=args.mode,
-                          residual=args.residual, seed=args.seed, limit=args.limit, split=args.split, progress=not args.quiet)
+                          residual=args.residual, seed=args.seed, limit=args.limit, split=args.split,
+                          image_size=args.image_size, progress=not args.quiet)
     print(f"wrote {n} images to {args.out}")
     return 0
 
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_push(args)
         if args.command == "demo":
             return _run_demo(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"vae-augment {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,33 +4,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
-from .data import load_splits
+from .data import TORCHVISION_DATASETS, ImageFolderDataset, torchvision_dataset
 from .hub import load_vae
 from .transforms import DEFAULT_STRENGTH, VAEAugment
 
 
 def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, root=None, strength: float = DEFAULT_STRENGTH,
                       mode: str = "data", residual: bool = False, seed: int = 0, batch_size: int = 256,
-                      limit: int | None = None, split: str = "train", progress: bool = True) -> int:
-    """Write ``per_image`` variants of each image of ``data`` to ``out/<class>/<index>_<k>.png``.
+                      limit: int | None = None, split: str = "train", image_size: int | None = None,
+                      progress: bool = True) -> int:
+    """Write ``per_image`` variants of every image of ``data`` to ``out/<class>/<name>_<k>.png``.
 
-    Class folders are named after the data set's classes (``all`` for unlabelled folders). The run
-    is reproducible from ``seed``. Returns the number of files written.
+    ``data`` is a folder of images (every image in it; class subfolders become class folders, a
+    flat folder gives ``all/``) or a torchvision dataset name (its ``split``, class folders named
+    by label). Names come from the source files (or the index in the data set). Gray images are
+    written as 8-bit gray PNGs, RGB as RGB; the images keep their size unless ``image_size`` is
+    given (needed for folders of mixed sizes). The run repeats exactly for the same ``seed``.
+    Returns the number of files written.
     """
-    from torchvision.utils import save_image
     from tqdm.auto import tqdm
 
     if not isinstance(per_image, int) or per_image < 1:
         raise ValueError(f"per_image must be an int >= 1, got {per_image!r}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     vae = load_vae(checkpoint)
-    train_set, test_set, _ = load_splits(data, root, image_size=None, channels=None, seed=seed)
-    dataset = train_set if split == "train" else test_set
+    key = str(data).lower().replace("-", "").replace("_", "")
+    if key in TORCHVISION_DATASETS and not Path(str(data)).is_dir():
+        if root is None:
+            raise ValueError(f"dataset {data!r} needs root (--root)")
+        dataset = torchvision_dataset(str(data), root, split == "train", image_size=image_size)
+        classes = [str(i) for i in range(int(dataset.tensors[1].max()) + 1)]
+        names = [f"{i:06d}" for i in range(len(dataset))]
+    else:
+        dataset = ImageFolderDataset(data, image_size)
+        classes = dataset.classes
+        names = [p.stem for p in dataset.files]
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
-    classes = _class_names(data, train_set)
     augment = VAEAugment(vae, strength=strength, mode=mode, residual=residual, generator=torch.Generator().manual_seed(seed))
     out = Path(out)
     written, index = 0, 0
@@ -38,26 +54,16 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
     for images, labels in DataLoader(dataset, batch_size=batch_size):
         for k in range(per_image):
             variants = augment(images)
+            pixels = variants.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for i in range(images.shape[0]):
                 label = int(labels[i])
                 folder = out / (classes[label] if 0 <= label < len(classes) else "all")
                 folder.mkdir(parents=True, exist_ok=True)
-                save_image(variants[i], folder / f"{index + i:06d}_{k}.png")
+                array = pixels[i, ..., 0] if pixels.shape[-1] == 1 else pixels[i]
+                Image.fromarray(np.ascontiguousarray(array), mode="L" if array.ndim == 2 else "RGB").save(
+                    folder / f"{names[index + i]}_{k}.png")
                 written += 1
             bar.update(images.shape[0])
         index += images.shape[0]
     bar.close()
     return written
-
-
-def _class_names(data, train_set) -> list[str]:
-    base = train_set.dataset if isinstance(train_set, Subset) else train_set
-    classes = getattr(base, "classes", None)
-    if classes:
-        return [str(c).replace("/", "_") for c in classes]
-    key = str(data).lower().replace("-", "").replace("_", "")
-    if key in ("mnist", "kmnist", "fashionmnist", "cifar10", "svhn"):
-        return [str(i) for i in range(10)]
-    if key == "cifar100":
-        return [str(i) for i in range(100)]
-    return []

@@ -44,8 +44,9 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Reparameterized sample z = mean + std * eps, eps ~ N(0, I); gradients flow to mean and std."""
-        if noise is None:
-            noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        if noise is None:  # drawn where the generator lives (a CPU generator works with a CUDA model)
+            device = generator.device if generator is not None else self.mean.device
+            noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype).to(self.mean.device)
         return self.mean + self.std * noise
 
     def mode(self) -> torch.Tensor:
@@ -162,7 +163,7 @@ class VAE(
         channels: int = 1,
         image_size: int | list[int] = 28,
         latent_dim: int = 16,
-        widths: list[int] = (32, 64),
+        widths: Sequence[int] = (32, 64),
         hidden: int = 256,
         likelihood: str = "bernoulli",
         beta: float = 1.0,
@@ -322,7 +323,8 @@ class VAE(
             raise ValueError(f"n must be >= 0, got {n}")
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device) * temperature
+        device = generator.device if generator is not None else self.device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device).to(self.device) * temperature
         return self.decode(z)
 
     @torch.no_grad()

@@ -218,6 +218,9 @@ def train(
     warmup_steps = int(warmup_epochs * steps_per_epoch)
     meta: dict[str, Any] = {"epoch": 0, "history": [], "command": command}
     state_path = out / STATE_NAME
+    if not resume and (state_path.exists() or (out / hub.WEIGHTS_NAME).exists()):
+        raise FileExistsError(f"{str(out)!r} already holds a training run; pass resume=True (--resume) to continue it, "
+                              "or choose another output folder (nothing was overwritten)")
     if resume:
         if not state_path.is_file():
             raise FileNotFoundError(f"cannot resume: {str(state_path)!r} does not exist (start without --resume)")

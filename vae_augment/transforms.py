@@ -6,6 +6,7 @@ the classes only draw parameters, convert types at their edges and call it.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from typing import Any
@@ -36,10 +37,11 @@ def _as_vae(vae) -> VAE:
 
 
 def _prepare_vae(vae, device) -> VAE:
+    """The model to run; a model given for another device is copied there, never moved in place,
+    so the caller's model (perhaps used elsewhere, or still training) is left as it was."""
     vae = _as_vae(vae)
-    if device is not None:
-        vae = vae.to(device)
-    vae.eval().requires_grad_(False)
+    if device is not None and torch.device(device) != vae.device:
+        vae = copy.deepcopy(vae).to(device)
     return vae
 
 
@@ -56,7 +58,6 @@ def _from_model_space(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return convert_channels(resize(y, like.shape[-2:]), channels)
 
 
-@torch.inference_mode()
 def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "data", strength: float = DEFAULT_STRENGTH,
                   residual: bool = False, apply: torch.Tensor | None = None,
                   posterior: DiagonalGaussian | None = None) -> torch.Tensor:
@@ -67,8 +68,17 @@ def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "d
     are). With ``residual``, the result is ``x + decode(z') - decode(mean)``: only the decoded
     change is added, so the original's sharp detail survives. Images of another size or channel
     count than the model's are converted for it and the result converted back. ``posterior``
-    (for the rows of ``x``) skips the encoder when already known.
+    (for the rows of ``x``) skips the encoder when already known. The result has ``x``'s dtype and
+    device and is an ordinary tensor (usable by autograd downstream).
     """
+    if x.ndim != 4 or noise.ndim != 2 or noise.shape != (x.shape[0], vae.latent_dim):
+        raise ValueError(f"x must be [B, C, H, W] and noise [B, {vae.latent_dim}], got {tuple(x.shape)} and {tuple(noise.shape)}")
+    with torch.inference_mode():
+        out = _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior)
+    return out.clone()
+
+
+def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) -> torch.Tensor:
     n = x.shape[0]
     rows = None  # None: every image changes (the fast path, no gather/scatter)
     if apply is not None and not bool(apply.all()):
@@ -82,11 +92,12 @@ def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "d
         return x.clone()
     selected = x if rows is None else x[rows.to(x.device)]
     device = vae.device
+    dtype = next(vae.parameters()).dtype
     if posterior is None:
-        posterior = vae.encode(to_model_space(vae, selected.to(device)))
+        posterior = vae.encode(to_model_space(vae, selected.to(device, dtype)))
     else:
         posterior = posterior.to(device)
-    z = perturb(posterior.mean, posterior.std, noise.to(device), mode, strength, vae.latent_scale)
+    z = perturb(posterior.mean, posterior.std, noise.to(device, posterior.mean.dtype), mode, strength, vae.latent_scale)
     if residual:
         decoded = vae.decode(torch.cat([z, posterior.mean]))
         delta = _delta_to_input(decoded[: z.shape[0]] - decoded[z.shape[0]:], selected)
@@ -177,13 +188,15 @@ def _batch_size(inpt: Any) -> int:
 
 
 def _worker_generator(generator: torch.Generator | None, state: dict) -> torch.Generator | None:
-    """In a DataLoader worker, an explicit generator is re-seeded once from the worker's seed, so
-    workers draw different variants and a seeded run still repeats."""
+    """In a DataLoader worker, an explicit generator is re-seeded once from its own seed mixed with
+    the worker's seed, so workers draw different variants, different user seeds give different
+    runs, and a run repeats under the same ``torch.manual_seed``."""
     if generator is None:
         return None
+    state.setdefault("base_seed", generator.initial_seed())
     info = torch.utils.data.get_worker_info()
     if info is not None and state.get("worker") != (info.id, info.seed):
-        generator.manual_seed(info.seed)
+        generator.manual_seed((state["base_seed"] * 1_000_003 + info.seed) % (2**63))
         state["worker"] = (info.id, info.seed)
     return generator
 
@@ -325,7 +338,13 @@ class LatentMix(nn.Module):
         self.last_params = params
         return params
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor, params: dict[str, torch.Tensor] | None = None):
+    def forward(self, *inputs, params: dict[str, torch.Tensor] | None = None):
+        """``mix(images, labels)`` or ``mix((images, labels))`` -> ``(images', labels)``."""
+        if len(inputs) == 1 and isinstance(inputs[0], (tuple, list)):
+            inputs = tuple(inputs[0])
+        if len(inputs) != 2:
+            raise TypeError(f"LatentMix takes (images, labels), got {len(inputs)} inputs")
+        images, labels = inputs
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1:
             raise ValueError(f"labels must be a 1-D tensor of class indices, got {getattr(labels, 'shape', type(labels))}")
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] != labels.shape[0]:
@@ -337,10 +356,15 @@ class LatentMix(nn.Module):
         return float_to_image(y, meta, images), labels
 
 
-@torch.inference_mode()
 def latent_mix_batch(vae: VAE, x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor, apply: torch.Tensor,
                      method: str = "extrapolate", residual: bool = False) -> torch.Tensor:
-    """The tensor operation behind `LatentMix` on ``x: [B, C, H, W]`` float in [0, 1]."""
+    """The tensor operation behind `LatentMix` on ``x: [B, C, H, W]`` float in [0, 1]; returns an ordinary tensor."""
+    with torch.inference_mode():
+        out = _latent_mix_batch(vae, x, partner, lam, apply, method, residual)
+    return out.clone()
+
+
+def _latent_mix_batch(vae, x, partner, lam, apply, method, residual) -> torch.Tensor:
     out = x.clone()
     if x.shape[0] == 0 or not apply.any():
         return out
