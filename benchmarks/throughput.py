@@ -24,7 +24,8 @@ import platform
 import time
 from pathlib import Path
 
-from common import RESULTS, SmallCNN  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads; puts the repo on sys.path)
+os.environ["VAE_AUGMENT_DEFAULT_OMP"] = "1"  # measure torch's default OpenMP behaviour, see common.py
+from common import RESULTS, SmallCNN  # noqa: I001,E402  (sets OMP_WAIT_POLICY before torch loads; puts the repo on sys.path)
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset

@@ -95,11 +95,12 @@ def utility_table() -> str:
     if not u or "results" not in u:
         return "_not measured yet: run `python benchmarks/utility.py --phase select` then `python benchmarks/utility.py`_"
     p = u["protocol"]
-    rec = p.get("recommended_vae", {})
+    rec, rec_c = p.get("recommended_vae", {}), p.get("recommended_with_classic", p.get("recommended_vae", {}))
     lines = [
         f"Measured by `python benchmarks/utility.py` (test split, {p['seeds']} seeds, mean +- std; {p['classifier']}, "
         f"{p['steps']} steps of batch {p['batch_size']}). `vae` is `VAEAugment(vae, {', '.join(f'{k}={v!r}' for k, v in rec.items())})`, "
-        "`classic` a RandomAffine (15 degrees, 10% shift, 0.9-1.1 scale, 10 degrees shear), `classic+vae` the VAE then the affine.",
+        "`classic` a RandomAffine (15 degrees, 10% shift, 0.9-1.1 scale, 10 degrees shear), `classic+vae` "
+        f"`VAEAugment(vae, {', '.join(f'{k}={v!r}' for k, v in rec_c.items())})` then the affine; both chosen on the validation split.",
         "",
         "| condition | " + " | ".join(f"{n} labels" for n in u["results"]) + " |",
         "| --- | " + " | ".join("---" for _ in u["results"]) + " |",
