@@ -125,6 +125,10 @@ def conditions(vae) -> dict[str, object]:
         "interpolate lam=0-1": Mix(LatentMix(vae, method="interpolate", lam=(0.0, 1.0), p=0.5)),
         "classic+data s=0.2": Chain(vae_aug(strength=0.2), classic),
         "classic+extrapolate": Chain(extrapolate(), classic),
+        "neighbour s=0.5": vae_aug(mode="neighbour", strength=0.5),
+        "neighbour s=1": vae_aug(mode="neighbour", strength=1.0),
+        "neighbour s=1 p=0.5": vae_aug(mode="neighbour", strength=1.0, p=0.5),
+        "classic+neighbour s=1 p=0.5": Chain(vae_aug(mode="neighbour", strength=1.0, p=0.5), classic),
     }
 
 
@@ -146,6 +150,7 @@ def main() -> None:
     parser.add_argument("--phase", choices=["all", "select", "test"], default="test")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--conditions", help="comma-separated subset of conditions to run (results are merged)")
     parser.add_argument("--test-explored", action="store_true", help="also report every explored condition on the test split")
     parser.add_argument("--out", default=str(RESULTS / "utility.json"))
     args = parser.parse_args()
@@ -161,6 +166,13 @@ def main() -> None:
     headline = ["none", "classic", "vae", "classic+vae"]
     if args.quick:
         candidates = {k: candidates[k] for k in headline}
+    if args.conditions:
+        wanted = [c.strip() for c in args.conditions.split(",")]
+        unknown = [c for c in wanted if c not in candidates]
+        if unknown:
+            raise SystemExit(f"unknown conditions {unknown}; known: {list(candidates)}")
+        candidates = {k: candidates[k] for k in wanted}
+        headline = [k for k in headline if k in candidates]
 
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.is_file() and not args.quick else {}
@@ -172,7 +184,7 @@ def main() -> None:
     }
 
     if args.phase in ("all", "select"):
-        selection = {}
+        selection = dict(result.get("validation_100", {})) if args.conditions else {}
         for name, augment in candidates.items():
             accs = [run(x, y, x_val, y_val, 100, augment, seed, steps) for seed in range(seeds)]
             selection[name] = summarize(accs)
@@ -180,9 +192,9 @@ def main() -> None:
         result["validation_100"] = selection
 
     if args.phase in ("all", "test"):
-        tested = {}
+        tested = result.get("results", {}) if args.conditions else {}
         for labels in (100, 1000):
-            tested[str(labels)] = {}
+            tested.setdefault(str(labels), {})
             names = list(candidates) if labels == 100 and args.test_explored else headline
             for name in names:
                 # test seeds differ from selection seeds

@@ -358,3 +358,31 @@ def test_latent_mix_takes_a_tuple_like_mixup(vae):
     images, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 0, 1, 1])
     out, out_labels = LatentMix(vae)((images, labels))
     assert out.shape == images.shape and torch.equal(out_labels, labels)
+
+
+def test_neighbour_mode_moves_towards_a_nearby_training_code(vae, tmp_path):
+    from vae_augment import load_vae
+    from vae_augment.latent import nearest_codes
+
+    bank = torch.randn(50, 4)
+    mean = bank[:3] + 0.01  # close to the first three codes, which are not exact duplicates
+    noise = torch.zeros(3, 4)  # Phi(0) = 0.5: the middle candidate
+    target = nearest_codes(mean, bank, noise, k=1)
+    assert torch.equal(target, bank[:3])
+    assert torch.equal(nearest_codes(bank[:3], bank, noise, k=1)[0:1].ne(bank[0:1]).any(1), torch.tensor([True])), \
+        "an image's own code is excluded"
+
+    with pytest.raises(ValueError, match="latent bank"):
+        VAEAugment(vae, mode="neighbour", strength=1.0)
+    model = VAE(latent_dim=4, widths=[4, 8], hidden=16)
+    x = torch.rand(6, 1, 28, 28)
+    model.latent_bank = model.encode(torch.rand(40, 1, 28, 28)).mean.detach()
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = load_vae(tmp_path / "ckpt")
+    assert torch.allclose(loaded.latent_bank, model.latent_bank, atol=1e-2)  # stored as float16
+    params = {"noise": torch.randn(6, 4), "apply": torch.ones(6, dtype=torch.bool)}
+    full = VAEAugment(loaded, mode="neighbour", strength=1.0).transform(x, params)
+    codes = nearest_codes(loaded.encode(x).mean, loaded.latent_bank, params["noise"])
+    assert torch.allclose(full, loaded.decode(codes), atol=1e-5), "strength 1 decodes the chosen neighbour's code"
+    none = VAEAugment(loaded, mode="neighbour", strength=0.0).transform(x, params)
+    assert torch.allclose(none, loaded.reconstruct(x), atol=1e-5)

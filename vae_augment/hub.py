@@ -24,6 +24,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
 CARD_NAME = "README.md"
+BANK_NAME = "latent_bank.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -101,6 +102,23 @@ def read_metrics(folder: str | Path) -> dict[str, Any]:
         return {}
 
 
+def read_latent_bank(folder: str | Path, latent_dim: int, device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """The optional ``latent_bank.safetensors`` ([N, latent_dim] training codes), or None."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(folder) / BANK_NAME
+    if not path.is_file():
+        return None
+    try:
+        bank = load_file(str(path), device=str(device))["latent_bank"]
+    except (SafetensorError, OSError, KeyError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a readable latent bank (truncated or corrupt?): {err}") from None
+    if bank.ndim != 2 or bank.shape[1] != latent_dim:
+        raise CheckpointError(f"{str(path)!r} must hold [N, {latent_dim}] codes, got {tuple(bank.shape)}")
+    return bank.float()
+
+
 def load_safetensors_into(model: torch.nn.Module, path: str | Path, strict: bool = True, device: str | torch.device = "cpu") -> None:
     """Load a safetensors file into ``model``; a corrupt file or a config/weights mismatch raises `CheckpointError`."""
     from safetensors import SafetensorError
@@ -172,7 +190,7 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Pat
     # config) is then refused with the reason, not with "has no config.json"
     weights = download_file(repo_id, WEIGHTS_NAME, revision=revision, **kwargs)
     config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
-    for optional in (METRICS_NAME,):
+    for optional in (METRICS_NAME, BANK_NAME):
         try:
             download_file(repo_id, optional, revision=revision, **kwargs)
         except CheckpointError:
@@ -297,7 +315,7 @@ def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, toke
     api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
-        for name in (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME):
+        for name in (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, BANK_NAME):
             if (folder / name).is_file():
                 (staging / name).symlink_to((folder / name).resolve())
         (staging / CARD_NAME).write_text(model_card(config, metrics, repo_id), encoding="utf-8")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-MODES = ("data", "posterior", "prior")
-MAX_STRENGTH = {"data": 4.0, "posterior": 4.0, "prior": 1.0}
+MODES = ("data", "posterior", "prior", "neighbour")
+MAX_STRENGTH = {"data": 4.0, "posterior": 4.0, "prior": 1.0, "neighbour": 1.0}
+NEIGHBOURS = 10  # candidates for the "neighbour" mode
 
 
 def check_mode_strength(mode: str, strength: float) -> None:
@@ -20,7 +21,7 @@ def check_mode_strength(mode: str, strength: float) -> None:
 
 
 def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: str, strength: float,
-            latent_scale: torch.Tensor | None = None) -> torch.Tensor:
+            latent_scale: torch.Tensor | None = None, bank: torch.Tensor | None = None) -> torch.Tensor:
     """Latents near the posteriors N(mean, std^2).
 
     - ``"data"``: z = mean + strength * latent_scale * noise, where ``latent_scale: [D]`` is the spread
@@ -29,6 +30,10 @@ def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: st
     - ``"posterior"``: z = mean + strength * std * noise (strength 1 samples the posterior itself).
     - ``"prior"``: z = mean + strength * (noise - mean), a blend towards the prior sample ``noise``;
       strength 1 ignores the image.
+    - ``"neighbour"``: z = mean + strength * (z_nn - mean), towards one of the `NEIGHBOURS` nearest
+      codes in ``bank: [N, D]`` (posterior means of training images, the image itself excluded),
+      chosen by Phi(noise[:, 0]); strength 1 decodes that training image's code. It moves along the
+      data manifold the VAE learnt from unlabelled data, assuming near codes share the label.
 
     ``noise: [B, D]`` standard normal draws. Strength 0 returns ``mean`` (the reconstruction).
     """
@@ -39,6 +44,11 @@ def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: st
         return mean + strength * std * noise
     if mode == "prior":
         return mean + strength * (noise - mean)
+    if mode == "neighbour":
+        if bank is None:
+            raise ValueError("mode 'neighbour' needs the checkpoint's latent bank (latent_bank.safetensors, written by "
+                             "vae-augment train); this model has none")
+        return mean + strength * (nearest_codes(mean, bank.to(mean), noise) - mean)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
@@ -77,3 +87,17 @@ def same_class_partners(labels: torch.Tensor, uniform: torch.Tensor) -> torch.Te
         hit = (ranks == k.unsqueeze(1)) & same[has]
         partners[has] = hit.float().argmax(1)
     return partners
+
+
+def nearest_codes(mean: torch.Tensor, bank: torch.Tensor, noise: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+    """For each row of ``mean: [B, D]``, one of its ``k`` nearest rows of ``bank: [N, D]`` (exact
+    duplicates, i.e. the image itself, excluded), picked by the uniform Phi(noise[:, 0])."""
+    if mean.shape[0] == 0:
+        return mean
+    distance = torch.cdist(mean, bank)
+    distance = distance.masked_fill(distance < 1e-4, float("inf"))
+    k = min(k, bank.shape[0])
+    candidates = distance.topk(k, dim=1, largest=False).indices  # [B, k]
+    uniform = 0.5 * (1 + torch.erf(noise[:, 0] / 2**0.5))
+    pick = (uniform * k).long().clamp_(0, k - 1)
+    return bank[candidates[torch.arange(mean.shape[0], device=mean.device), pick]]

@@ -200,6 +200,9 @@ class VAE(
         # training (`latent_statistics`) and used by the augmentation to measure strength.
         self.register_buffer("latent_loc", torch.zeros(latent_dim))
         self.register_buffer("latent_scale", torch.ones(latent_dim))
+        # Posterior means of (a sample of) the training images, [N, latent_dim], for the "neighbour"
+        # augmentation; kept out of the state dict, in latent_bank.safetensors beside the weights.
+        self.latent_bank: torch.Tensor | None = None
 
     # ----------------------------------------------------------------- core
     @property
@@ -417,6 +420,7 @@ class VAE(
         except (TypeError, ValueError) as err:
             raise hub.CheckpointError(f"{folder / hub.CONFIG_NAME} does not describe a valid VAE: {err}") from None
         hub.load_safetensors_into(model, folder / hub.WEIGHTS_NAME, strict=strict, device=map_location)
+        model.latent_bank = hub.read_latent_bank(folder, model.latent_dim, map_location)
         model.metrics = hub.read_metrics(folder)
         model.name_or_path = os.fspath(pretrained_model_name_or_path)
         return model.eval()
@@ -434,6 +438,8 @@ class VAE(
         config = dict(config or self._hub_mixin_config)
         hub.atomic_save_tensors(folder / hub.WEIGHTS_NAME, self.state_dict(), metadata={"format": "pt"})
         hub.atomic_write_json(folder / hub.CONFIG_NAME, config)
+        if self.latent_bank is not None:
+            hub.atomic_save_tensors(folder / hub.BANK_NAME, {"latent_bank": self.latent_bank.half()})
         if not (folder / hub.CARD_NAME).exists():
             hub.atomic_write_bytes(folder / hub.CARD_NAME, hub.model_card(config, getattr(self, "metrics", {})).encode())
 

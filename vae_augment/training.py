@@ -103,8 +103,9 @@ def _load_state(path: Path, vae: VAE, optimizer: torch.optim.Optimizer) -> dict[
 def reference_statistics(vae: VAE, train_set: Dataset, num_workers: int = 0) -> dict[str, Any]:
     """Statistics of the training set that later code measures against, computed in one pass:
     the per-dimension mean and spread of posterior means (stored in the model's ``latent_loc`` /
-    ``latent_scale`` buffers: the augmentation's unit of strength) and the percentiles 0..100 of
-    anomaly scores (returned as ``train_anomaly_percentiles``, saved in metrics.json)."""
+    ``latent_scale`` buffers: the augmentation's unit of strength), a bank of training codes
+    (``vae.latent_bank``, see `latent_bank`) and the percentiles 0..100 of anomaly scores
+    (returned as ``train_anomaly_percentiles``, saved in metrics.json)."""
     loader = DataLoader(train_set, batch_size=500, num_workers=num_workers)
     scores: list[torch.Tensor] = []
 
@@ -115,9 +116,20 @@ def reference_statistics(vae: VAE, train_set: Dataset, num_workers: int = 0) -> 
             yield x
 
     vae.latent_statistics(images())
+    vae.latent_bank = latent_bank(vae, train_set, num_workers=num_workers)
     all_scores = torch.cat(scores).double()
     percentiles = torch.quantile(all_scores, torch.linspace(0, 1, 101, dtype=torch.float64))
     return {"train_anomaly_percentiles": [round(v, 4) for v in percentiles.tolist()]}
+
+
+@torch.no_grad()
+def latent_bank(vae: VAE, train_set: Dataset, size: int = 20_000, seed: int = 0, num_workers: int = 0) -> torch.Tensor:
+    """Posterior means of ``size`` training images (a fixed random sample), ``[N, latent_dim]`` on the CPU:
+    the codes the ``"neighbour"`` augmentation moves towards. Saved as latent_bank.safetensors."""
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    loader = DataLoader(torch.utils.data.Subset(train_set, order.tolist()), batch_size=500, num_workers=num_workers)
+    # float16 halves the file; the codes' precision (~1e-3 of their spread) is ample for finding neighbours
+    return torch.cat([vae.encode(_images(b).to(vae.device)).mean.cpu() for b in loader]).half()
 
 
 def _lr_at(step: int, total: int, lr: float, schedule: str) -> float:

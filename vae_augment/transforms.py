@@ -97,7 +97,8 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) ->
         posterior = vae.encode(to_model_space(vae, selected.to(device, dtype)))
     else:
         posterior = posterior.to(device)
-    z = perturb(posterior.mean, posterior.std, noise.to(device, posterior.mean.dtype), mode, strength, vae.latent_scale)
+    z = perturb(posterior.mean, posterior.std, noise.to(device, posterior.mean.dtype), mode, strength, vae.latent_scale,
+                vae.latent_bank)
     if residual:
         decoded = vae.decode(torch.cat([z, posterior.mean]))
         delta = _delta_to_input(decoded[: z.shape[0]] - decoded[z.shape[0]:], selected)
@@ -237,6 +238,9 @@ class VAEAugment(Transform):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.vae = _prepare_vae(vae, device)
+        if mode == "neighbour" and self.vae.latent_bank is None:
+            raise ValueError("mode 'neighbour' needs a checkpoint with a latent bank (latent_bank.safetensors, written by "
+                             "vae-augment train); this model has none")
         self.strength = float(strength)
         self.mode = mode
         self.residual = bool(residual)
