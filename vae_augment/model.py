@@ -99,10 +99,10 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = []
         in_ch = channels
         for width in widths:
-            layers += [nn.Conv2d(in_ch, width, 3, stride=2, padding=1), nn.SiLU()]
+            layers += [nn.Conv2d(in_ch, width, 3, stride=2, padding=1), nn.SiLU(inplace=True)]
             in_ch = width
         self.convs = nn.Sequential(*layers)
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat_size, hidden), nn.SiLU(), nn.Linear(hidden, 2 * latent_dim))
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat_size, hidden), nn.SiLU(inplace=True), nn.Linear(hidden, 2 * latent_dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = _fast_layout(self.convs[:2](x))
@@ -117,7 +117,7 @@ class Decoder(nn.Module):
         widths = list(widths)
         self.start_shape = (widths[-1], heights[-1], widths_px[-1])
         self.fc = nn.Sequential(
-            nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, widths[-1] * heights[-1] * widths_px[-1]), nn.SiLU()
+            nn.Linear(latent_dim, hidden), nn.SiLU(inplace=True), nn.Linear(hidden, widths[-1] * heights[-1] * widths_px[-1]), nn.SiLU(inplace=True)
         )
         layers: list[nn.Module] = []
         outs = widths[-2::-1] + [channels]
@@ -127,7 +127,7 @@ class Decoder(nn.Module):
             pad = (target_h - (2 * heights[stage] - 1), target_w - (2 * widths_px[stage] - 1))
             layers.append(nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=pad))
             if i < len(widths) - 1:
-                layers.append(nn.SiLU())
+                layers.append(nn.SiLU(inplace=True))
         self.deconvs = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
