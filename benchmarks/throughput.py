@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from vae_augment import load_vae  # noqa: E402
 from vae_augment.data import PosteriorCache  # noqa: E402
 from vae_augment.latent import perturb  # noqa: E402
-from vae_augment.transforms import VAEAugment, worker_init_fn  # noqa: E402
+from vae_augment.transforms import AugmentCollate, VAEAugment, worker_init_fn  # noqa: E402
 
 
 
@@ -79,9 +79,9 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255.0)
 
 
-def epoch_seconds(dataset: Dataset, train_step: bool, batch_transform=None, batch_size: int = 64) -> float:
+def epoch_seconds(dataset: Dataset, train_step: bool, batch_transform=None, batch_size: int = 64, collate_fn=None) -> float:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=2, worker_init_fn=worker_init_fn,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(0), collate_fn=collate_fn)
     model = SmallCNN()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     start = time.perf_counter()
@@ -156,19 +156,22 @@ def main() -> None:
     plain = TensorImages(subset, labels[:n_loader], transform=to_float)
     per_sample = TensorImages(subset, labels[:n_loader], transform=lambda x: augment(x).float().div(255))
     cached = PosteriorCache(TensorImages(subset, labels[:n_loader]), augment)
+    raw = TensorImages(subset, labels[:n_loader])  # uint8; AugmentCollate converts and augments whole batches in the workers
     for train_step, prefix in ((True, ""), (False, "loading_only_")):
-        times: dict[str, list[float]] = {"plain": [], "vae": [], "cached": [], "batched": []}
+        times: dict[str, list[float]] = {"plain": [], "vae": [], "cached": [], "batched": [], "worker_batched": []}
         epoch_seconds(cached, train_step)  # first epoch fills the cache; later ones only decode
         for _ in range(2 if args.quick else 3):  # interleaved, best of each
             times["plain"].append(epoch_seconds(plain, train_step))
             times["vae"].append(epoch_seconds(per_sample, train_step))
             times["cached"].append(epoch_seconds(cached, train_step))
             times["batched"].append(epoch_seconds(plain, train_step, batch_transform=augment))
+            times["worker_batched"].append(epoch_seconds(raw, train_step, collate_fn=AugmentCollate(augment)))
         best = {k: min(v) for k, v in times.items()}
         figures[f"{prefix}epoch_seconds"] = best
         figures[f"{prefix}dataloader_epoch_ratio"] = best["vae"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_cached"] = best["cached"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_batched"] = best["batched"] / best["plain"]
+        figures[f"{prefix}dataloader_epoch_ratio_worker_batched"] = best["worker_batched"] / best["plain"]
     figures["dataloader_images"] = n_loader
 
     # 5. GPU, where there is one

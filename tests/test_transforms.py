@@ -386,3 +386,16 @@ def test_neighbour_mode_moves_towards_a_nearby_training_code(vae, tmp_path):
     assert torch.allclose(full, loaded.decode(codes), atol=1e-5), "strength 1 decodes the chosen neighbour's code"
     none = VAEAugment(loaded, mode="neighbour", strength=0.0).transform(x, params)
     assert torch.allclose(none, loaded.reconstruct(x), atol=1e-5)
+
+
+def test_augment_collate_equals_the_transform_on_the_collated_batch(vae):
+    from vae_augment import AugmentCollate
+
+    data = Digits(n=8)
+    samples = [data[i] for i in range(4)]
+    collate = AugmentCollate(VAEAugment(vae, strength=2.0, generator=torch.Generator().manual_seed(0)))
+    images, labels = collate(samples)
+    expected = VAEAugment(vae, strength=2.0, generator=torch.Generator().manual_seed(0))(torch.stack([s[0] for s in samples]))
+    assert torch.equal(labels, torch.tensor([0, 1, 2, 3])) and torch.allclose(images, expected, atol=1e-6)
+    loaded = list(DataLoader(data, batch_size=4, num_workers=2, collate_fn=collate, worker_init_fn=worker_init_fn))
+    assert len(loaded) == 2 and not torch.allclose(loaded[0][0], data.x[:4], atol=1e-3)

@@ -5,13 +5,13 @@ from .hub import CheckpointError, bundled_names, load_vae
 from .losses import elbo
 from .model import VAE, DiagonalGaussian
 from .training import evaluate, train
-from .transforms import LatentMix, VAEAugment, augment_batch, worker_init_fn
+from .transforms import AugmentCollate, LatentMix, VAEAugment, augment_batch, worker_init_fn
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE", "DiagonalGaussian", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate", "elbo",
-    "VAEAugment", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
+    "VAEAugment", "AugmentCollate", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
 ]
 
 
