@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 
 from .latent import check_mode_strength
 from .model import VAE
-from .transforms import DEFAULT_STRENGTH, RANGE_TOLERANCE, _prepare_vae, augment_batch
+from .transforms import DEFAULT_STRENGTH, _prepare_vae, augment_batch, image_to_float
 
 
 class AlbuVAEAugment(A.ImageOnlyTransform):
@@ -92,18 +92,7 @@ def hwc_to_batch(img: np.ndarray) -> torch.Tensor:
         raise ValueError(f"expected an HWC or HW numpy image, got {type(img).__name__} with shape {getattr(img, 'shape', None)}")
     x = torch.from_numpy(np.ascontiguousarray(img))
     x = x.unsqueeze(-1) if x.ndim == 2 else x
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255.0)
-    elif x.is_floating_point():
-        x = x.float()
-        if x.numel() and not torch.isfinite(x).all():
-            raise ValueError("image contains NaN or infinite values; expected finite floats in [0, 1]")
-        if x.numel() and (x.min() < -RANGE_TOLERANCE or x.max() > 1 + RANGE_TOLERANCE):
-            raise ValueError(f"float images must be in [0, 1] (got [{x.min():.4g}, {x.max():.4g}]); or pass uint8 in [0, 255]")
-        x = x.clamp(0, 1)
-    else:
-        raise TypeError(f"images must be uint8 or float32, got dtype {img.dtype}")
-    return x.permute(2, 0, 1).unsqueeze(0)
+    return image_to_float(x.permute(2, 0, 1))[0]  # the same dtype, range and finiteness checks as VAEAugment
 
 
 def batch_to_hwc(y: torch.Tensor, like: np.ndarray) -> np.ndarray:

@@ -77,10 +77,6 @@ def check_folder(folder: str | Path) -> Path:
     return folder
 
 
-def local_weights_file(folder: str | Path) -> Path:
-    return check_folder(folder) / WEIGHTS_NAME
-
-
 def read_config(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / CONFIG_NAME
     try:

@@ -204,6 +204,14 @@ class VAE(
         # augmentation; kept out of the state dict, in latent_bank.safetensors beside the weights.
         self.latent_bank: torch.Tensor | None = None
 
+    def _apply(self, fn, *args, **kwargs):
+        # the latent bank is not a buffer (it stays out of the state dict) but moves with the model,
+        # so the "neighbour" mode never copies it per call
+        super()._apply(fn, *args, **kwargs)
+        if self.latent_bank is not None:
+            self.latent_bank = fn(self.latent_bank)
+        return self
+
     # ----------------------------------------------------------------- core
     @property
     def device(self) -> torch.device:
@@ -257,7 +265,11 @@ class VAE(
     def loss(self, x: torch.Tensor, beta: float | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Training objective: mean over the batch of -(log p(x|z) - beta * KL); see `losses.elbo`."""
         out, posterior = self(x, generator)
-        return losses.elbo(self.log_likelihood(x, out), posterior.kl(), self.beta if beta is None else beta)
+        return self.objective(x, out, posterior, self.beta if beta is None else beta)
+
+    def objective(self, x: torch.Tensor, decoder_out: torch.Tensor, posterior: DiagonalGaussian, beta: float) -> dict[str, torch.Tensor]:
+        """`losses.elbo` for a forward pass already made, in float32 whatever precision it ran in."""
+        return losses.elbo(self.log_likelihood(x, decoder_out.float()), posterior.to(torch.float32).kl(), beta)
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -419,8 +431,8 @@ class VAE(
             model = cls(**config)
         except (TypeError, ValueError) as err:
             raise hub.CheckpointError(f"{folder / hub.CONFIG_NAME} does not describe a valid VAE: {err}") from None
+        model.latent_bank = hub.read_latent_bank(folder, model.latent_dim)
         hub.load_safetensors_into(model, folder / hub.WEIGHTS_NAME, strict=strict, device=map_location)
-        model.latent_bank = hub.read_latent_bank(folder, model.latent_dim, map_location)
         model.metrics = hub.read_metrics(folder)
         model.name_or_path = os.fspath(pretrained_model_name_or_path)
         return model.eval()
@@ -439,6 +451,7 @@ class VAE(
         hub.atomic_save_tensors(folder / hub.WEIGHTS_NAME, self.state_dict(), metadata={"format": "pt"})
         hub.atomic_write_json(folder / hub.CONFIG_NAME, config)
         if self.latent_bank is not None:
+            # float16 halves the file; that precision (~1e-3 of the codes' spread) is ample for finding neighbours
             hub.atomic_save_tensors(folder / hub.BANK_NAME, {"latent_bank": self.latent_bank.half()})
         if not (folder / hub.CARD_NAME).exists():
             hub.atomic_write_bytes(folder / hub.CARD_NAME, hub.model_card(config, getattr(self, "metrics", {})).encode())

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import hub, losses
+from . import hub
 from .data import load_splits
 from .losses import kl_warmup
 from .model import VAE
@@ -128,8 +128,7 @@ def latent_bank(vae: VAE, train_set: Dataset, size: int = 20_000, seed: int = 0,
     the codes the ``"neighbour"`` augmentation moves towards. Saved as latent_bank.safetensors."""
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:size].sort().values
     loader = DataLoader(torch.utils.data.Subset(train_set, order.tolist()), batch_size=500, num_workers=num_workers)
-    # float16 halves the file; the codes' precision (~1e-3 of their spread) is ample for finding neighbours
-    return torch.cat([vae.encode(_images(b).to(vae.device)).mean.cpu() for b in loader]).half()
+    return torch.cat([vae.encode(_images(b).to(vae.device)).mean.cpu() for b in loader])
 
 
 def _lr_at(step: int, total: int, lr: float, schedule: str) -> float:
@@ -270,8 +269,7 @@ def train(
             x = _images(batch).to(device, non_blocking=pin)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out_x, posterior = forward(x)
-            # the likelihood and KL in float32, whatever the forward pass ran in
-            result = losses.elbo(vae.log_likelihood(x, out_x.float()), posterior.to(torch.float32).kl(), kl_warmup(step, warmup_steps, beta))
+            result = vae.objective(x, out_x, posterior, kl_warmup(step, warmup_steps, beta))
             optimizer.zero_grad(set_to_none=True)
             result["loss"].backward()
             optimizer.step()

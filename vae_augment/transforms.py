@@ -180,7 +180,6 @@ def float_to_image(y: torch.Tensor, meta: dict[str, Any], like: Any) -> Any:
         y = y[0, 0]
     elif meta["ndim"] == 3:
         y = y[0]
-    y = y.clone()  # a normal tensor, not an inference-mode one, so autograd may use it downstream
     return tv_tensors.wrap(y, like=like) if isinstance(like, tv_tensors.TVTensor) else y
 
 
