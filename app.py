@@ -111,7 +111,7 @@ def _examples_for(models: support.ModelCache, folder: Path) -> list[str]:
     if models.names:
         try:
             vae = models.get(models.names[0])
-            size = vae.image_size
+            size = vae.image_size or (256, 256)
             samples = [support.to_pil(x) for x in support.sample(vae, 4, temperature=0.8, seed=0)]
         except ValueError as err:  # a broken default checkpoint should not keep the app from starting
             log.warning("no prior-sample examples: %s", err)
@@ -205,7 +205,7 @@ def build_app(checkpoints: Mapping[str, "str | Path | VAE"] | None = None) -> gr
 
     def use_drawing(drawing, checkpoint):
         known = checkpoint in models.names or models.is_loaded(checkpoint)  # never download for a drawing
-        size = models.get(checkpoint).image_size if known else (28, 28)
+        size = (models.get(checkpoint).image_size or (256, 256)) if known else (28, 28)
         try:
             return support.drawing_to_image(drawing, size)
         except ValueError as err:

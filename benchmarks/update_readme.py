@@ -123,8 +123,22 @@ def utility_table() -> str:
     return "\n".join(lines)
 
 
+def backbones_table() -> str:
+    b = _load(RESULTS / "backbones.json")
+    if not b:
+        return "_not measured yet: run `python benchmarks/backbones.py`_"
+    sizes = sorted({int(k.split("px")[0]) for r in b["results"].values() for k in r if k.endswith("px_img_s")})
+    lines = [f"VAEAugment throughput with randomly initialised autoencoders of the real architectures, measured by "
+             f"`python benchmarks/backbones.py` on {b['device']} ({b['dtype']}, batches of {b['batch']}, torch {b['torch']}):",
+             "", "| autoencoder | parameters | " + " | ".join(f"{s}x{s} images/s" for s in sizes) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
+    for name, r in b["results"].items():
+        lines.append(f"| `{name}` | {r['parameters_m']}M | " + " | ".join(f"{r[f'{s}px_img_s']:,.2f}" for s in sizes) + " |")
+    return "\n".join(lines)
+
+
 SECTIONS = {"checkpoints": checkpoints_table, "throughput": throughput_table, "quality": quality_table,
-            "utility": utility_table}
+            "utility": utility_table, "backbones": backbones_table}
 
 
 def render(text: str) -> str:

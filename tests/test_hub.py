@@ -198,6 +198,22 @@ class FakeHub:
         self.repos[repo_id][commit] = (commit, files)
 
 
+def add_diffusers_repos(fake: FakeHub, root: Path) -> None:
+    """org/sd-vae (a tiny random AutoencoderKL at the repo root), org/pipeline (a tiny AutoencoderTiny in
+    vae/ of a pipeline repo) and org/taesd-pickle (config + pickle weights only)."""
+    from test_backbones import tiny_kl, tiny_taesd
+
+    tiny_kl().save_pretrained(root / "sd-vae")
+    tiny_taesd().save_pretrained(root / "taesd")
+    weights = "diffusion_pytorch_model.safetensors"
+    fake.add("org/sd-vae", "main", "f" * 40, {name: (root / "sd-vae" / name).read_bytes() for name in ("config.json", weights)})
+    fake.add("org/pipeline", "main", "a" * 40, {"model_index.json": b"{}", **{f"vae/{name}": (root / "taesd" / name).read_bytes()
+                                                                             for name in ("config.json", weights)}})
+    torch.save({}, root / "diffusion_pytorch_model.bin")
+    fake.add("org/taesd-pickle", "main", "b" * 40, {"config.json": (root / "taesd" / "config.json").read_bytes(),
+                                                    "diffusion_pytorch_model.bin": (root / "diffusion_pytorch_model.bin").read_bytes()})
+
+
 def make_handler(fake: FakeHub):
     route = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)$")
 
@@ -263,6 +279,7 @@ def hub_server(tmp_path_factory):
              {"pytorch_model.bin": pickled.read_bytes(), "config.json": (checkpoints["main"] / "config.json").read_bytes()})
     fake.add("org/copy", "main", MAIN_COMMIT, read(checkpoints["main"], files))
     fake.add("org/no-config", "main", "e" * 40, {"model.safetensors": (checkpoints["main"] / "model.safetensors").read_bytes()})
+    add_diffusers_repos(fake, root)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(fake))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -282,14 +299,14 @@ from safetensors.torch import save_file
 from vae_augment import CheckpointError, load_vae
 
 results = []
-for spec, revision, dump in json.loads(sys.argv[1]):
+for spec, revision, dump, kwargs in json.loads(sys.argv[1]):
     try:
-        vae = load_vae(spec, revision=revision)
+        vae = load_vae(spec, revision=revision, **kwargs)
     except CheckpointError as err:
         results.append({"error": str(err)})
     else:
         save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, dump)
-        results.append({"loaded": dump, "metrics": vae.metrics})
+        results.append({"loaded": dump, "metrics": vae.metrics, "kind": type(vae).__name__})
 print("RESULTS " + json.dumps(results))
 """
 
@@ -304,7 +321,8 @@ def start_loader(workdir: Path, loads: list, *, endpoint: str, hf_home: Path, of
                HF_HUB_DISABLE_IMPLICIT_TOKEN="1", NO_PROXY="127.0.0.1,localhost", OMP_NUM_THREADS="1")
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    specs = [[spec, revision, str(workdir / f"loaded_{i}.safetensors")] for i, (spec, revision) in enumerate(loads)]
+    specs = [[spec, revision, str(workdir / f"loaded_{i}.safetensors"), kwargs[0] if kwargs else {}]
+             for i, (spec, revision, *kwargs) in enumerate(loads)]
     process = subprocess.Popen([sys.executable, "-c", LOADER, json.dumps(specs), "backoff" if backoff else "no-backoff"],
                                env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return process
@@ -330,6 +348,9 @@ ONLINE_LOADS = {
     "pickle_only": ("org/pickle-only", None),
     "pickle_with_config": ("org/pickle-with-config", None),
     "no_config": ("org/no-config", None),
+    "sd_vae": ("org/sd-vae", None),
+    "pipeline_vae": ("org/pipeline", None, {"subfolder": "vae"}),
+    "diffusers_pickle": ("org/taesd-pickle", None),
 }
 
 
@@ -358,7 +379,7 @@ def hub_runs(hub_server, tmp_path_factory):
     runs = {name: finish_loader(process) for name, process in processes.items()}
     online = SimpleNamespace(hf_home=work / "online" / "hf", **dict(zip(ONLINE_LOADS, runs["online"])))
     requests_before = len(hub_server.fake.requests)
-    offline_cached = finish_loader(start_loader(work / "offline_cached", [("org/name", None), ("org/name", "v1")],
+    offline_cached = finish_loader(start_loader(work / "offline_cached", [("org/name", None), ("org/name", "v1"), ("org/sd-vae", None)],
                                                 endpoint=hub_server.url, hf_home=online.hf_home, offline=True))
     return SimpleNamespace(online=online, offline_cached=offline_cached, offline_cached_requests=hub_server.fake.requests[requests_before:],
                            offline_empty=runs["offline_empty"][0], unreachable=runs["unreachable"][0], unreachable_url=unreachable)
@@ -402,7 +423,8 @@ def test_hub_errors_name_the_repo_and_the_reason(hub_runs, hub_server):
 
 
 def test_hub_offline_loads_from_the_prefilled_cache_without_requests(hub_runs, hub_server, assert_same_state):
-    main, v1 = hub_runs.offline_cached
+    main, v1, sd_vae = hub_runs.offline_cached
+    assert sd_vae["kind"] == "DiffusersVAE"
     assert_same_state(load_file(main["loaded"]), served_weights(hub_server, "main"))
     assert_same_state(load_file(v1["loaded"]), served_weights(hub_server, "v1"))
     assert hub_runs.offline_cached_requests == []
@@ -486,3 +508,18 @@ def test_push_refuses_bad_input_before_contacting_the_hub(finished_run, tmp_path
     with pytest.raises(CheckpointError, match="does not exist or is not a folder"):
         hub.push(tmp_path / "missing", "org/name")
     assert fake_upload == {"create_repo": [], "upload_folder": []}
+
+
+def test_hub_serves_diffusers_autoencoders(hub_runs, hub_server):
+    """A diffusers AutoencoderKL repo and the vae/ subfolder of a pipeline repo load as DiffusersVAE with
+    the served weights; a diffusers repo with pickle weights only is refused without asking for them."""
+    online = hub_runs.online
+    for result, folder in ((online.sd_vae, "sd-vae"), (online.pipeline_vae, "taesd")):
+        assert result.get("kind") == "DiffusersVAE", result
+        served = load_file(hub_server.checkpoints["main"].parent / folder / "diffusion_pytorch_model.safetensors")
+        loaded = {k.removeprefix("autoencoder."): v for k, v in load_file(result["loaded"]).items() if k.startswith("autoencoder.")}
+        assert loaded.keys() == served.keys() and all(torch.equal(loaded[k], served[k]) for k in served)
+    assert online.diffusers_pickle["error"] == (
+        "Hub repo 'org/taesd-pickle' holds a diffusers model without diffusion_pytorch_model.safetensors; vae-augment loads "
+        "weights only from safetensors (pickle files can run code when loaded)")
+    assert not [r for r in hub_server.fake.requests if r[1].endswith(".bin")]

@@ -1,5 +1,6 @@
 """vae-augment: a variational autoencoder as a data-augmentation plugin for PyTorch."""
 
+from .backbones import DiffusersVAE
 from .data import PosteriorCache
 from .hub import CheckpointError, bundled_names, load_vae
 from .losses import elbo
@@ -10,7 +11,7 @@ from .transforms import AugmentCollate, LatentMix, VAEAugment, augment_batch, wo
 __version__ = "0.1.0"
 
 __all__ = [
-    "VAE", "DiagonalGaussian", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate", "elbo",
+    "VAE", "DiagonalGaussian", "DiffusersVAE", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate", "elbo",
     "VAEAugment", "AugmentCollate", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
 ]
 

@@ -8,6 +8,7 @@ bundled name, folder or Hub id).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import numpy as np
@@ -21,8 +22,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
 
 from .latent import check_mode_strength
-from .model import VAE
-from .transforms import DEFAULT_STRENGTH, _prepare_vae, augment_batch, image_to_float
+from .transforms import DEFAULT_STRENGTH, _prepare_vae, augment_batch, image_to_float, latent_shape
 
 
 class AlbuVAEAugment(A.ImageOnlyTransform):
@@ -49,7 +49,7 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         super().__init__(p=p)
         check_mode_strength(mode, strength)
         self.vae = _prepare_vae(checkpoint, None)
-        self.checkpoint = checkpoint if not isinstance(checkpoint, VAE) else getattr(checkpoint, "name_or_path", None)
+        self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else getattr(checkpoint, "name_or_path", None)
         self.strength, self.mode, self.residual = float(strength), mode, bool(residual)
 
     def set_random_seed(self, seed: int | None) -> None:
@@ -66,12 +66,16 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         return self.random_generator
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-        noise = self._rng().standard_normal(self.vae.latent_dim).astype(np.float32)
+        image = data.get("image")
+        size = image.shape[:2] if isinstance(image, np.ndarray) else self.vae.image_size
+        if size is None:
+            raise ValueError("AlbuVAEAugment with a model of spatial latents needs the image to draw noise for")
+        noise = self._rng().standard_normal(latent_shape(self.vae, size)).astype(np.float32)
         return {"noise": torch.from_numpy(noise).unsqueeze(0)}
 
     def apply(self, img: np.ndarray, noise: torch.Tensor | None = None, **params: Any) -> np.ndarray:
         if noise is None:  # called outside Compose
-            noise = self.get_params_dependent_on_data({}, {})["noise"]
+            noise = self.get_params_dependent_on_data({}, {"image": img})["noise"]
         x = hwc_to_batch(img)
         y = augment_batch(self.vae, x, noise, self.mode, self.strength, self.residual)
         return batch_to_hwc(y, img)

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from .data import pil_to_float, resize
+from .data import convert_channels, pil_to_float, resize
 from .hub import CheckpointError, bundled_dir, bundled_names, fetch_checkpoint, is_repo_id, load_vae
 from .latent import check_mode_strength
 from .model import VAE
-from .transforms import VAEAugment, augment_batch, to_model_space
+from .transforms import VAEAugment, augment_batch, latent_shape, to_model_space
 
 MAX_UPLOAD_PIXELS = 50_000_000  # refuse to decode more (about 7000 x 7000)
 MAX_SIDE = 512  # larger uploads are downscaled to this longest side before any tensor work
@@ -133,9 +133,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def describe(vae: VAE, name: str) -> str:
     """One line about a checkpoint: size, channels, latents, training data and figures if known."""
-    height, width = vae.image_size
     kind = "gray" if vae.channels == 1 else "RGB"
-    text = f"**{name}**: {height}x{width} {kind} images, {vae.latent_dim} latent dimensions"
+    if vae.image_size is None:  # a diffusers autoencoder: spatial latents
+        text = (f"**{name}**: {kind} images of any size, a pretrained diffusers {vae.kind} with {vae.latent_channels} "
+                f"latent channels per {vae.downscale}x{vae.downscale} pixels")
+    else:
+        height, width = vae.image_size
+        text = f"**{name}**: {height}x{width} {kind} images, {vae.latent_dim} latent dimensions"
     metrics = getattr(vae, "metrics", {}) or {}
     if metrics.get("dataset"):
         text += f", trained on {metrics['dataset']}"
@@ -322,10 +326,17 @@ def write_zip(path: Path, images: dict[str, Image.Image]) -> Path:
 
 
 # ------------------------------------------------------------------ the tabs
+def model_view(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """``x: [B, C, H, W]`` as the model sees it: its channels and, for a model of one size, that size
+    (a diffusers backbone takes any size and pads internally)."""
+    x = x.to(vae.device)
+    return to_model_space(vae, x) if vae.image_size is not None else convert_channels(x, vae.channels)
+
+
 def anomaly(vae: VAE, x: torch.Tensor) -> tuple[float, float | None]:
     """Anomaly score (nats) of one image ``x: [C, H, W]`` and its percentile among the training
     scores (None when the checkpoint has no reference percentiles)."""
-    score = vae.anomaly_score(to_model_space(vae, x.unsqueeze(0).to(vae.device)))
+    score = vae.anomaly_score(model_view(vae, x.unsqueeze(0)))
     percentile = None
     if (getattr(vae, "metrics", {}) or {}).get("train_anomaly_percentiles"):
         percentile = float(vae.anomaly_percentile(score)[0])
@@ -339,7 +350,7 @@ def augment(vae: VAE, x: torch.Tensor, n: int, mode: str, strength: float, resid
     transform = VAEAugment(vae, strength=strength, mode=mode, residual=bool(residual), generator=torch.Generator().manual_seed(seed))
     batch = x.unsqueeze(0).expand(n, -1, -1, -1).contiguous()
     variants = transform(batch)
-    zero = torch.zeros(1, vae.latent_dim)
+    zero = torch.zeros(1, *latent_shape(vae, x.shape[-2:]))
     reconstruction = augment_batch(vae, x.unsqueeze(0), zero, "data", 0.0)[0]
     score, percentile = anomaly(vae, x)
     return {"original": x, "reconstruction": reconstruction, "variants": variants, "score": score, "percentile": percentile}
@@ -347,7 +358,7 @@ def augment(vae: VAE, x: torch.Tensor, n: int, mode: str, strength: float, resid
 
 def interpolate(vae: VAE, a: torch.Tensor, b: torch.Tensor, steps: int, method: str) -> torch.Tensor:
     """``steps`` images decoded on the path between the codes of ``a`` and ``b`` -> ``[steps, C, H, W]``."""
-    a_m, b_m = (to_model_space(vae, t.unsqueeze(0).to(vae.device))[0] for t in (a, b))
+    a_m, b_m = (model_view(vae, t.unsqueeze(0))[0] for t in (a, b))
     return vae.interpolate(a_m, b_m, steps=steps, method=method)
 
 
@@ -365,13 +376,15 @@ def explore(vae: VAE, x: torch.Tensor, n_dims: int, steps: int, span: float) -> 
     ``[n_dims, steps, C, H, W]``, the dimensions, their KL (nats) and the offsets ``[steps]`` in
     units of the data's spread.
     """
-    x_m = to_model_space(vae, x.unsqueeze(0).to(vae.device))
-    posterior = vae.encode(x_m)
+    x_m = model_view(vae, x.unsqueeze(0))
+    posterior = vae.encode(to_model_space(vae, x_m))
     kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar)[0]  # the terms of posterior.kl(), [D]
-    n_dims = min(n_dims, vae.latent_dim)
+    if kl.ndim == 3:  # spatial latents [C, h, w]: dimensions are channels, their KL summed over positions
+        kl = kl.flatten(1).sum(1)
+    n_dims = min(n_dims, kl.shape[0])
     dims = torch.argsort(kl, descending=True, stable=True)[:n_dims]
     offsets = torch.linspace(-span, span, steps, device=vae.device)
-    values = offsets.unsqueeze(0) * vae.latent_scale[dims].unsqueeze(1)
+    values = offsets.unsqueeze(0) * vae.latent_scale.flatten()[dims].unsqueeze(1)
     return vae.traverse(x_m[0], dims.tolist(), values), dims.tolist(), kl[dims], offsets
 
 
@@ -379,7 +392,7 @@ def anomaly_view(vae: VAE, x: torch.Tensor) -> dict:
     """What the Anomaly tab shows for ``x: [C, H, W]``: the image as the model sees it (its size and
     channels), the reconstruction, their per-pixel absolute difference (averaged over channels,
     ``[1, H, W]``, not rescaled), the score and its percentile (see `anomaly`)."""
-    seen = to_model_space(vae, x.unsqueeze(0).to(vae.device))[0]
+    seen = model_view(vae, x.unsqueeze(0))[0]
     reconstruction = vae.reconstruct(seen.unsqueeze(0))[0]
     score, percentile = anomaly(vae, x)
     difference = (seen - reconstruction).abs().mean(0, keepdim=True)

@@ -235,10 +235,16 @@ class PosteriorCache(Dataset):
 
         if not isinstance(augment, VAEAugment):
             raise TypeError(f"augment must be a VAEAugment, got {type(augment).__name__}")
+        from .transforms import _image_size, latent_shape
+
         self.dataset, self.augment = dataset, augment
-        n, d = len(dataset), augment.vae.latent_dim
-        self.mean = torch.zeros(n, d).share_memory_()
-        self.logvar = torch.zeros(n, d).share_memory_()
+        n, vae = len(dataset), augment.vae
+        # a model of spatial latents (any input size) caches latents of the first image's size; every
+        # image must then have that size
+        self.size = vae.image_size or (_image_size(self._split(dataset[0])[0]) if n else (8, 8))
+        shape = latent_shape(vae, self.size)
+        self.mean = torch.zeros(n, *shape).share_memory_()
+        self.logvar = torch.zeros(n, *shape).share_memory_()
         self.cached = torch.zeros(n, dtype=torch.bool).share_memory_()
 
     def __len__(self) -> int:
@@ -272,6 +278,9 @@ class PosteriorCache(Dataset):
         x, meta = image_to_float(image)
         if x.shape[0] != 1:
             raise ValueError(f"PosteriorCache expects one image per item, got a batch of {x.shape[0]}")
+        if vae.image_size is None and tuple(x.shape[-2:]) != tuple(self.size):
+            raise ValueError(f"PosteriorCache with a model of spatial latents needs images of one size, {tuple(self.size)}; "
+                             f"item {index} is {tuple(x.shape[-2:])} (resize or crop them first)")
         if self.cached[index]:
             posterior = DiagonalGaussian(self.mean[index : index + 1], self.logvar[index : index + 1])
         else:
@@ -280,7 +289,7 @@ class PosteriorCache(Dataset):
             self.mean[index] = posterior.mean[0].cpu()
             self.logvar[index] = posterior.logvar[0].cpu()
             self.cached[index] = True
-        params = aug.draw(1)
+        params = aug.draw(1, tuple(x.shape[-2:]))
         y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior)
         out = float_to_image(y, meta, image)
         return out if rest is None else (out, *rest)

@@ -33,6 +33,10 @@ class CheckpointError(ValueError):
     """A checkpoint folder or file that cannot be loaded; the message says why and what is accepted."""
 
 
+class MissingFileError(CheckpointError):
+    """A Hub repo (reachable) that does not have the file asked for."""
+
+
 def bundled_dir() -> Path:
     """The folder of checkpoints that ship with the package (``checkpoints/`` in the repo)."""
     here = Path(__file__).resolve().parent
@@ -55,11 +59,21 @@ def is_repo_id(spec: str) -> bool:
 
 
 # ------------------------------------------------------------------ local folders
+def is_diffusers_folder(folder: Path) -> bool:
+    """A folder saved by diffusers (its config.json names a ``_class_name``)."""
+    from .backbones import is_diffusers_config
+
+    return (folder / CONFIG_NAME).is_file() and is_diffusers_config(read_config(folder))
+
+
 def check_folder(folder: str | Path) -> Path:
-    """Raise `CheckpointError` unless ``folder`` holds config.json and model.safetensors."""
+    """Raise `CheckpointError` unless ``folder`` holds config.json and model.safetensors (or is a
+    diffusers autoencoder folder, checked when it is loaded)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist or is not a folder")
+    if not (folder / WEIGHTS_NAME).is_file() and is_diffusers_folder(folder):
+        return folder
     if not (folder / WEIGHTS_NAME).is_file():
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -174,7 +188,7 @@ def download_file(repo_id: str, filename: str, revision: str | None = None, **kw
         hint = ""
         if filename == WEIGHTS_NAME:
             hint = " vae-augment loads weights only from safetensors (pickle files such as pytorch_model.bin can run code when loaded)."
-        raise CheckpointError(f"Hub repo {where} has no {filename}.{hint}") from None
+        raise MissingFileError(f"Hub repo {where} has no {filename}.{hint}") from None
     except HfHubHTTPError as err:
         raise CheckpointError(f"downloading {filename} of Hub repo {where} failed: {err}") from None
 
@@ -184,7 +198,18 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Pat
     returns the snapshot folder that holds both."""
     # weights first, as in `check_folder`: a repo that offers only pickle weights (and maybe no
     # config) is then refused with the reason, not with "has no config.json"
-    weights = download_file(repo_id, WEIGHTS_NAME, revision=revision, **kwargs)
+    try:
+        weights = download_file(repo_id, WEIGHTS_NAME, revision=revision, **kwargs)
+    except MissingFileError as missing:  # perhaps a diffusers autoencoder repo
+        folder = _fetch_diffusers(repo_id, revision, **kwargs)
+        if folder is None:
+            raise missing from None
+        return folder
+    except CheckpointError as unreachable:  # offline: a diffusers repo may be in the cache (no network tried again)
+        folder = _cached_diffusers(repo_id, revision, **kwargs)
+        if folder is None:
+            raise unreachable from None
+        return folder
     config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
     for optional in (METRICS_NAME, BANK_NAME):
         try:
@@ -194,6 +219,47 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Pat
     if config.parent != weights.parent:  # both come from one snapshot; guard against a moved cache
         raise CheckpointError(f"config.json and model.safetensors of {repo_id!r} resolved to different snapshots")
     return weights.parent
+
+
+def _fetch_diffusers(repo_id: str, revision: str | None = None, **kwargs) -> Path | None:
+    """The snapshot folder of a diffusers autoencoder repo (config.json + safetensors weights), or None
+    when the repo is not one. ``subfolder="vae"`` picks the autoencoder of a full pipeline repo."""
+    from .backbones import DIFFUSERS_WEIGHTS, STATS_NAME, is_diffusers_config
+
+    try:
+        config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
+    except MissingFileError:
+        return None
+    if not is_diffusers_config(read_config(config.parent)):
+        return None
+    try:
+        weights = download_file(repo_id, DIFFUSERS_WEIGHTS, revision=revision, **kwargs)
+    except MissingFileError:
+        raise MissingFileError(f"Hub repo {repo_id!r} holds a diffusers model without {DIFFUSERS_WEIGHTS}; vae-augment loads "
+                               "weights only from safetensors (pickle files can run code when loaded)") from None
+    try:
+        download_file(repo_id, STATS_NAME, revision=revision, **kwargs)
+    except CheckpointError:
+        pass
+    if config.parent != weights.parent:
+        raise CheckpointError(f"config.json and {DIFFUSERS_WEIGHTS} of {repo_id!r} resolved to different snapshots")
+    return weights.parent
+
+
+def _cached_diffusers(repo_id: str, revision: str | None = None, subfolder: str | None = None, cache_dir=None, **kwargs) -> Path | None:
+    """The cached snapshot folder of a diffusers autoencoder repo, without network; None if not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from .backbones import DIFFUSERS_WEIGHTS, is_diffusers_config
+
+    def cached(name: str) -> Path | None:
+        found = try_to_load_from_cache(repo_id, f"{subfolder}/{name}" if subfolder else name, cache_dir=cache_dir, revision=revision)
+        return Path(found) if isinstance(found, str) else None
+
+    config, weights = cached(CONFIG_NAME), cached(DIFFUSERS_WEIGHTS)
+    if config is None or weights is None or config.parent != weights.parent or not is_diffusers_config(read_config(config.parent)):
+        return None
+    return config.parent
 
 
 def resolve(spec: str | os.PathLike, revision: str | None = None, **kwargs) -> Path:
@@ -215,18 +281,31 @@ def resolve(spec: str | os.PathLike, revision: str | None = None, **kwargs) -> P
     )
 
 
-def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, device: str | torch.device | None = None, **kwargs) -> "VAE":
+def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None, **kwargs) -> "VAE":
     """Load a VAE from a bundled name (``"mnist"``), a local folder, or a Hub repo id (``"org/name"``).
 
     Hub files are downloaded with huggingface_hub into its usual cache (``HF_HOME``), honouring
     ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``. The model is returned in eval mode on ``device``
     (default: cpu). Passing a VAE returns it unchanged.
+
+    A diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` (a folder saved by diffusers, or a Hub repo
+    such as ``"stabilityai/sd-vae-ft-mse"``; ``subfolder="vae"`` for a pipeline repo) comes back as a
+    `vae_augment.backbones.DiffusersVAE` in ``dtype`` (default float16 on CUDA, else float32);
+    it needs ``pip install 'vae-augment[diffusers]'``.
     """
+    from .backbones import DiffusersVAE, load_diffusers
     from .model import VAE
 
-    if isinstance(spec, VAE):
+    if isinstance(spec, (VAE, DiffusersVAE)):
         return spec if device is None else spec.to(device)
-    return VAE.from_pretrained(spec, revision=revision, map_location=str(device or "cpu"), **kwargs)
+    folder = resolve(spec, revision=revision, **kwargs)
+    if (folder / WEIGHTS_NAME).is_file() or not is_diffusers_folder(folder):
+        model = VAE.from_pretrained(folder, map_location=str(device or "cpu"))
+    else:
+        model = load_diffusers(folder, read_config(folder), device=device, dtype=dtype)
+    model.name_or_path = os.fspath(spec)
+    return model
 
 
 # ------------------------------------------------------------------ writing

@@ -1,7 +1,8 @@
 """The functional core of augmentation: posteriors + drawn noise -> perturbed latents.
 
 Nothing here draws random numbers; callers draw ``noise`` (and partners) and pass them in, so a
-draw can be replayed, logged or applied to several inputs. Shapes: ``[B, D]`` latents.
+draw can be replayed, logged or applied to several inputs. Shapes: ``[B, D]`` latents, or spatial
+``[B, C, h, w]`` ones (diffusers backbones; ``latent_scale`` is then ``[C, 1, 1]``).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def feature_space_mix(z: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor 
     if method not in ("extrapolate", "interpolate"):
         raise ValueError(f"method must be 'extrapolate' or 'interpolate', got {method!r}")
     lam = torch.as_tensor(lam, dtype=z.dtype, device=z.device)
-    if lam.ndim == 1:
-        lam = lam.unsqueeze(1)
+    if lam.ndim == 1:  # one per sample, broadcast over [D] or spatial [C, h, w] latents
+        lam = lam.view(-1, *[1] * (z.ndim - 1))
     other = z[partner]
     return z + lam * (z - other) if method == "extrapolate" else z + lam * (other - z)
 

@@ -25,7 +25,8 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 class DiagonalGaussian:
     """A diagonal Gaussian N(mean, diag(std^2)) over latents, one per image.
 
-    ``mean`` and ``logvar`` are ``[B, D]``. The reparameterization ``mean + std * eps`` lives here
+    ``mean`` and ``logvar`` are ``[B, D]`` (``[B, C, h, w]`` for the spatial latents of
+    `backbones.DiffusersVAE`). The reparameterization ``mean + std * eps`` lives here
     and only here.
     """
 
@@ -58,7 +59,7 @@ class DiagonalGaussian:
         Closed form from Kingma & Welling (2013), Appendix B:
         -KL = 1/2 * sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2).
         """
-        return 0.5 * (self.mean.square() + self.var - 1.0 - self.logvar).sum(dim=-1)
+        return 0.5 * (self.mean.square() + self.var - 1.0 - self.logvar).flatten(1).sum(dim=1)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log q(z) in nats, summed over latent dimensions; ``z: [..., B, D]`` -> ``[..., B]``."""
@@ -216,6 +217,10 @@ class VAE(
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int]:
+        """Shape of one image's latent: ``(latent_dim,)`` whatever the input size (inputs are resized)."""
+        return (self.latent_dim,)
 
     @property
     def num_pixels(self) -> int:

@@ -27,12 +27,16 @@ DEFAULT_STRENGTH = 0.2  # data-relative units: on MNIST ~96% of variants keep th
 
 
 def _as_vae(vae) -> VAE:
+    from .backbones import DiffusersVAE
     from .hub import load_vae
 
     if isinstance(vae, (str, os.PathLike)):
         return load_vae(vae)
-    if not isinstance(vae, VAE):
-        raise TypeError(f"vae must be a vae_augment.VAE or a checkpoint name/folder/Hub id, got {type(vae).__name__}")
+    if type(vae).__name__ in ("AutoencoderKL", "AutoencoderTiny"):  # a diffusers model given directly
+        return DiffusersVAE(vae)
+    if not isinstance(vae, (VAE, DiffusersVAE)):
+        raise TypeError("vae must be a vae_augment.VAE, a diffusers AutoencoderKL/AutoencoderTiny, or a checkpoint "
+                        f"name/folder/Hub id, got {type(vae).__name__}")
     return vae
 
 
@@ -47,15 +51,26 @@ def _prepare_vae(vae, device) -> VAE:
 
 # ------------------------------------------------------------------ the functional core
 def to_model_space(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Convert ``[B, C, H, W]`` float images to the model's channels and size."""
+    """Convert ``[B, C, H, W]`` float images to the model's channels and size (a model of any size,
+    ``image_size`` None, pads them to its downscale factor instead: see `DiffusersVAE.to_model`)."""
     if x.shape[1] not in (1, 3, 4):
         raise ValueError(f"images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {x.shape[1]} (shape {tuple(x.shape)})")
-    return resize(convert_channels(x, vae.channels), vae.image_size)
+    x = convert_channels(x, vae.channels)
+    return vae.to_model(x) if vae.image_size is None else resize(x, vae.image_size)
 
 
-def _from_model_space(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _to_input_size(vae, y: torch.Tensor, size) -> torch.Tensor:
+    return vae.from_model(y, size) if vae.image_size is None else resize(y, size)
+
+
+def _from_model_space(vae, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     channels = 3 if like.shape[1] == 4 else like.shape[1]
-    return convert_channels(resize(y, like.shape[-2:]), channels)
+    return convert_channels(_to_input_size(vae, y, like.shape[-2:]), channels)
+
+
+def latent_shape(vae, size) -> tuple[int, ...]:
+    """Shape of one latent (of the noise to draw) for an image of ``size = (H, W)``."""
+    return tuple(vae.latent_shape(*size))
 
 
 def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "data", strength: float = DEFAULT_STRENGTH,
@@ -63,16 +78,19 @@ def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "d
                   posterior: DiagonalGaussian | None = None) -> torch.Tensor:
     """Encode, perturb the latent, decode: the augmentation on ``x: [B, C, H, W]`` float in [0, 1].
 
-    ``noise: [B, latent_dim]`` standard normal draws (see `latent.perturb` for ``mode`` and
-    ``strength``); ``apply: [B]`` bool chooses which images change (the rest are returned as they
+    ``noise: [B, *latent_shape(vae, x.shape[-2:])]`` standard normal draws, ``[B, latent_dim]`` for a
+    `VAE` (see `latent.perturb` for ``mode`` and ``strength``); ``apply: [B]`` bool chooses which images change (the rest are returned as they
     are). With ``residual``, the result is ``x + decode(z') - decode(mean)``: only the decoded
     change is added, so the original's sharp detail survives. Images of another size or channel
     count than the model's are converted for it and the result converted back. ``posterior``
     (for the rows of ``x``) skips the encoder when already known. The result has ``x``'s dtype and
     device and is an ordinary tensor (usable by autograd downstream).
     """
-    if x.ndim != 4 or noise.ndim != 2 or noise.shape != (x.shape[0], vae.latent_dim):
-        raise ValueError(f"x must be [B, C, H, W] and noise [B, {vae.latent_dim}], got {tuple(x.shape)} and {tuple(noise.shape)}")
+    if x.ndim != 4:
+        raise ValueError(f"x must be [B, C, H, W], got {tuple(x.shape)}")
+    expected = (x.shape[0], *latent_shape(vae, x.shape[-2:]))
+    if tuple(noise.shape) != expected:
+        raise ValueError(f"noise must have shape {list(expected)} for x of shape {list(x.shape)}, got {list(noise.shape)}")
     with torch.inference_mode():
         out = _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior)
     return out.clone()
@@ -92,19 +110,18 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) ->
         return x.clone()
     selected = x if rows is None else x[rows.to(x.device)]
     device = vae.device
-    dtype = next(vae.parameters()).dtype
     if posterior is None:
-        posterior = vae.encode(to_model_space(vae, selected.to(device, dtype)))
+        posterior = vae.encode(to_model_space(vae, selected.to(device, vae.latent_scale.dtype)))
     else:
         posterior = posterior.to(device)
     z = perturb(posterior.mean, posterior.std, noise.to(device, posterior.mean.dtype), mode, strength, vae.latent_scale,
                 vae.latent_bank)
     if residual:
         decoded = vae.decode(torch.cat([z, posterior.mean]))
-        delta = _delta_to_input(decoded[: z.shape[0]] - decoded[z.shape[0]:], selected)
+        delta = _delta_to_input(vae, decoded[: z.shape[0]] - decoded[z.shape[0]:], selected)
         result = (selected + delta.to(selected)).clamp_(0, 1)
     else:
-        result = _from_model_space(vae.decode(z), selected).to(selected)
+        result = _from_model_space(vae, vae.decode(z), selected).to(selected)
         if selected.shape[1] == 4:  # keep the alpha channel
             result = torch.cat([result, selected[:, 3:]], 1)
     if rows is None:
@@ -114,10 +131,12 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) ->
     return out
 
 
-def _delta_to_input(delta: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _delta_to_input(vae, delta: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """A change in model space -> the input's size and channels (a gray change applies to every colour)."""
-    delta = torch.nn.functional.interpolate(delta, size=like.shape[-2:], mode="bilinear", align_corners=False) \
-        if tuple(delta.shape[-2:]) != tuple(like.shape[-2:]) else delta
+    if vae.image_size is None:
+        delta = vae.from_model(delta, like.shape[-2:])
+    elif tuple(delta.shape[-2:]) != tuple(like.shape[-2:]):
+        delta = torch.nn.functional.interpolate(delta, size=like.shape[-2:], mode="bilinear", align_corners=False)
     c = like.shape[1]
     if delta.shape[1] == 1 and c in (3, 4):
         delta = delta.expand(-1, 3, -1, -1)
@@ -187,6 +206,12 @@ def _batch_size(inpt: Any) -> int:
     return inpt.shape[0] if isinstance(inpt, torch.Tensor) and inpt.ndim == 4 else 1
 
 
+def _image_size(inpt: Any) -> tuple[int, int]:
+    if isinstance(inpt, PIL.Image.Image):
+        return inpt.height, inpt.width
+    return tuple(inpt.shape[-2:]) if isinstance(inpt, torch.Tensor) and inpt.ndim >= 2 else (0, 0)
+
+
 def _worker_generator(generator: torch.Generator | None, state: dict) -> torch.Generator | None:
     """In a DataLoader worker, an explicit generator is re-seeded once from its own seed mixed with
     the worker's seed, so workers draw different variants, different user seeds give different
@@ -240,6 +265,9 @@ class VAEAugment(Transform):
         if mode == "neighbour" and self.vae.latent_bank is None:
             raise ValueError("mode 'neighbour' needs a checkpoint with a latent bank (latent_bank.safetensors, written by "
                              "vae-augment train); this model has none")
+        if mode == "posterior" and getattr(self.vae, "deterministic", False):
+            raise ValueError(f"mode 'posterior' needs a posterior with a variance; this {self.vae.kind} has deterministic "
+                             "latents: use mode='data'")
         self.strength = float(strength)
         self.mode = mode
         self.residual = bool(residual)
@@ -258,19 +286,25 @@ class VAEAugment(Transform):
         n = sizes.pop() if sizes else 1
         if self._replaying is not None:
             return self._replaying
-        params = self.draw(n)
+        image_sizes = {_image_size(inpt) for inpt in flat_inputs}
+        if self.vae.image_size is None and len(image_sizes) > 1:  # spatial latents: one noise shape per call
+            raise ValueError(f"with a model of spatial latents, all images in one call must have one size, got {sorted(image_sizes)}")
+        params = self.draw(n, image_sizes.pop() if image_sizes else None)
         self.last_params = params
         return params
 
-    def draw(self, n: int) -> dict[str, Any]:
-        """Parameters for ``n`` images: standard normal ``noise [n, D]`` and ``apply [n]`` (bool)."""
+    def draw(self, n: int, size: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Parameters for ``n`` images of ``size = (H, W)``: standard normal ``noise [n, *latent_shape]``
+        (``[n, latent_dim]`` for a `VAE`, whatever the size) and ``apply [n]`` (bool)."""
+        if size is None and self.vae.image_size is None:
+            raise ValueError("draw needs the image size (H, W) for a model of spatial latents")
         generator = _worker_generator(self.generator, self._worker_state)
-        d = self.vae.latent_dim
+        shape = latent_shape(self.vae, size or self.vae.image_size)
         rows = 1 if self.same_on_batch else n
-        noise = torch.randn(rows, d, generator=generator)
+        noise = torch.randn(rows, *shape, generator=generator)
         apply = torch.rand(rows, generator=generator) < self.p if self.p < 1 else torch.ones(rows, dtype=torch.bool)
         if self.same_on_batch:
-            noise, apply = noise.expand(n, d), apply.expand(n)
+            noise, apply = noise.expand(n, *shape), apply.expand(n)
         return {"noise": noise, "apply": apply}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -377,10 +411,10 @@ def _latent_mix_batch(vae, x, partner, lam, apply, method, residual) -> torch.Te
     rows = apply.nonzero().squeeze(1)
     if residual:
         decoded = vae.decode(torch.cat([z[rows.to(device)], mean[rows.to(device)]]))
-        delta = _delta_to_input(decoded[: rows.numel()] - decoded[rows.numel():], x[rows])
+        delta = _delta_to_input(vae, decoded[: rows.numel()] - decoded[rows.numel():], x[rows])
         out[rows] = (x[rows] + delta.to(x)).clamp_(0, 1)
     else:
-        out[rows] = _from_model_space(vae.decode(z[rows.to(device)]), x[rows]).to(x)
+        out[rows] = _from_model_space(vae, vae.decode(z[rows.to(device)]), x[rows]).to(x)
     return out
 
 

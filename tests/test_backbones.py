@@ -1,0 +1,283 @@
+"""Pretrained diffusers autoencoders as backbones: tiny randomly initialised AutoencoderKL and
+AutoencoderTiny configs saved with save_pretrained, loaded through a local folder (the Hub path is
+in test_hub.py). Real weights are never downloaded."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+diffusers = pytest.importorskip("diffusers")
+
+from vae_augment import CheckpointError, LatentMix, PosteriorCache, VAEAugment, augment_batch, load_vae  # noqa: E402
+from vae_augment.backbones import DIFFUSERS_WEIGHTS, DiffusersVAE, require_diffusers  # noqa: E402
+from vae_augment.transforms import latent_shape  # noqa: E402
+
+
+def tiny_kl() -> torch.nn.Module:
+    """AutoencoderKL with 3 blocks (downscale 4) and a few channels: ~40k parameters."""
+    torch.manual_seed(0)
+    return diffusers.AutoencoderKL(block_out_channels=(8, 8, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+                                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                                   sample_size=32)
+
+
+def tiny_taesd() -> torch.nn.Module:
+    """AutoencoderTiny with 4 blocks (downscale 8), as TAESD, but 8 channels wide."""
+    torch.manual_seed(0)
+    return diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                                     num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
+
+
+MAKERS = {"kl": tiny_kl, "tiny": tiny_taesd}
+
+
+@pytest.fixture(scope="module", params=list(MAKERS))
+def saved(request, tmp_path_factory):
+    """(kind, folder, the diffusers model) for each autoencoder kind, saved with save_pretrained."""
+    model = MAKERS[request.param]()
+    folder = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(folder)
+    return request.param, folder, model.eval()
+
+
+@pytest.fixture(scope="module")
+def loaded(saved):
+    return load_vae(str(saved[1]))
+
+
+def rgb(n=2, size=(30, 45), seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, *size, generator=g)
+
+
+# ------------------------------------------------------------------ loading
+def test_load_vae_reads_a_diffusers_folder_exactly(saved, loaded):
+    kind, folder, model = saved
+    assert isinstance(loaded, DiffusersVAE)
+    assert loaded.kind == type(model).__name__ and loaded.deterministic == (kind == "tiny")
+    assert loaded.downscale == (4 if kind == "kl" else 8)
+    assert loaded.name_or_path == str(folder)
+    theirs = model.state_dict()
+    ours = {k.removeprefix("autoencoder."): v for k, v in loaded.state_dict().items() if k.startswith("autoencoder.")}
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+
+
+def test_encode_gives_scaled_latents_of_the_documented_shape(saved, loaded):
+    kind, _, model = saved
+    x = loaded.to_model(rgb(size=(30, 45)))
+    f = loaded.downscale
+    assert x.shape[-2:] == (-(-30 // f) * f, -(-45 // f) * f)  # padded up to a multiple of the downscale factor
+    posterior = loaded.encode(x)
+    assert posterior.mean.shape == (2, 4, *latent_shape(loaded, (30, 45))[1:])
+    with torch.no_grad():
+        if kind == "kl":
+            expected = model.encode(x * 2 - 1).latent_dist.mean * model.config.scaling_factor
+            assert float(posterior.std.max()) > 0
+        else:
+            expected = model.encode(x * 2 - 1).latents
+            assert float(posterior.std.max()) < 1e-6  # deterministic
+    torch.testing.assert_close(posterior.mean, expected)
+    with torch.no_grad():
+        decoded = (model.decode(posterior.mean / model.config.scaling_factor).sample + 1) / 2
+    torch.testing.assert_close(loaded.decode(posterior.mean), decoded.clamp(0, 1))
+
+
+def test_pickle_only_diffusers_folder_is_refused_unread(tmp_path, monkeypatch):
+    folder = tmp_path / "vae"
+    tiny_kl().save_pretrained(folder)
+    (folder / DIFFUSERS_WEIGHTS).unlink()
+    torch.save({}, folder / "diffusion_pytorch_model.bin")
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a pickle file was loaded")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    with pytest.raises(CheckpointError, match=r"offers only pickle weights \(diffusion_pytorch_model.bin\); .*only from safetensors"):
+        load_vae(str(folder))
+
+
+def test_other_diffusers_models_are_refused_with_the_reason(tmp_path):
+    folder = tmp_path / "unet"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel", "_diffusers_version": "0.30.0"}))
+    with pytest.raises(CheckpointError, match=r"holds a diffusers UNet2DModel; vae-augment uses diffusers AutoencoderKL and AutoencoderTiny"):
+        load_vae(str(folder))
+
+
+def test_missing_diffusers_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "diffusers", None)
+    with pytest.raises(ImportError, match=r"pip install 'vae-augment\[diffusers\]'"):
+        require_diffusers()
+
+
+def test_a_diffusers_model_can_be_given_directly():
+    augment = VAEAugment(tiny_kl())
+    assert isinstance(augment.vae, DiffusersVAE)
+    with pytest.raises(TypeError, match="must be a diffusers AutoencoderKL or AutoencoderTiny, got Linear"):
+        DiffusersVAE(torch.nn.Linear(2, 2))
+
+
+# ------------------------------------------------------------------ VAEAugment through the same interface
+def test_vae_augment_returns_the_callers_type_at_any_size(loaded):
+    augment = VAEAugment(loaded, generator=torch.Generator().manual_seed(0))
+    image = torch.randint(0, 256, (3, 30, 45), dtype=torch.uint8)
+    before = image.clone()
+    out = augment(image)
+    assert out.shape == image.shape and out.dtype == torch.uint8 and torch.equal(image, before)
+    assert (out.float() - image.float()).abs().mean() > 1  # it changed the image
+    pil = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 21, 3), dtype=np.uint8))
+    out = augment(pil)
+    assert isinstance(out, Image.Image) and out.size == pil.size and out.mode == "RGB"
+    gray = torch.rand(1, 20, 20)
+    assert augment(gray).shape == gray.shape  # gray images go through the RGB model and come back gray
+
+
+def test_batched_equals_unbatched_and_seeds_repeat(loaded):
+    x = rgb(3, size=(24, 40))
+    augment = VAEAugment(loaded, strength=0.5, generator=torch.Generator().manual_seed(3))
+    batch = augment(x)
+    params = augment.last_params
+    assert params["noise"].shape == (3, *latent_shape(loaded, (24, 40)))
+    singles = torch.cat([augment_batch(loaded, x[i : i + 1], params["noise"][i : i + 1], "data", 0.5) for i in range(3)])
+    torch.testing.assert_close(batch, singles, atol=1e-5, rtol=0)
+    again = VAEAugment(loaded, strength=0.5, generator=torch.Generator().manual_seed(3))(x)
+    assert torch.equal(batch, again)
+    assert torch.equal(augment.replay(x), batch)
+
+
+def test_identities_residual_p0_and_strength0(loaded):
+    x = rgb(2, size=(30, 45))
+    assert torch.equal(VAEAugment(loaded, p=0.0)(x), x)
+    torch.testing.assert_close(VAEAugment(loaded, strength=0.0, residual=True)(x), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(VAEAugment(loaded, strength=0.0)(x), loaded.reconstruct(x), atol=1e-6, rtol=0)
+    assert VAEAugment(loaded)(x[:0]).shape == (0, 3, 30, 45)
+
+
+def test_strength_is_in_units_of_the_data_spread(loaded):
+    """Doubling latent_scale (as `calibrate` would for data twice as spread) has the effect of doubling strength."""
+    x = rgb(2, size=(32, 32))
+    noise = torch.randn(2, *latent_shape(loaded, (32, 32)), generator=torch.Generator().manual_seed(0))
+    model = copy.deepcopy(loaded)
+    model.latent_scale.fill_(2.0)
+    torch.testing.assert_close(augment_batch(model, x, noise, "data", 0.3), augment_batch(loaded, x, noise, "data", 0.6))
+
+
+def test_posterior_mode_needs_a_posterior(saved, loaded):
+    kind = saved[0]
+    if kind == "tiny":
+        with pytest.raises(ValueError, match="mode 'posterior' needs a posterior with a variance; this AutoencoderTiny has deterministic"):
+            VAEAugment(loaded, mode="posterior")
+    else:
+        x = rgb(1, size=(32, 32))
+        assert not torch.equal(VAEAugment(loaded, mode="posterior", strength=4.0)(x), VAEAugment(loaded, strength=0.0)(x))
+
+
+def test_large_images_are_bounded_and_residual_keeps_full_resolution(saved):
+    vae = load_vae(str(saved[1]))
+    vae.max_pixels = 16 * 16
+    x = rgb(1, size=(64, 96))
+    assert vae.working_size(64, 96) == (13, 19)
+    assert latent_shape(vae, (64, 96))[1:] == tuple(-(-s // vae.downscale) for s in (13, 19))
+    out = VAEAugment(vae)(x)
+    assert out.shape == x.shape
+    residual = VAEAugment(vae, residual=True, generator=torch.Generator().manual_seed(0))(x)
+    # the change is computed at 13x19 and upscaled: smooth, so the original's pixel-level detail survives
+    detail = x - torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    kept = residual - torch.nn.functional.avg_pool2d(residual, 3, 1, 1)
+    assert float((kept - detail).abs().mean()) < 0.25 * float(detail.abs().mean())
+
+
+def test_tiling_uses_diffusers_tiled_path(saved):
+    vae = DiffusersVAE(MAKERS[saved[0]]().eval(), tiling=True)
+    assert vae.autoencoder.use_tiling and vae.max_pixels is None
+    x = rgb(1, size=(40, 40))
+    assert VAEAugment(vae)(x).shape == x.shape
+
+
+def test_float16_overflow_falls_back_to_float32(saved):
+    model = MAKERS[saved[0]]().eval()
+    reference = DiffusersVAE(copy.deepcopy(model).half().float())  # the same float16-rounded weights, run in float32
+    for decoder in (model.decoder, reference.autoencoder.decoder):  # activations beyond float16's range (max 65504)
+        first_conv = next(m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(lambda module, inputs, output: output * 1e5)
+    vae = DiffusersVAE(model, dtype=torch.float16)
+    assert vae.dtype == torch.float16
+    z = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(0)) * 3
+    with pytest.warns(RuntimeWarning, match="overflowed in float16 .* running it in float32 from now on"):
+        out = vae.decode(z)
+    assert vae.dtype == torch.float32 and bool(torch.isfinite(out).all())
+    torch.testing.assert_close(out, reference.decode(z), atol=1e-3, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vae.decode(z)  # no second warning: it stays in float32
+
+
+# ------------------------------------------------------------------ the rest of the library on it
+def test_latent_mix_and_posterior_cache(loaded):
+    x = rgb(4, size=(24, 24))
+    mixed, labels = LatentMix(loaded, generator=torch.Generator().manual_seed(0))(x, torch.tensor([0, 0, 1, 1]))
+    assert mixed.shape == x.shape and not torch.equal(mixed, x)
+
+    dataset = [(img, i) for i, img in enumerate(x)]
+    augment = VAEAugment(loaded, generator=torch.Generator().manual_seed(0))
+    cache = PosteriorCache(dataset, augment)
+    first = cache[1]
+    assert first[1] == 1 and first[0].shape == x[1].shape and bool(cache.cached[1])
+    torch.testing.assert_close(cache.mean[1], loaded.encode(loaded.to_model(x[1:2])).mean[0])
+    cache2 = PosteriorCache([(rgb(1, size=(24, 24))[0], 0), (rgb(1, size=(16, 16))[0], 1)], augment)
+    with pytest.raises(ValueError, match=r"needs images of one size, \(24, 24\); item 1 is \(16, 16\)"):
+        cache2[1]
+
+
+def test_albumentations_adapter_on_hwc_rgb(saved):
+    A = pytest.importorskip("albumentations")
+    from vae_augment import AlbuVAEAugment
+
+    folder = str(saved[1])
+    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    mask = np.zeros((30, 45), dtype=np.uint8)
+    pipeline = A.Compose([AlbuVAEAugment(folder, strength=0.5, p=1.0)], seed=7)
+    out = pipeline(image=image, mask=mask)
+    assert out["image"].shape == image.shape and out["image"].dtype == np.uint8 and not np.array_equal(out["image"], image)
+    again = A.Compose([AlbuVAEAugment(folder, strength=0.5, p=1.0)], seed=7)(image=image, mask=mask)
+    assert np.array_equal(out["image"], again["image"])
+    rebuilt = A.from_dict(A.to_dict(pipeline))
+    assert rebuilt.transforms[0].checkpoint == folder
+
+
+def test_app_helpers_work_on_a_backbone(loaded):
+    from vae_augment import app_support
+
+    x = rgb(1, size=(30, 45))[0]
+    view = app_support.anomaly_view(loaded, x)
+    assert view["reconstruction"].shape == x.shape and view["percentile"] is None and view["score"] > 0
+    result = app_support.augment(loaded, x, n=2, mode="data", strength=0.5, residual=False, seed=0)
+    assert result["variants"].shape == (2, *x.shape)
+    assert app_support.interpolate(loaded, x, rgb(1, size=(30, 45), seed=1)[0], steps=3, method="slerp").shape == (3, *x.shape)
+    traversal, dims, _, _ = app_support.explore(loaded, x, n_dims=2, steps=3, span=1.0)
+    assert traversal.shape == (2, 3, *x.shape) and len(set(dims)) == 2
+    assert app_support.sample(loaded, 2, 1.0, 0).shape[:2] == (2, 3)
+    assert "any size" in app_support.describe(loaded, "tiny")
+
+
+def test_calibrate_and_save_round_trip(saved, tmp_path):
+    vae = load_vae(str(saved[1]))
+    images = [rgb(2, size=(24, 32), seed=s) for s in range(3)]
+    loc, scale = vae.calibrate(images)
+    latents = torch.cat([vae.encode(vae.to_model(x)).mean for x in images]).transpose(0, 1).flatten(1)
+    torch.testing.assert_close(scale.flatten(), latents.std(1))
+    torch.testing.assert_close(loc.flatten(), latents.mean(1))
+    vae.save_pretrained(tmp_path / "calibrated")
+    again = load_vae(str(tmp_path / "calibrated"))
+    assert torch.equal(again.latent_scale, vae.latent_scale) and torch.equal(again.latent_loc, vae.latent_loc)
