@@ -4,8 +4,8 @@
     python benchmarks/update_readme.py --check  # exit 1 if README.md is out of date
 
 Sections between ``<!-- name:start -->`` and ``<!-- name:end -->`` are replaced: ``checkpoints``
-(from checkpoints/*/metrics.json), ``throughput`` (benchmarks/results/throughput.json) and
-``quality`` (benchmarks/results/quality.json).
+(from checkpoints/*/metrics.json), ``throughput``, ``quality``, ``utility`` and ``backbones``
+(benchmarks/results/<name>.json).
 """
 
 from __future__ import annotations

@@ -281,3 +281,21 @@ def test_calibrate_and_save_round_trip(saved, tmp_path):
     vae.save_pretrained(tmp_path / "calibrated")
     again = load_vae(str(tmp_path / "calibrated"))
     assert torch.equal(again.latent_scale, vae.latent_scale) and torch.equal(again.latent_loc, vae.latent_loc)
+
+
+def test_cli_on_a_backbone_folder(saved, tmp_path, capsys):
+    from vae_augment.cli import main
+
+    folder = str(saved[1])
+    assert main(["eval", "--checkpoint", folder, "--data", "MNIST", "--root", str(tmp_path)]) == 2
+    assert "is a pretrained diffusers" in capsys.readouterr().err
+    images = tmp_path / "photos" / "cats"
+    images.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(images / f"c{i}.png")
+    assert main(["generate", "--checkpoint", folder, "--data", str(tmp_path / "photos"), "--per-image", "2",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    written = sorted((tmp_path / "out" / "cats").glob("*.png"))
+    assert [p.name for p in written] == ["c0_0.png", "c0_1.png", "c1_0.png", "c1_1.png"]
+    assert Image.open(written[0]).size == (28, 20) and Image.open(written[0]).mode == "RGB"
+    assert main(["preview", "--checkpoint", folder, "--out", str(tmp_path / "preview.png")]) == 0

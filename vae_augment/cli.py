@@ -79,6 +79,9 @@ def _run_eval(args) -> int:
 
     device = torch.device(args.device) if args.device else default_device()
     vae = load_vae(args.checkpoint, device=device)
+    if vae.image_size is None:
+        raise ValueError(f"{args.checkpoint!r} is a pretrained diffusers {vae.kind}; eval measures the ELBO of vae-augment's own "
+                         "VAEs, which these autoencoders (trained with a near-zero KL weight) do not have")
     _, test_set, info = load_splits(args.data, args.root, image_size=vae.image_size[0] if vae.image_size[0] == vae.image_size[1] else None,
                                     channels=vae.channels, seed=args.seed)
     if args.limit:
