@@ -191,7 +191,8 @@ def build_app(checkpoints: Mapping[str, "str | Path | VAE"] | None = None) -> gr
         picture = support.grid(traversal.flatten(0, 1), nrow=steps)
         rows = "\n".join(f"| {row + 1} | z[{d}] | {k:.2f} |" for row, (d, k) in enumerate(zip(chosen, kl.tolist())))
         table = (f"Columns move each dimension from {offsets[0]:+.2g} to {offsets[-1]:+.2g} times the training data's spread "
-                 "along it (the middle column is the image's own code).\n\n| row | dimension | KL (nats) |\n|---|---|---|\n" + rows)
+                 "along it (the middle column is the image's own code).\n\n| row | dimension | "
+                 f"{'KL (nats)' if vae.image_size else 'spread over the image (data units)'} |\n|---|---|---|\n" + rows)
         picture = support.for_display(picture, support.DISPLAY_GRID_ROW * len(chosen))
         return support.save_png(outputs.new(), "latent_traversal.png", picture), table
 

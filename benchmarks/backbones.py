@@ -82,6 +82,7 @@ def main() -> None:
                 figures["results"][kind][f"{size}px_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
                 torch.cuda.reset_peak_memory_stats(device)
             print(f"{kind:<14} {size}x{size}  {figures['results'][kind][f'{size}px_img_s']:8.2f} images/s", flush=True)
+        figures["results"][kind]["dtype"] = str(vae.dtype).removeprefix("torch.")  # float32 if a float16 overflow upcast it
         del vae, augment
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

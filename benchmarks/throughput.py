@@ -9,7 +9,8 @@ Prints and writes benchmarks/results/throughput.json:
 - dataloader_epoch_ratio (and _cached, _batched): an epoch of a training pipeline (DataLoader with
   2 workers, uint8 -> float, a small CNN classifier step per batch) with VAEAugment in the workers,
   divided by the same epoch without it; _cached uses the posterior cache (second epoch), _batched
-  applies VAEAugment to collated batches in the main process. loading_only_* are the same ratios
+  applies VAEAugment to collated batches in the main process, _worker_batched to collated batches
+  inside the workers (AugmentCollate), _worker_batched_cached the same with a batched PosteriorCache. loading_only_* are the same ratios
   without the classifier step (pure data loading, the harshest view);
 - albumentations Affine and torchvision RandomAffine per-sample img/s as the classic reference;
 - where CUDA is available, batched GPU throughput (and the GPU's name).
@@ -157,21 +158,26 @@ def main() -> None:
     per_sample = TensorImages(subset, labels[:n_loader], transform=lambda x: augment(x).float().div(255))
     cached = PosteriorCache(TensorImages(subset, labels[:n_loader]), augment)
     raw = TensorImages(subset, labels[:n_loader])  # uint8; AugmentCollate converts and augments whole batches in the workers
+    cached_batches = PosteriorCache(raw, augment, batched=True)  # whole batches in the workers, decode only
     for train_step, prefix in ((True, ""), (False, "loading_only_")):
-        times: dict[str, list[float]] = {"plain": [], "vae": [], "cached": [], "batched": [], "worker_batched": []}
+        times: dict[str, list[float]] = {"plain": [], "vae": [], "cached": [], "batched": [], "worker_batched": [],
+                                         "worker_batched_cached": []}
         epoch_seconds(cached, train_step)  # first epoch fills the cache; later ones only decode
+        epoch_seconds(cached_batches, train_step, collate_fn=cached_batches.collate)
         for _ in range(2 if args.quick else 3):  # interleaved, best of each
             times["plain"].append(epoch_seconds(plain, train_step))
             times["vae"].append(epoch_seconds(per_sample, train_step))
             times["cached"].append(epoch_seconds(cached, train_step))
             times["batched"].append(epoch_seconds(plain, train_step, batch_transform=augment))
             times["worker_batched"].append(epoch_seconds(raw, train_step, collate_fn=AugmentCollate(augment)))
+            times["worker_batched_cached"].append(epoch_seconds(cached_batches, train_step, collate_fn=cached_batches.collate))
         best = {k: min(v) for k, v in times.items()}
         figures[f"{prefix}epoch_seconds"] = best
         figures[f"{prefix}dataloader_epoch_ratio"] = best["vae"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_cached"] = best["cached"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_batched"] = best["batched"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_worker_batched"] = best["worker_batched"] / best["plain"]
+        figures[f"{prefix}dataloader_epoch_ratio_worker_batched_cached"] = best["worker_batched_cached"] / best["plain"]
     figures["dataloader_images"] = n_loader
 
     # 5. GPU, where there is one

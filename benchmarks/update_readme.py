@@ -61,6 +61,9 @@ def throughput_table() -> str:
         f"| same, VAEAugment on collated batches in the main process | {t['dataloader_epoch_ratio_batched']:.2f}x ({e['batched']:.1f} s) |",
         *([f"| same, `AugmentCollate` (whole batches inside the workers) | {t['dataloader_epoch_ratio_worker_batched']:.2f}x "
            f"({e['worker_batched']:.1f} s) |"] if "dataloader_epoch_ratio_worker_batched" in t else []),
+        *([f"| same, `PosteriorCache(..., batched=True)` (whole batches in the workers, decode only) | "
+           f"{t['dataloader_epoch_ratio_worker_batched_cached']:.2f}x ({e['worker_batched_cached']:.1f} s) |"]
+          if "dataloader_epoch_ratio_worker_batched_cached" in t else []),
         f"| loading only (no training step), per sample / cached / batched | {t['loading_only_dataloader_epoch_ratio']:.2f}x / "
         f"{t['loading_only_dataloader_epoch_ratio_cached']:.2f}x / {t['loading_only_dataloader_epoch_ratio_batched']:.2f}x |",
     ]

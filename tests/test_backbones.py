@@ -121,9 +121,13 @@ def test_missing_diffusers_says_how_to_install_it(monkeypatch):
         require_diffusers()
 
 
-def test_a_diffusers_model_can_be_given_directly():
-    augment = VAEAugment(tiny_kl())
-    assert isinstance(augment.vae, DiffusersVAE)
+def test_a_diffusers_model_can_be_given_directly_and_is_left_as_it_was():
+    model = tiny_kl().train()
+    augment = VAEAugment(model)
+    assert isinstance(augment.vae, DiffusersVAE) and augment.vae.autoencoder is not model
+    augment(rgb(1, size=(16, 16)))
+    assert model.training and all(p.requires_grad for p in model.parameters()), "the caller's model keeps its mode"
+    assert isinstance(load_vae(tiny_taesd()), DiffusersVAE)
     with pytest.raises(TypeError, match="must be a diffusers AutoencoderKL or AutoencoderTiny, got Linear"):
         DiffusersVAE(torch.nn.Linear(2, 2))
 
@@ -164,13 +168,21 @@ def test_identities_residual_p0_and_strength0(loaded):
     assert VAEAugment(loaded)(x[:0]).shape == (0, 3, 30, 45)
 
 
-def test_strength_is_in_units_of_the_data_spread(loaded):
-    """Doubling latent_scale (as `calibrate` would for data twice as spread) has the effect of doubling strength."""
-    x = rgb(2, size=(32, 32))
-    noise = torch.randn(2, *latent_shape(loaded, (32, 32)), generator=torch.Generator().manual_seed(0))
-    model = copy.deepcopy(loaded)
-    model.latent_scale.fill_(2.0)
-    torch.testing.assert_close(augment_batch(model, x, noise, "data", 0.3), augment_batch(loaded, x, noise, "data", 0.6))
+def test_strength_is_in_units_of_the_calibrated_data_spread(saved):
+    """After `calibrate`, strength 1 in data mode moves each latent channel by that channel's spread over the images."""
+    vae = load_vae(str(saved[1]))
+    images = [rgb(4, size=(32, 32), seed=s) for s in range(2)]
+    vae.calibrate(images)
+    assert not torch.allclose(vae.latent_scale, torch.ones_like(vae.latent_scale))  # random latents are not unit-scaled
+    x = images[0]
+    mean = vae.encode(vae.to_model(x)).mean
+    noise = torch.randn(4, *latent_shape(vae, (32, 32)), generator=torch.Generator().manual_seed(0))
+    seen = []
+    vae_decode = vae.decode
+    vae.decode = lambda z: seen.append(z) or vae_decode(z)
+    augment_batch(vae, x, noise, "data", 1.0)
+    moved = (seen[0] - mean).transpose(0, 1).flatten(1)  # [C, N]
+    torch.testing.assert_close(moved.std(1), vae.latent_scale.flatten(), rtol=0.15, atol=0)
 
 
 def test_posterior_mode_needs_a_posterior(saved, loaded):
@@ -198,11 +210,16 @@ def test_large_images_are_bounded_and_residual_keeps_full_resolution(saved):
     assert float((kept - detail).abs().mean()) < 0.25 * float(detail.abs().mean())
 
 
-def test_tiling_uses_diffusers_tiled_path(saved):
+def test_tiling_uses_diffusers_tiled_path(saved, monkeypatch):
     vae = DiffusersVAE(MAKERS[saved[0]]().eval(), tiling=True)
     assert vae.autoencoder.use_tiling and vae.max_pixels is None
-    x = rgb(1, size=(40, 40))
+    calls = []
+    tiled = vae.autoencoder._tiled_encode
+    monkeypatch.setattr(vae.autoencoder, "_tiled_encode", lambda x: calls.append(x.shape) or tiled(x))
+    vae.autoencoder.tile_sample_min_size = 32
+    x = rgb(1, size=(64, 64))
     assert VAEAugment(vae)(x).shape == x.shape
+    assert calls, "diffusers' tiled encoder ran"
 
 
 def test_float16_overflow_falls_back_to_float32(saved):
@@ -221,6 +238,18 @@ def test_float16_overflow_falls_back_to_float32(saved):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         vae.decode(z)  # no second warning: it stays in float32
+    vae.autoencoder.requires_grad_(True)  # the float32 parameters are ordinary tensors, not inference tensors
+
+
+def test_float16_overflow_in_the_encoder_inside_the_transform(saved):
+    model = MAKERS[saved[0]]().eval()
+    first_conv = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    first_conv.register_forward_hook(lambda module, inputs, output: output * 1e5)
+    vae = DiffusersVAE(model, dtype=torch.float16)
+    with pytest.warns(RuntimeWarning, match="overflowed in float16"):
+        out = VAEAugment(vae)(rgb(1, size=(16, 16)))  # under inference mode
+    assert bool(torch.isfinite(out).all()) and vae.dtype == torch.float32
+    vae.autoencoder.requires_grad_(True)
 
 
 # ------------------------------------------------------------------ the rest of the library on it
@@ -238,6 +267,10 @@ def test_latent_mix_and_posterior_cache(loaded):
     cache2 = PosteriorCache([(rgb(1, size=(24, 24))[0], 0), (rgb(1, size=(16, 16))[0], 1)], augment)
     with pytest.raises(ValueError, match=r"needs images of one size, \(24, 24\); item 1 is \(16, 16\)"):
         cache2[1]
+    batched = PosteriorCache(dataset, augment, batched=True)
+    out, labels = batched.collate([batched[i] for i in range(4)])
+    assert out.shape == x.shape and torch.equal(labels, torch.arange(4)) and bool(batched.cached.all())
+    torch.testing.assert_close(batched.mean, loaded.encode(loaded.to_model(x)).mean, atol=1e-5, rtol=0)
 
 
 def test_albumentations_adapter_on_hwc_rgb(saved):
@@ -291,11 +324,32 @@ def test_cli_on_a_backbone_folder(saved, tmp_path, capsys):
     assert "is a pretrained diffusers" in capsys.readouterr().err
     images = tmp_path / "photos" / "cats"
     images.mkdir(parents=True)
-    for i in range(2):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 28, 3), dtype=np.uint8)).save(images / f"c{i}.png")
+    for i, shape in enumerate([(20, 28, 3), (33, 17, 3)]):  # photos of different sizes keep their own
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, shape, dtype=np.uint8)).save(images / f"c{i}.png")
     assert main(["generate", "--checkpoint", folder, "--data", str(tmp_path / "photos"), "--per-image", "2",
                  "--out", str(tmp_path / "out"), "--quiet"]) == 0
     written = sorted((tmp_path / "out" / "cats").glob("*.png"))
     assert [p.name for p in written] == ["c0_0.png", "c0_1.png", "c1_0.png", "c1_1.png"]
     assert Image.open(written[0]).size == (28, 20) and Image.open(written[0]).mode == "RGB"
+    assert Image.open(written[2]).size == (17, 33)
     assert main(["preview", "--checkpoint", folder, "--out", str(tmp_path / "preview.png")]) == 0
+
+
+def test_pipeline_folders_need_the_vae_subfolder(tmp_path):
+    pipeline = tmp_path / "pipeline"
+    tiny_taesd().save_pretrained(pipeline / "vae")
+    (pipeline / "model_index.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"is a diffusers pipeline; load its autoencoder with load_vae\('.*', subfolder='vae'\)"):
+        load_vae(str(pipeline))
+    vae = load_vae(str(pipeline), subfolder="vae", max_pixels=4096)
+    assert isinstance(vae, DiffusersVAE) and vae.max_pixels == 4096
+    from vae_augment import VAE
+    with pytest.raises(CheckpointError, match="holds a diffusers AutoencoderTiny, not a vae-augment VAE; load it with vae_augment.load_vae"):
+        VAE.from_pretrained(pipeline / "vae")
+
+
+def test_push_refuses_a_diffusers_folder(saved):
+    from vae_augment import hub
+
+    with pytest.raises(ValueError, match="is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' own push_to_hub"):
+        hub.push(saved[1], "org/name")

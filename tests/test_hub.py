@@ -209,6 +209,9 @@ def add_diffusers_repos(fake: FakeHub, root: Path) -> None:
     fake.add("org/sd-vae", "main", "f" * 40, {name: (root / "sd-vae" / name).read_bytes() for name in ("config.json", weights)})
     fake.add("org/pipeline", "main", "a" * 40, {"model_index.json": b"{}", **{f"vae/{name}": (root / "taesd" / name).read_bytes()
                                                                              for name in ("config.json", weights)}})
+    fake.add("org/sd-unet", "main", "9" * 40, {"config.json": json.dumps({"_class_name": "UNet2DConditionModel",
+                                                                         "_diffusers_version": "0.30.0"}).encode(),
+                                               weights: b"not fetched"})
     torch.save({}, root / "diffusion_pytorch_model.bin")
     fake.add("org/taesd-pickle", "main", "b" * 40, {"config.json": (root / "taesd" / "config.json").read_bytes(),
                                                     "diffusion_pytorch_model.bin": (root / "diffusion_pytorch_model.bin").read_bytes()})
@@ -351,6 +354,8 @@ ONLINE_LOADS = {
     "sd_vae": ("org/sd-vae", None),
     "pipeline_vae": ("org/pipeline", None, {"subfolder": "vae"}),
     "diffusers_pickle": ("org/taesd-pickle", None),
+    "diffusers_unet": ("org/sd-unet", None),
+    "pipeline_without_subfolder": ("org/pipeline", None),
 }
 
 
@@ -522,4 +527,8 @@ def test_hub_serves_diffusers_autoencoders(hub_runs, hub_server):
     assert online.diffusers_pickle["error"] == (
         "Hub repo 'org/taesd-pickle' holds a diffusers model without diffusion_pytorch_model.safetensors; vae-augment loads "
         "weights only from safetensors (pickle files can run code when loaded)")
-    assert not [r for r in hub_server.fake.requests if r[1].endswith(".bin")]
+    assert online.diffusers_unet["error"] == ("Hub repo 'org/sd-unet' holds a diffusers UNet2DConditionModel; vae-augment uses "
+                                              "diffusers AutoencoderKL and AutoencoderTiny (for a full pipeline, pass subfolder='vae')")
+    assert online.pipeline_without_subfolder["error"] == ("Hub repo 'org/pipeline' is a diffusers pipeline; load its autoencoder "
+                                                          "with load_vae('org/pipeline', subfolder='vae')")
+    assert not [r for r in hub_server.fake.requests if r[1].endswith(".bin") or r[1].startswith("/org/sd-unet/resolve/main/diff")]

@@ -321,6 +321,27 @@ def test_posterior_cache_filled_by_workers_is_shared(vae):
     assert torch.allclose(cached.mean, vae.encode(Digits(n=8).x).mean, atol=1e-5)
 
 
+def test_batched_posterior_cache_equals_the_uncached_batch_and_is_shared_by_workers(vae):
+    data = Digits(n=8)
+    augment = VAEAugment(vae, strength=2.0, generator=torch.Generator().manual_seed(0))
+    cached = PosteriorCache(data, augment, batched=True)
+    batch, labels = cached.collate([cached[i] for i in (3, 1, 5)])
+    assert torch.equal(labels, torch.tensor([3, 1, 5])) and cached.cached[[1, 3, 5]].all() and cached.cached.sum() == 3
+    reference = augment_batch(vae, data.x[[3, 1, 5]], augment.last_params["noise"], "data", 2.0)
+    torch.testing.assert_close(batch, reference, atol=1e-5, rtol=0)
+    cached.mean[3].zero_()  # a cached row is used, not recomputed: corrupting it must show
+    again, _ = cached.collate([cached[3]])
+    fresh = augment_batch(vae, data.x[[3]], augment.last_params["noise"], "data", 2.0)
+    assert not torch.allclose(again, fresh, atol=1e-4)
+
+    shared = PosteriorCache(Digits(n=8), VAEAugment(vae), batched=True)
+    out = list(DataLoader(shared, batch_size=4, num_workers=2, collate_fn=shared.collate, worker_init_fn=worker_init_fn))
+    assert shared.cached.all() and [tuple(x.shape) for x, _ in out] == [(4, 1, 28, 28)] * 2
+    assert torch.allclose(shared.mean, vae.encode(Digits(n=8).x).mean, atol=1e-5)
+    with pytest.raises(TypeError, match="default_collate.*UseCollateFnCacheCollate"):  # forgetting collate_fn fails loudly, never silently unaugmented
+        next(iter(DataLoader(shared, batch_size=4)))
+
+
 def test_precompute_equals_lazy_cache(vae):
     data = Digits(n=8)
     lazy = PosteriorCache(data, VAEAugment(vae))

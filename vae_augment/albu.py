@@ -49,6 +49,9 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         super().__init__(p=p)
         check_mode_strength(mode, strength)
         self.vae = _prepare_vae(checkpoint, None)
+        if mode == "posterior" and getattr(self.vae, "deterministic", False):
+            raise ValueError(f"mode 'posterior' needs a posterior with a variance; this {self.vae.kind} has deterministic "
+                             "latents: use mode='data'")
         self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else getattr(checkpoint, "name_or_path", None)
         self.strength, self.mode, self.residual = float(strength), mode, bool(residual)
 

@@ -359,6 +359,8 @@ def augment(vae: VAE, x: torch.Tensor, n: int, mode: str, strength: float, resid
 def interpolate(vae: VAE, a: torch.Tensor, b: torch.Tensor, steps: int, method: str) -> torch.Tensor:
     """``steps`` images decoded on the path between the codes of ``a`` and ``b`` -> ``[steps, C, H, W]``."""
     a_m, b_m = (model_view(vae, t.unsqueeze(0))[0] for t in (a, b))
+    if a_m.shape != b_m.shape:  # a model of any size: bring the second image to the first one's size
+        b_m = resize(b_m.unsqueeze(0), a_m.shape[-2:])[0]
     return vae.interpolate(a_m, b_m, steps=steps, method=method)
 
 
@@ -374,13 +376,16 @@ def explore(vae: VAE, x: torch.Tensor, n_dims: int, steps: int, span: float) -> 
     "Uses most" is the per-dimension KL of q(z|x) from the prior: dimensions the model ignores keep
     the prior (KL near 0) and change nothing when moved. Returns the traversal
     ``[n_dims, steps, C, H, W]``, the dimensions, their KL (nats) and the offsets ``[steps]`` in
-    units of the data's spread.
+    units of the data's spread. For a diffusers backbone the dimensions are latent channels (moved
+    uniformly over the image), ranked by their spread over the image instead of KL.
     """
     x_m = model_view(vae, x.unsqueeze(0))
     posterior = vae.encode(to_model_space(vae, x_m))
-    kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar)[0]  # the terms of posterior.kl(), [D]
-    if kl.ndim == 3:  # spatial latents [C, h, w]: dimensions are channels, their KL summed over positions
-        kl = kl.flatten(1).sum(1)
+    if vae.image_size is None:  # a backbone's spatial latents [C, h, w]: dimensions are channels, ranked by how
+        # much each varies over this image, in units of the data's spread (their KL is meaningless: no KL training)
+        kl = posterior.mean[0].flatten(1).std(1) / vae.latent_scale.flatten()
+    else:
+        kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar)[0]  # the terms of posterior.kl(), [D]
     n_dims = min(n_dims, kl.shape[0])
     dims = torch.argsort(kl, descending=True, stable=True)[:n_dims]
     offsets = torch.linspace(-span, span, steps, device=vae.device)

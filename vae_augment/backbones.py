@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +39,8 @@ DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 STATS_NAME = "vae_augment.json"  # calibrated latent statistics and options, next to the diffusers files
 DEFAULT_MAX_PIXELS = 1024 * 1024  # larger images are processed at this many pixels (see `DiffusersVAE`)
 DETERMINISTIC_LOGVAR = -30.0  # TAESD has no posterior variance; std = exp(-15), i.e. a point
+DEFAULT_MAX_BATCH = 8  # images per encoder/decoder call: the SD autoencoder needs ~1-2 GB per 512x512 image
+_UPCAST_LOCK = threading.Lock()  # the float16 -> float32 switch happens once, even with app threads sharing a model
 
 
 def require_diffusers():
@@ -68,9 +71,14 @@ class DiffusersVAE(nn.Module):
             original's full-resolution detail survives. None: no bound.
         tiling: use diffusers' tiled encoding/decoding (bounded memory for very large images;
             implies no ``max_pixels`` bound).
-        dtype: the autoencoder's dtype; default float16 on CUDA, float32 otherwise. In float16 a
-            batch whose output is not finite (the known fp16 overflow of the SD autoencoders) is
-            recomputed in float32, and the model stays in float32 from then on (with a warning).
+        dtype: the autoencoder's dtype; default float16 on CUDA (also after ``.to("cuda")``),
+            float32 otherwise. In float16 a batch whose output is not finite (the known fp16
+            overflow of the SD autoencoders) is recomputed in float32, and the model stays in
+            float32 from then on (with a warning).
+        max_batch: images per encoder/decoder call (larger batches are split), bounding memory.
+
+    The wrapper owns ``autoencoder`` (it is set to eval mode and may change dtype); `VAEAugment`
+    given a diffusers model wraps a copy.
 
     The interface matches `vae_augment.VAE` where the app and transforms need it: ``channels``,
     ``image_size`` (None: any size), ``latent_shape``, ``encode``/``decode`` on model-space tensors,
@@ -78,13 +86,15 @@ class DiffusersVAE(nn.Module):
     """
 
     def __init__(self, autoencoder: nn.Module, max_pixels: int | None = DEFAULT_MAX_PIXELS, tiling: bool = False,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, max_batch: int = DEFAULT_MAX_BATCH):
         super().__init__()
         kind = type(autoencoder).__name__
         if kind not in KINDS:
             raise TypeError(f"autoencoder must be a diffusers {' or '.join(KINDS)}, got {kind}")
         if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 64):
             raise ValueError(f"max_pixels must be an int >= 64 or None, got {max_pixels!r}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
         config = autoencoder.config
         if config.in_channels not in (1, 3) or config.out_channels != config.in_channels:
             raise ValueError(f"the autoencoder must map 1 or 3 channels to the same, got {config.in_channels} -> {config.out_channels}")
@@ -100,6 +110,9 @@ class DiffusersVAE(nn.Module):
         self.scaling_factor = float(config.scaling_factor)
         self.shift_factor = float(getattr(config, "shift_factor", None) or 0.0)
         self.tiling = bool(tiling)
+        self.max_batch = max_batch
+        self.auto_dtype = dtype is None  # float16 whenever the model is on CUDA
+        self.upcast = False  # set after a float16 overflow: float32 from then on
         self.max_pixels = None if tiling else max_pixels
         if tiling:
             autoencoder.enable_tiling()
@@ -122,6 +135,18 @@ class DiffusersVAE(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.autoencoder.parameters()).dtype
+
+    def to(self, *args, **kwargs):
+        """As `nn.Module.to`; moving to CUDA without a dtype also switches to float16 (unless a float16
+        overflow made this model float32); an explicit dtype is kept from then on."""
+        _, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None:
+            self.auto_dtype = False
+        super().to(*args, **kwargs)
+        self.latent_loc.data, self.latent_scale.data = self.latent_loc.float(), self.latent_scale.float()
+        if self.auto_dtype and not self.upcast and self.device.type == "cuda" and self.dtype != torch.float16:
+            self.autoencoder.half()
+        return self
 
     def extra_repr(self) -> str:
         return f"kind={self.kind}, latent_channels={self.latent_channels}, downscale={self.downscale}, max_pixels={self.max_pixels}"
@@ -166,13 +191,20 @@ class DiffusersVAE(nn.Module):
                              f"(use to_model), got shape {tuple(x.shape)}")
 
     def _run(self, fn, x: torch.Tensor) -> torch.Tensor:
-        """``fn`` in the autoencoder's dtype; a float16 result that is not finite is recomputed in float32."""
-        out = fn(x.to(self.dtype))
-        if self.dtype == torch.float16 and not torch.isfinite(out).all():
-            warnings.warn(f"{self.kind} overflowed in float16 (NaN/inf output); running it in float32 from now on. Pass "
-                          "dtype=torch.float32, or use an fp16-safe autoencoder (e.g. madebyollin/sdxl-vae-fp16-fix)",
-                          RuntimeWarning, stacklevel=3)
-            self.autoencoder.to(torch.float32)
+        """``fn`` in the autoencoder's dtype, ``max_batch`` images at a time; a float16 result that is not
+        finite is recomputed in float32."""
+        if x.shape[0] > self.max_batch:
+            return torch.cat([self._run(fn, chunk) for chunk in x.split(self.max_batch)])
+        dtype = self.dtype
+        out = fn(x.to(dtype))
+        if dtype == torch.float16 and not torch.isfinite(out).all():
+            with _UPCAST_LOCK, torch.inference_mode(False):  # parameters made here must stay usable outside inference mode
+                if self.dtype == torch.float16:
+                    warnings.warn(f"{self.kind} overflowed in float16 (NaN/inf output); running it in float32 from now on. "
+                                  "Pass dtype=torch.float32, or use an fp16-safe autoencoder (e.g. madebyollin/sdxl-vae-fp16-fix)",
+                                  RuntimeWarning, stacklevel=3)
+                    self.upcast = True
+                    self.autoencoder.to(torch.float32)
             out = fn(x.to(torch.float32))
         return out.float()
 
@@ -306,7 +338,8 @@ class DiffusersVAE(nn.Module):
 
 
 def load_diffusers(folder: str | os.PathLike, config: dict[str, Any], device: str | torch.device | None = None,
-                   dtype: torch.dtype | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, tiling: bool = False) -> DiffusersVAE:
+                   dtype: torch.dtype | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, tiling: bool = False,
+                   max_batch: int = DEFAULT_MAX_BATCH) -> DiffusersVAE:
     """A local diffusers autoencoder folder -> `DiffusersVAE` (safetensors only; pickle weights are refused)."""
     from .hub import PICKLE_SUFFIXES, CheckpointError
 
@@ -321,6 +354,7 @@ def load_diffusers(folder: str | os.PathLike, config: dict[str, Any], device: st
         raise CheckpointError(f"diffusers folder {str(folder)!r} {what}; vae-augment loads weights only from safetensors "
                               "because unpickling a file can run arbitrary code")
     diffusers = require_diffusers()
+    auto = dtype is None
     if dtype is None:
         dtype = torch.float16 if device is not None and torch.device(device).type == "cuda" else torch.float32
     try:
@@ -339,7 +373,9 @@ def load_diffusers(folder: str | os.PathLike, config: dict[str, Any], device: st
             options = {}
     if "max_pixels" in options and max_pixels == DEFAULT_MAX_PIXELS:
         max_pixels = options["max_pixels"]
-    model = DiffusersVAE(autoencoder, max_pixels=max_pixels, tiling=tiling or bool(options.get("tiling")), dtype=dtype)
+    model = DiffusersVAE(autoencoder, max_pixels=max_pixels, tiling=tiling or bool(options.get("tiling")), dtype=dtype,
+                         max_batch=max_batch)
+    model.auto_dtype = auto
     if stats.is_file():
         model.load_statistics(stats)
     model.to(model.device)

@@ -127,6 +127,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--split", choices=["train", "test"], default="train", help="split of a torchvision dataset")
     p.add_argument("--image-size", type=int, help="resize images to this size (needed for folders of mixed sizes)")
     p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--batch-size", type=int, default=256, help="images per VAE call (default: 256)")
+    p.add_argument("--device", help="where the model runs, e.g. cuda (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
 
@@ -138,7 +140,7 @@ def _run_generate(args) -> int:
     n = generate_variants(args.checkpoint, args.data, args.out, per_image=args.per_image, root=args.root,
                           strength=DEFAULT_STRENGTH if args.strength is None else args.strength, mode=args.mode,
                           residual=args.residual, seed=args.seed, limit=args.limit, split=args.split,
-                          image_size=args.image_size, progress=not args.quiet)
+                          image_size=args.image_size, progress=not args.quiet, batch_size=args.batch_size, device=args.device)
     print(f"wrote {n} images to {args.out}")
     return 0
 

@@ -17,14 +17,16 @@ from .transforms import DEFAULT_STRENGTH, VAEAugment
 def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, root=None, strength: float = DEFAULT_STRENGTH,
                       mode: str = "data", residual: bool = False, seed: int = 0, batch_size: int = 256,
                       limit: int | None = None, split: str = "train", image_size: int | None = None,
-                      progress: bool = True) -> int:
+                      progress: bool = True, device: str | torch.device | None = None) -> int:
     """Write ``per_image`` variants of every image of ``data`` to ``out/<class>/<name>_<k>.png``.
 
     ``data`` is a folder of images (every image in it; class subfolders become class folders, a
     flat folder gives ``all/``) or a torchvision dataset name (its ``split``, class folders named
     by label). Names come from the source files (or the index in the data set). Gray images are
     written as 8-bit gray PNGs, RGB as RGB; the images keep their size unless ``image_size`` is
-    given (needed for folders of mixed sizes). The run repeats exactly for the same ``seed``.
+    given (needed for folders of mixed sizes, except with a model of any size, such as a diffusers
+    backbone, which then takes one image at a time at its own size). The model runs on ``device``
+    (default: cpu). The run repeats exactly for the same ``seed``.
     Returns the number of files written.
     """
     from tqdm.auto import tqdm
@@ -33,7 +35,9 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
         raise ValueError(f"per_image must be an int >= 1, got {per_image!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    vae = load_vae(checkpoint)
+    vae = load_vae(checkpoint, device=device)
+    if vae.image_size is None and image_size is None:
+        batch_size = 1  # images keep their own (possibly different) sizes
     key = str(data).lower().replace("-", "").replace("_", "")
     if key in TORCHVISION_DATASETS and not Path(str(data)).is_dir():
         if root is None:
@@ -42,7 +46,7 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
         classes = [str(i) for i in range(int(dataset.tensors[1].max()) + 1)]
         names = [f"{i:06d}" for i in range(len(dataset))]
     else:
-        dataset = ImageFolderDataset(data, image_size)
+        dataset = ImageFolderDataset(data, image_size, any_size=vae.image_size is None)
         classes = dataset.classes
         names = [p.stem for p in dataset.files]
     if limit is not None:

@@ -37,6 +37,10 @@ class MissingFileError(CheckpointError):
     """A Hub repo (reachable) that does not have the file asked for."""
 
 
+class OfflineError(CheckpointError):
+    """A Hub file that is not in the local cache while the Hub cannot be reached (or HF_HUB_OFFLINE is set)."""
+
+
 def bundled_dir() -> Path:
     """The folder of checkpoints that ship with the package (``checkpoints/`` in the repo)."""
     here = Path(__file__).resolve().parent
@@ -74,6 +78,9 @@ def check_folder(folder: str | Path) -> Path:
         raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist or is not a folder")
     if not (folder / WEIGHTS_NAME).is_file() and is_diffusers_folder(folder):
         return folder
+    if not (folder / WEIGHTS_NAME).is_file() and (folder / "model_index.json").is_file():
+        raise CheckpointError(f"{str(folder)!r} is a diffusers pipeline; load its autoencoder with "
+                              f"load_vae({str(folder)!r}, subfolder='vae')")
     if not (folder / WEIGHTS_NAME).is_file():
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
@@ -177,7 +184,7 @@ def download_file(repo_id: str, filename: str, revision: str | None = None, **kw
             reason = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
         else:
             reason = f"the Hub ({constants.ENDPOINT}) cannot be reached (no network?) and the file is not in the local cache"
-        raise CheckpointError(f"cannot fetch {filename} of Hub repo {where}: {reason}. ({type(err).__name__})") from None
+        raise OfflineError(f"cannot fetch {filename} of Hub repo {where}: {reason}. ({type(err).__name__})") from None
     except GatedRepoError:
         raise CheckpointError(f"Hub repo {where} is gated: accept its terms on the Hub and log in with `hf auth login`") from None
     except RepositoryNotFoundError:
@@ -205,7 +212,7 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Pat
         if folder is None:
             raise missing from None
         return folder
-    except CheckpointError as unreachable:  # offline: a diffusers repo may be in the cache (no network tried again)
+    except OfflineError as unreachable:  # offline: a diffusers repo may be in the cache (no network tried again)
         folder = _cached_diffusers(repo_id, revision, **kwargs)
         if folder is None:
             raise unreachable from None
@@ -224,14 +231,27 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Pat
 def _fetch_diffusers(repo_id: str, revision: str | None = None, **kwargs) -> Path | None:
     """The snapshot folder of a diffusers autoencoder repo (config.json + safetensors weights), or None
     when the repo is not one. ``subfolder="vae"`` picks the autoencoder of a full pipeline repo."""
-    from .backbones import DIFFUSERS_WEIGHTS, STATS_NAME, is_diffusers_config
+    from .backbones import DIFFUSERS_WEIGHTS, KINDS, STATS_NAME, is_diffusers_config, require_diffusers
 
     try:
         config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
     except MissingFileError:
+        if not kwargs.get("subfolder"):
+            try:
+                download_file(repo_id, "model_index.json", revision=revision, **kwargs)
+            except CheckpointError:
+                return None
+            raise CheckpointError(f"Hub repo {repo_id!r} is a diffusers pipeline; load its autoencoder with "
+                                  f"load_vae({repo_id!r}, subfolder='vae')") from None
         return None
-    if not is_diffusers_config(read_config(config.parent)):
+    content = read_config(config.parent)
+    if not is_diffusers_config(content):
         return None
+    # refuse before downloading weights that would be refused anyway (a UNet can be gigabytes)
+    if content.get("_class_name") not in KINDS:
+        raise CheckpointError(f"Hub repo {repo_id!r} holds a diffusers {content.get('_class_name') or 'model'}; vae-augment uses "
+                              f"diffusers {' and '.join(KINDS)} (for a full pipeline, pass subfolder='vae')")
+    require_diffusers()
     try:
         weights = download_file(repo_id, DIFFUSERS_WEIGHTS, revision=revision, **kwargs)
     except MissingFileError:
@@ -292,18 +312,29 @@ def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, devic
     A diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` (a folder saved by diffusers, or a Hub repo
     such as ``"stabilityai/sd-vae-ft-mse"``; ``subfolder="vae"`` for a pipeline repo) comes back as a
     `vae_augment.backbones.DiffusersVAE` in ``dtype`` (default float16 on CUDA, else float32);
-    it needs ``pip install 'vae-augment[diffusers]'``.
+    it needs ``pip install 'vae-augment[diffusers]'``; ``max_pixels`` and ``tiling`` are passed to it.
+    A diffusers model object is wrapped as it is.
     """
-    from .backbones import DiffusersVAE, load_diffusers
+    from .backbones import DEFAULT_MAX_PIXELS, KINDS, DiffusersVAE, load_diffusers
     from .model import VAE
 
     if isinstance(spec, (VAE, DiffusersVAE)):
         return spec if device is None else spec.to(device)
-    folder = resolve(spec, revision=revision, **kwargs)
-    if (folder / WEIGHTS_NAME).is_file() or not is_diffusers_folder(folder):
-        model = VAE.from_pretrained(folder, map_location=str(device or "cpu"))
+    if type(spec).__name__ in KINDS:  # a diffusers model object
+        return DiffusersVAE(spec if device is None else spec.to(device), dtype=dtype)
+    strict = kwargs.pop("strict", True)
+    backbone = {"max_pixels": kwargs.pop("max_pixels", DEFAULT_MAX_PIXELS), "tiling": kwargs.pop("tiling", False)}
+    subfolder = kwargs.get("subfolder")
+    local = Path(os.fspath(spec)).expanduser()
+    if subfolder and local.is_dir():  # a local pipeline folder: its autoencoder lives in a subfolder
+        kwargs.pop("subfolder")
+        folder = check_folder(local / subfolder)
     else:
-        model = load_diffusers(folder, read_config(folder), device=device, dtype=dtype)
+        folder = resolve(spec, revision=revision, **kwargs)
+    if (folder / WEIGHTS_NAME).is_file() or not is_diffusers_folder(folder):
+        model = VAE.from_pretrained(folder, map_location=str(device or "cpu"), strict=strict)
+    else:
+        model = load_diffusers(folder, read_config(folder), device=device, dtype=dtype, **backbone)
     model.name_or_path = os.fspath(spec)
     return model
 
@@ -383,6 +414,9 @@ def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, toke
     from huggingface_hub import HfApi
 
     folder = check_folder(checkpoint)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise ValueError(f"{str(folder)!r} is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' "
+                         "own push_to_hub (and copy vae_augment.json, its calibrated latent statistics, along)")
     if not is_repo_id(repo_id):
         raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
     config, metrics = read_config(folder), read_metrics(folder)

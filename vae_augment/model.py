@@ -428,6 +428,9 @@ class VAE(
 
         folder = hub.resolve(pretrained_model_name_or_path, revision=revision, **download_kwargs)
         config = hub.read_config(folder)
+        if "_class_name" in config or "_diffusers_version" in config:
+            raise hub.CheckpointError(f"{str(folder)!r} holds a diffusers {config.get('_class_name', 'model')}, not a vae-augment "
+                                      "VAE; load it with vae_augment.load_vae, which wraps diffusers autoencoders")
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
         unknown = sorted(set(config) - known)
         if unknown:

@@ -24,7 +24,8 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
     images = images[:n].to(vae.device)
     if images.shape[0] < 2:
         raise ValueError(f"preview needs at least 2 images, got {images.shape[0]}")
-    rows = [images, vae.reconstruct(images), vae.sample(images.shape[0], generator=generator),
+    sized = {} if vae.image_size is not None else {"size": tuple(images.shape[-2:])}  # a backbone: samples at the inputs' size
+    rows = [images, vae.reconstruct(images), vae.sample(images.shape[0], generator=generator, **sized),
             vae.interpolate(images[0], images[1], steps=images.shape[0])]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

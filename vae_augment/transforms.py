@@ -32,8 +32,8 @@ def _as_vae(vae) -> VAE:
 
     if isinstance(vae, (str, os.PathLike)):
         return load_vae(vae)
-    if type(vae).__name__ in ("AutoencoderKL", "AutoencoderTiny"):  # a diffusers model given directly
-        return DiffusersVAE(vae)
+    if type(vae).__name__ in ("AutoencoderKL", "AutoencoderTiny"):  # a diffusers model given directly: wrap a copy,
+        return DiffusersVAE(copy.deepcopy(vae))                          # so the caller's model keeps its mode and dtype
     if not isinstance(vae, (VAE, DiffusersVAE)):
         raise TypeError("vae must be a vae_augment.VAE, a diffusers AutoencoderKL/AutoencoderTiny, or a checkpoint "
                         f"name/folder/Hub id, got {type(vae).__name__}")
@@ -114,8 +114,10 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) ->
         posterior = vae.encode(to_model_space(vae, selected.to(device, vae.latent_scale.dtype)))
     else:
         posterior = posterior.to(device)
-    z = perturb(posterior.mean, posterior.std, noise.to(device, posterior.mean.dtype), mode, strength, vae.latent_scale,
-                vae.latent_bank)
+    noise = noise.to(device, posterior.mean.dtype)
+    if mode == "prior" and vae.image_size is None:  # a backbone's "prior": latents with the (calibrated) data statistics
+        noise = vae.latent_loc + vae.latent_scale * noise
+    z = perturb(posterior.mean, posterior.std, noise, mode, strength, vae.latent_scale, vae.latent_bank)
     if residual:
         decoded = vae.decode(torch.cat([z, posterior.mean]))
         delta = _delta_to_input(vae, decoded[: z.shape[0]] - decoded[z.shape[0]:], selected)
