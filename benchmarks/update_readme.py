@@ -140,8 +140,26 @@ def backbones_table() -> str:
     return "\n".join(lines)
 
 
+def backbone_strength_table() -> str:
+    b = _load(RESULTS / "backbone_strength.json")
+    if not b:
+        return "_not measured yet: run `python benchmarks/backbone_strength.py`_"
+    p = b["protocol"]
+    lines = [f"Measured by `python benchmarks/backbone_strength.py` ({p['autoencoder']}, trained {p['steps']} steps with "
+             f"{p['loss']}; judge test accuracy {p['judge_test_accuracy']:.3f}; its reconstructions keep "
+             f"{p['reconstruction_label_preservation']:.1%} of labels):", "",
+             "| strength | label kept | mean abs change | between two variants | residual: label kept | residual: change |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    plain, residual = b["sweep"]["data"], b["sweep"]["data+residual"]
+    for strength, row in plain.items():
+        r = residual[strength]
+        lines.append(f"| {strength} | {row['label_preservation']:.3f} | {row['mean_abs_change']:.4f} | "
+                     f"{row['mean_abs_between_variants']:.4f} | {r['label_preservation']:.3f} | {r['mean_abs_change']:.4f} |")
+    return "\n".join(lines)
+
+
 SECTIONS = {"checkpoints": checkpoints_table, "throughput": throughput_table, "quality": quality_table,
-            "utility": utility_table, "backbones": backbones_table}
+            "utility": utility_table, "backbones": backbones_table, "backbone_strength": backbone_strength_table}
 
 
 def render(text: str) -> str:

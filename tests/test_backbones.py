@@ -353,3 +353,13 @@ def test_push_refuses_a_diffusers_folder(saved):
 
     with pytest.raises(ValueError, match="is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' own push_to_hub"):
         hub.push(saved[1], "org/name")
+
+
+def test_gray_images_and_explicit_dtypes(saved):
+    vae = load_vae(str(saved[1]))
+    gray = torch.rand(2, 1, 24, 24)
+    assert vae.reconstruct(gray).shape == (2, 3, 24, 24)  # converted to the model's RGB
+    vae.to(torch.float64)
+    assert vae.dtype == torch.float64 and not vae.auto_dtype and vae.latent_scale.dtype == torch.float32
+    out = VAEAugment(vae)(gray)
+    assert out.dtype == torch.float32 and out.shape == gray.shape

@@ -165,7 +165,12 @@ class DiffusersVAE(nn.Module):
         return self.latent_channels, -(-h // self.downscale), -(-w // self.downscale)
 
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, H, W]`` in [0, 1] (model channels) -> bounded and padded to a multiple of the downscale factor."""
+        """``[B, C, H, W]`` in [0, 1] -> the model's channels (gray <-> RGB), bounded and padded to a multiple
+        of the downscale factor."""
+        from .data import convert_channels
+
+        if x.shape[1] != self.channels:
+            x = convert_channels(x, self.channels)
         h, w = self.working_size(*x.shape[-2:])
         if (h, w) != tuple(x.shape[-2:]):
             x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
@@ -229,7 +234,7 @@ class DiffusersVAE(nn.Module):
     # ------------------------------------------------------------------ the VAE API, at any size
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """decode(posterior mean) of ``x: [B, C, H, W]`` in [0, 1], at the input's size."""
+        """decode(posterior mean) of ``x: [B, C, H, W]`` in [0, 1], at the input's size (the model's channels)."""
         return self.from_model(self.decode(self.encode(self.to_model(x)).mean), x.shape[-2:])
 
     @torch.no_grad()
