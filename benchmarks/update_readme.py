@@ -136,7 +136,9 @@ def backbones_table() -> str:
              "", "| autoencoder | parameters | " + " | ".join(f"{s}x{s} images/s" for s in sizes) + " |",
              "| --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
     for name, r in b["results"].items():
-        lines.append(f"| `{name}` | {r['parameters_m']}M | " + " | ".join(f"{r[f'{s}px_img_s']:,.2f}" for s in sizes) + " |")
+        cells = [f"{r[f'{s}px_img_s']:,.2f}" if f"{s}px_img_s" in r else "-" for s in sizes]
+        upcast = " (overflowed float16: measured in float32)" if r.get("dtype", b["dtype"]) != b["dtype"] else ""
+        lines.append(f"| `{name}`{upcast} | {r['parameters_m']}M | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -196,13 +196,17 @@ def test_posterior_mode_needs_a_posterior(saved, loaded):
 
 
 def test_large_images_are_bounded_and_residual_keeps_full_resolution(saved):
-    vae = load_vae(str(saved[1]))
-    vae.max_pixels = 16 * 16
+    vae = load_vae(str(saved[1]), max_pixels=16 * 16)
     x = rgb(1, size=(64, 96))
     assert vae.working_size(64, 96) == (13, 19)
     assert latent_shape(vae, (64, 96))[1:] == tuple(-(-s // vae.downscale) for s in (13, 19))
+    seen = []
+    encode = vae.autoencoder.encode
+    vae.autoencoder.encode = lambda v, *a, **k: seen.append(tuple(v.shape[-2:])) or encode(v, *a, **k)
     out = VAEAugment(vae)(x)
     assert out.shape == x.shape
+    padded = tuple(-(-s // vae.downscale) * vae.downscale for s in (13, 19))
+    assert seen == [padded], "the autoencoder ran at the bounded size, padded, not at 64x96"
     residual = VAEAugment(vae, residual=True, generator=torch.Generator().manual_seed(0))(x)
     # the change is computed at 13x19 and upscaled: smooth, so the original's pixel-level detail survives
     detail = x - torch.nn.functional.avg_pool2d(x, 3, 1, 1)
@@ -363,3 +367,60 @@ def test_gray_images_and_explicit_dtypes(saved):
     assert vae.dtype == torch.float64 and not vae.auto_dtype and vae.latent_scale.dtype == torch.float32
     out = VAEAugment(vae)(gray)
     assert out.dtype == torch.float32 and out.shape == gray.shape
+
+
+def test_max_batch_splits_the_autoencoder_calls(saved):
+    whole = load_vae(str(saved[1]), max_batch=8)
+    split = load_vae(str(saved[1]), max_batch=2)
+    calls = []
+    decode = split.autoencoder.decode
+    split.autoencoder.decode = lambda z, *a, **k: calls.append(z.shape[0]) or decode(z, *a, **k)
+    x, noise = rgb(5, size=(16, 16)), torch.randn(5, *latent_shape(whole, (16, 16)))
+    torch.testing.assert_close(augment_batch(split, x, noise, "data", 0.5), augment_batch(whole, x, noise, "data", 0.5),
+                               atol=1e-5, rtol=0)
+    assert calls == [2, 2, 1]
+
+
+def test_prior_mode_blends_towards_the_calibrated_data_statistics(loaded):
+    vae = copy.deepcopy(loaded)
+    vae.latent_loc.fill_(0.5)
+    vae.latent_scale.fill_(2.0)
+    x, noise = rgb(2, size=(16, 16)), torch.randn(2, *latent_shape(vae, (16, 16)))
+    expected = vae.from_model(vae.decode(0.5 + 2.0 * noise), (16, 16))
+    torch.testing.assert_close(augment_batch(vae, x, noise, "prior", 1.0), expected, atol=1e-5, rtol=0)
+
+
+def test_explicit_dtype_changes_stick_and_device_moves_keep_the_statistics_float32(saved):
+    vae = load_vae(str(saved[1]))
+    assert vae.auto_dtype and vae.dtype == torch.float32
+    vae.cpu()  # a move without a dtype keeps the automatic choice (float32 off CUDA)
+    assert vae.auto_dtype and vae.dtype == torch.float32
+    torch.nn.Sequential(vae).half()  # through a parent module too
+    assert not vae.auto_dtype and vae.dtype == torch.float16 and vae.latent_scale.dtype == torch.float32
+
+
+def test_shared_checks_pickle_and_workers(loaded):
+    from torch.utils.data import DataLoader
+
+    from vae_augment import worker_init_fn
+
+    augment = VAEAugment(loaded, strength=0.5, generator=torch.Generator().manual_seed(0))
+    x = rgb(2, size=(16, 24))
+    again = pickle.loads(pickle.dumps(augment))
+    assert torch.equal(again(x), augment(x))
+
+    class Photos(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return augment(rgb(1, size=(16, 24), seed=i)[0]), i
+
+    def epochs(seed):
+        torch.manual_seed(seed)
+        loader = DataLoader(Photos(), batch_size=2, num_workers=2, worker_init_fn=worker_init_fn)
+        return [torch.cat([b for b, _ in loader]) for _ in range(2)]
+
+    first, repeat = epochs(0), epochs(0)
+    assert all(torch.equal(a, b) for a, b in zip(first, repeat)), "same seed, same run"
+    assert not torch.equal(first[0], first[1]), "epochs differ"

@@ -31,6 +31,8 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
     Args:
         checkpoint: a bundled name (``"mnist"``), a folder or a Hub repo id, or a loaded `VAE`
             (serialization then needs the VAE to have been loaded from such a spec).
+        checkpoint_options: keyword arguments for `load_vae` (``revision``, ``subfolder``); taken
+            from the model when one is given.
         strength, mode, residual: as for `VAEAugment`.
         p: probability of applying the transform.
 
@@ -40,15 +42,20 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
 
     class InitSchema(BaseTransformInitSchema):
         checkpoint: Any
+        checkpoint_options: dict | None = None
         strength: float = Field(ge=0, le=4)
         mode: Literal["data", "posterior", "prior"]
         residual: bool
 
     def __init__(self, checkpoint: Any = "mnist", strength: float = DEFAULT_STRENGTH, mode: Literal["data", "posterior", "prior"] = "data",
-                 residual: bool = False, p: float = 1.0):
+                 residual: bool = False, p: float = 1.0, checkpoint_options: dict | None = None):
         super().__init__(p=p)
         check_mode_strength(mode, strength)
-        self.vae = _prepare_vae(checkpoint, None)
+        from .hub import load_vae
+
+        options = dict(checkpoint_options or {})
+        self.vae = _prepare_vae(load_vae(checkpoint, **options) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint, None)
+        self.checkpoint_options = options or dict(getattr(self.vae, "load_options", {}) or {})
         if mode == "posterior" and getattr(self.vae, "deterministic", False):
             raise ValueError(f"mode 'posterior' needs a posterior with a variance; this {self.vae.kind} has deterministic "
                              "latents: use mode='data'")
@@ -84,13 +91,14 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         return batch_to_hwc(y, img)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("checkpoint", "strength", "mode", "residual")
+        return ("checkpoint", "strength", "mode", "residual", "checkpoint_options")
 
     def get_transform_init_args(self) -> dict[str, Any]:
         if self.checkpoint is None:
             raise ValueError("this AlbuVAEAugment was given a VAE object without a checkpoint name; pass checkpoint as a "
                              "bundled name, folder or Hub repo id to serialize it")
-        return {"checkpoint": str(self.checkpoint), "strength": self.strength, "mode": self.mode, "residual": self.residual}
+        return {"checkpoint": str(self.checkpoint), "strength": self.strength, "mode": self.mode, "residual": self.residual,
+                "checkpoint_options": self.checkpoint_options or None}
 
 
 def hwc_to_batch(img: np.ndarray) -> torch.Tensor:

@@ -136,16 +136,20 @@ class DiffusersVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.autoencoder.parameters()).dtype
 
-    def to(self, *args, **kwargs):
-        """As `nn.Module.to`; moving to CUDA without a dtype also switches to float16 (unless a float16
-        overflow made this model float32); an explicit dtype is kept from then on."""
-        _, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
-        if dtype is not None:
-            self.auto_dtype = False
-        super().to(*args, **kwargs)
+    def _apply(self, fn, *args, **kwargs):
+        """Behind ``.to``/``.cuda``/``.cpu``/``.half`` (also of a parent module): with the automatic dtype,
+        a move to CUDA switches to float16 and a move off it back to float32 (after a float16 overflow,
+        float32 stays); a call that changes the dtype (``.half()``, ``.to(dtype)``) fixes it from then on.
+        The latent statistics stay float32."""
+        before = next(self.autoencoder.parameters()).dtype
+        super()._apply(fn, *args, **kwargs)
         self.latent_loc.data, self.latent_scale.data = self.latent_loc.float(), self.latent_scale.float()
-        if self.auto_dtype and not self.upcast and self.device.type == "cuda" and self.dtype != torch.float16:
-            self.autoencoder.half()
+        if self.dtype != before:
+            self.auto_dtype = False
+        elif self.auto_dtype:
+            wanted = torch.float16 if self.device.type == "cuda" and not self.upcast else torch.float32
+            if self.dtype != wanted:
+                self.autoencoder.to(wanted)
         return self
 
     def extra_repr(self) -> str:
@@ -201,7 +205,12 @@ class DiffusersVAE(nn.Module):
         if x.shape[0] > self.max_batch:
             return torch.cat([self._run(fn, chunk) for chunk in x.split(self.max_batch)])
         dtype = self.dtype
-        out = fn(x.to(dtype))
+        try:
+            out = fn(x.to(dtype))
+        except RuntimeError:
+            if not (dtype == torch.float16 and self.upcast):  # not a race with another thread's switch to float32
+                raise
+            return fn(x.to(torch.float32)).float()
         if dtype == torch.float16 and not torch.isfinite(out).all():
             with _UPCAST_LOCK, torch.inference_mode(False):  # parameters made here must stay usable outside inference mode
                 if self.dtype == torch.float16:
@@ -343,9 +352,10 @@ class DiffusersVAE(nn.Module):
 
 
 def load_diffusers(folder: str | os.PathLike, config: dict[str, Any], device: str | torch.device | None = None,
-                   dtype: torch.dtype | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS, tiling: bool = False,
+                   dtype: torch.dtype | None = None, max_pixels: int | None | str = "saved", tiling: bool | None = None,
                    max_batch: int = DEFAULT_MAX_BATCH) -> DiffusersVAE:
-    """A local diffusers autoencoder folder -> `DiffusersVAE` (safetensors only; pickle weights are refused)."""
+    """A local diffusers autoencoder folder -> `DiffusersVAE` (safetensors only; pickle weights are refused).
+    ``max_pixels`` and ``tiling`` not given come from the folder's ``vae_augment.json``, else the defaults."""
     from .hub import PICKLE_SUFFIXES, CheckpointError
 
     folder = Path(folder)
@@ -376,12 +386,13 @@ def load_diffusers(folder: str | os.PathLike, config: dict[str, Any], device: st
             options = json.loads(stats.read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             options = {}
-    if "max_pixels" in options and max_pixels == DEFAULT_MAX_PIXELS:
-        max_pixels = options["max_pixels"]
-    model = DiffusersVAE(autoencoder, max_pixels=max_pixels, tiling=tiling or bool(options.get("tiling")), dtype=dtype,
-                         max_batch=max_batch)
+    if max_pixels == "saved":
+        max_pixels = options.get("max_pixels", DEFAULT_MAX_PIXELS)
+    if tiling is None:
+        tiling = bool(options.get("tiling", False))
+    model = DiffusersVAE(autoencoder, max_pixels=max_pixels, tiling=tiling, dtype=dtype, max_batch=max_batch)
     model.auto_dtype = auto
     if stats.is_file():
         model.load_statistics(stats)
-    model.to(model.device)
+    model.latent_loc.data, model.latent_scale.data = model.latent_loc.to(model.device), model.latent_scale.to(model.device)
     return model

@@ -137,7 +137,7 @@ class ImageFolderDataset(Dataset):
             except Exception as err:  # PIL raises several types for non-images
                 raise ValueError(f"{str(path)!r} is not a readable image: {err}") from None
         if image_size is None and any_size:
-            self.size = None
+            self.size = next(iter(sizes)) if len(sizes) == 1 else None  # None: each image keeps its own size
         elif image_size is None:
             if len(sizes) > 1:
                 listing = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common(4))

@@ -36,8 +36,6 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     vae = load_vae(checkpoint, device=device)
-    if vae.image_size is None and image_size is None:
-        batch_size = 1  # images keep their own (possibly different) sizes
     key = str(data).lower().replace("-", "").replace("_", "")
     if key in TORCHVISION_DATASETS and not Path(str(data)).is_dir():
         if root is None:
@@ -47,6 +45,8 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
         names = [f"{i:06d}" for i in range(len(dataset))]
     else:
         dataset = ImageFolderDataset(data, image_size, any_size=vae.image_size is None)
+        if dataset.size is None:
+            batch_size = 1  # photos of different sizes, each kept at its own size
         classes = dataset.classes
         names = [p.stem for p in dataset.files]
     if limit is not None:

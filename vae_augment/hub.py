@@ -312,30 +312,36 @@ def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, devic
     A diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` (a folder saved by diffusers, or a Hub repo
     such as ``"stabilityai/sd-vae-ft-mse"``; ``subfolder="vae"`` for a pipeline repo) comes back as a
     `vae_augment.backbones.DiffusersVAE` in ``dtype`` (default float16 on CUDA, else float32);
-    it needs ``pip install 'vae-augment[diffusers]'``; ``max_pixels`` and ``tiling`` are passed to it.
+    it needs ``pip install 'vae-augment[diffusers]'``; ``max_pixels``, ``tiling`` and ``max_batch`` are
+    passed to it.
     A diffusers model object is wrapped as it is.
     """
-    from .backbones import DEFAULT_MAX_PIXELS, KINDS, DiffusersVAE, load_diffusers
+    from .backbones import KINDS, DiffusersVAE, load_diffusers
     from .model import VAE
 
+    # options of a diffusers backbone (None: not given; the folder's vae_augment.json or the default)
+    backbone = {key: kwargs.pop(key) for key in ("max_pixels", "tiling", "max_batch") if key in kwargs}
     if isinstance(spec, (VAE, DiffusersVAE)):
         return spec if device is None else spec.to(device)
     if type(spec).__name__ in KINDS:  # a diffusers model object
-        return DiffusersVAE(spec if device is None else spec.to(device), dtype=dtype)
+        return DiffusersVAE(spec if device is None else spec.to(device), dtype=dtype, **backbone)
     strict = kwargs.pop("strict", True)
-    backbone = {"max_pixels": kwargs.pop("max_pixels", DEFAULT_MAX_PIXELS), "tiling": kwargs.pop("tiling", False)}
     subfolder = kwargs.get("subfolder")
     local = Path(os.fspath(spec)).expanduser()
+    name = os.fspath(spec)
     if subfolder and local.is_dir():  # a local pipeline folder: its autoencoder lives in a subfolder
         kwargs.pop("subfolder")
         folder = check_folder(local / subfolder)
+        name = str(local / subfolder)  # a spec that loads it again by itself
     else:
         folder = resolve(spec, revision=revision, **kwargs)
     if (folder / WEIGHTS_NAME).is_file() or not is_diffusers_folder(folder):
         model = VAE.from_pretrained(folder, map_location=str(device or "cpu"), strict=strict)
     else:
         model = load_diffusers(folder, read_config(folder), device=device, dtype=dtype, **backbone)
-    model.name_or_path = os.fspath(spec)
+    model.name_or_path = name
+    # what else it takes to load it again from name_or_path (serialized by AlbuVAEAugment)
+    model.load_options = {k: v for k, v in {"revision": revision, "subfolder": kwargs.get("subfolder")}.items() if v}
     return model
 
 
