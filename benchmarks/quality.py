@@ -84,6 +84,15 @@ def main() -> None:
             print(f"{key:<20} strength {strength:<5g} label kept {row['label_preservation']:.3f}  "
                   f"mean |change| {row['mean_abs_change']:.4f}  between variants {row['mean_abs_between_variants']:.4f}", flush=True)
 
+    # the default setting again, with the VAE under bfloat16 autocast (precision="bf16")
+    fast = VAEAugment(vae, precision="bf16", generator=torch.Generator().manual_seed(0))
+    variants = [fast(x) for _ in range(args.variants)]
+    bf16_default = {"strength": DEFAULT_STRENGTH,
+                    "label_preservation": torch.cat([(predict(classifier, v) == y).float() for v in variants]).mean().item(),
+                    "mean_abs_change": torch.cat([(v - x).abs().flatten(1).mean(1) for v in variants]).mean().item()}
+    print(f"data (bf16)          strength {DEFAULT_STRENGTH:<5g} label kept {bf16_default['label_preservation']:.3f}  "
+          f"mean |change| {bf16_default['mean_abs_change']:.4f}", flush=True)
+
     result = {
         "protocol": {"checkpoint": args.checkpoint, "quick": args.quick, "sweep_images": n_images, "variants_per_image": args.variants,
                      "iw_images": iw_images, "judge_steps": steps, "judge_test_accuracy": accuracy,
@@ -91,6 +100,7 @@ def main() -> None:
         "test": figures,
         "label_preservation": {s: v["label_preservation"] for s, v in sweep["data"].items()},
         "sweep": sweep,
+        "bf16_default": bf16_default,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

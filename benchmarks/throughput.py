@@ -10,7 +10,9 @@ Prints and writes benchmarks/results/throughput.json:
   2 workers, uint8 -> float, a small CNN classifier step per batch) with VAEAugment in the workers,
   divided by the same epoch without it; _cached uses the posterior cache (second epoch), _batched
   applies VAEAugment to collated batches in the main process, _worker_batched to collated batches
-  inside the workers (AugmentCollate), _worker_batched_cached the same with a batched PosteriorCache. loading_only_* are the same ratios
+  inside the workers (AugmentCollate), _worker_batched_cached the same with a batched PosteriorCache;
+  the _bf16 variants run the VAE under bfloat16 autocast (precision="bf16");
+- vae_batch_bf16_img_s: VAEAugment(precision="bf16") on the batches of 256; loading_only_* are the same ratios
   without the classifier step (pure data loading, the harshest view);
 - albumentations Affine and torchvision RandomAffine per-sample img/s as the classic reference;
 - where CUDA is available, batched GPU throughput (and the GPU's name).
@@ -134,6 +136,8 @@ def main() -> None:
         aug_rates.append(rate(lambda: augment(batch), 256, repeat))
     figures["bare_batch_img_s"] = max(bare_rates)
     figures["vae_batch_img_s"] = max(aug_rates)
+    fast = VAEAugment(vae, precision="bf16")  # autocast; ~2x on CPUs with AVX512-BF16/AMX
+    figures["vae_batch_bf16_img_s"] = max(rate(lambda: fast(batch), 256, repeat) for _ in range(3))
     figures["augment_vs_bare_ratio"] = figures["bare_batch_img_s"] / figures["vae_batch_img_s"]
 
     # 2. one sample at a time, uint8 [1, 28, 28] as a Dataset would hand it over
@@ -159,11 +163,13 @@ def main() -> None:
     cached = PosteriorCache(TensorImages(subset, labels[:n_loader]), augment)
     raw = TensorImages(subset, labels[:n_loader])  # uint8; AugmentCollate converts and augments whole batches in the workers
     cached_batches = PosteriorCache(raw, augment, batched=True)  # whole batches in the workers, decode only
+    cached_batches_bf16 = PosteriorCache(raw, fast, batched=True)
     for train_step, prefix in ((True, ""), (False, "loading_only_")):
         times: dict[str, list[float]] = {"plain": [], "vae": [], "cached": [], "batched": [], "worker_batched": [],
-                                         "worker_batched_cached": []}
+                                         "worker_batched_cached": [], "batched_bf16": [], "worker_batched_cached_bf16": []}
         epoch_seconds(cached, train_step)  # first epoch fills the cache; later ones only decode
         epoch_seconds(cached_batches, train_step, collate_fn=cached_batches.collate)
+        epoch_seconds(cached_batches_bf16, train_step, collate_fn=cached_batches_bf16.collate)
         for _ in range(2 if args.quick else 3):  # interleaved, best of each
             times["plain"].append(epoch_seconds(plain, train_step))
             times["vae"].append(epoch_seconds(per_sample, train_step))
@@ -171,6 +177,9 @@ def main() -> None:
             times["batched"].append(epoch_seconds(plain, train_step, batch_transform=augment))
             times["worker_batched"].append(epoch_seconds(raw, train_step, collate_fn=AugmentCollate(augment)))
             times["worker_batched_cached"].append(epoch_seconds(cached_batches, train_step, collate_fn=cached_batches.collate))
+            times["batched_bf16"].append(epoch_seconds(plain, train_step, batch_transform=fast))
+            times["worker_batched_cached_bf16"].append(epoch_seconds(cached_batches_bf16, train_step,
+                                                                     collate_fn=cached_batches_bf16.collate))
         best = {k: min(v) for k, v in times.items()}
         figures[f"{prefix}epoch_seconds"] = best
         figures[f"{prefix}dataloader_epoch_ratio"] = best["vae"] / best["plain"]
@@ -178,6 +187,8 @@ def main() -> None:
         figures[f"{prefix}dataloader_epoch_ratio_batched"] = best["batched"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_worker_batched"] = best["worker_batched"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_worker_batched_cached"] = best["worker_batched_cached"] / best["plain"]
+        figures[f"{prefix}dataloader_epoch_ratio_batched_bf16"] = best["batched_bf16"] / best["plain"]
+        figures[f"{prefix}dataloader_epoch_ratio_worker_batched_cached_bf16"] = best["worker_batched_cached_bf16"] / best["plain"]
     figures["dataloader_images"] = n_loader
 
     # 5. GPU, where there is one

@@ -51,6 +51,8 @@ def throughput_table() -> str:
         "| figure | value |",
         "| --- | --- |",
         f"| VAEAugment, batches of 256 | {t['vae_batch_img_s']:,.0f} images/s |",
+        *([f"| VAEAugment(precision=\"bf16\"), batches of 256 | {t['vae_batch_bf16_img_s']:,.0f} images/s |"]
+          if "vae_batch_bf16_img_s" in t else []),
         f"| bare encode-sample-decode, same batch | {t['bare_batch_img_s']:,.0f} images/s (VAEAugment takes {t['augment_vs_bare_ratio']:.2f}x its time) |",
         f"| VAEAugment one sample at a time (uint8 tensor) | {t['vae_per_sample_img_s']:,.0f} images/s |",
         f"| VAEAugment one sample at a time (PIL) | {t['vae_per_sample_pil_img_s']:,.0f} images/s |",
@@ -64,6 +66,11 @@ def throughput_table() -> str:
         *([f"| same, `PosteriorCache(..., batched=True)` (whole batches in the workers, decode only) | "
            f"{t['dataloader_epoch_ratio_worker_batched_cached']:.2f}x ({e['worker_batched_cached']:.1f} s) |"]
           if "dataloader_epoch_ratio_worker_batched_cached" in t else []),
+        *([f"| same, batches in the main process, `precision=\"bf16\"` | {t['dataloader_epoch_ratio_batched_bf16']:.2f}x "
+           f"({e['batched_bf16']:.1f} s) |",
+           f"| same, batched `PosteriorCache` in the workers, `precision=\"bf16\"` | "
+           f"{t['dataloader_epoch_ratio_worker_batched_cached_bf16']:.2f}x ({e['worker_batched_cached_bf16']:.1f} s) |"]
+          if "dataloader_epoch_ratio_batched_bf16" in t else []),
         f"| loading only (no training step), per sample / cached / batched | {t['loading_only_dataloader_epoch_ratio']:.2f}x / "
         f"{t['loading_only_dataloader_epoch_ratio_cached']:.2f}x / {t['loading_only_dataloader_epoch_ratio_batched']:.2f}x |",
     ]
@@ -92,6 +99,10 @@ def quality_table() -> str:
                  for r in q["sweep"].values()]
         bold = "**" if float(s) == p["default_strength"] else ""
         lines.append(f"| {bold}{s}{bold} | " + " | ".join(cells) + " |")
+    if "bf16_default" in q:
+        f = q["bf16_default"]
+        lines += ["", f"With `precision=\"bf16\"` at the default strength {f['strength']:g}: {f['label_preservation']:.3f} kept, "
+                      f"change {f['mean_abs_change']:.3f}."]
     return "\n".join(lines)
 
 

@@ -419,3 +419,17 @@ def test_augment_collate_equals_the_transform_on_the_collated_batch(vae):
     assert torch.equal(labels, torch.tensor([0, 1, 2, 3])) and torch.allclose(images, expected, atol=1e-6)
     loaded = list(DataLoader(data, batch_size=4, num_workers=2, collate_fn=collate, worker_init_fn=worker_init_fn))
     assert len(loaded) == 2 and not torch.allclose(loaded[0][0], data.x[:4], atol=1e-3)
+
+
+def test_bf16_precision_is_close_to_float32_and_keeps_types(vae):
+    x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    full = VAEAugment(vae, strength=1.0, generator=torch.Generator().manual_seed(0))
+    fast = VAEAugment(vae, strength=1.0, generator=torch.Generator().manual_seed(0), precision="bf16")
+    a, b = full(x), fast(x)
+    assert b.dtype == torch.uint8 and b.shape == x.shape
+    assert (a.float() - b.float()).abs().mean() < 2.0  # within a couple of 1/255 steps on average
+    assert "precision='bf16'" in repr(fast)
+    residual = VAEAugment(vae, strength=0.0, residual=True, precision="bf16")(x.float() / 255)
+    torch.testing.assert_close(residual, x.float() / 255, atol=1e-6, rtol=0)  # strength 0 stays the identity
+    with pytest.raises(ValueError, match=r"precision must be None \(float32\), 'bf16' or 'fp16', got 'int8'"):
+        VAEAugment(vae, precision="int8")

@@ -302,7 +302,8 @@ class PosteriorCache(Dataset):
             self.logvar[index] = posterior.logvar[0].cpu()
             self.cached[index] = True
         params = aug.draw(1, tuple(x.shape[-2:]))
-        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior)
+        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
+                          precision=aug.precision)
         out = float_to_image(y, meta, image)
         return out if rest is None else (out, *rest)
 
@@ -337,7 +338,8 @@ class PosteriorCache(Dataset):
         posterior = DiagonalGaussian(self.mean[indices], self.logvar[indices])
         params = aug.draw(len(samples), tuple(x.shape[-2:]))
         aug.last_params = params
-        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior)
+        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
+                          precision=aug.precision)
         out = float_to_image(y, meta, images)
         if split[0][1] is None:
             return out

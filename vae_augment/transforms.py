@@ -6,6 +6,7 @@ the classes only draw parameters, convert types at their edges and call it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -23,6 +24,7 @@ from .latent import check_mode_strength, feature_space_mix, perturb, same_class_
 from .model import VAE, DiagonalGaussian
 
 RANGE_TOLERANCE = 1e-3  # float images may exceed [0, 1] by rounding, not more
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtypes for `precision`
 DEFAULT_STRENGTH = 0.2  # data-relative units: on MNIST ~96% of variants keep their label (benchmarks/quality.py)
 
 
@@ -73,9 +75,22 @@ def latent_shape(vae, size) -> tuple[int, ...]:
     return tuple(vae.latent_shape(*size))
 
 
+def check_precision(vae, precision: str | None) -> None:
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be None (float32), 'bf16' or 'fp16', got {precision!r}")
+    if precision is not None and vae.image_size is None:
+        raise ValueError("precision applies to vae-augment's own VAEs; a diffusers backbone takes dtype= when loaded")
+
+
+def _autocast(vae, precision: str | None):
+    if precision is None:
+        return contextlib.nullcontext()
+    return torch.autocast(vae.device.type, dtype=PRECISIONS[precision])
+
+
 def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "data", strength: float = DEFAULT_STRENGTH,
                   residual: bool = False, apply: torch.Tensor | None = None,
-                  posterior: DiagonalGaussian | None = None) -> torch.Tensor:
+                  posterior: DiagonalGaussian | None = None, precision: str | None = None) -> torch.Tensor:
     """Encode, perturb the latent, decode: the augmentation on ``x: [B, C, H, W]`` float in [0, 1].
 
     ``noise: [B, *latent_shape(vae, x.shape[-2:])]`` standard normal draws, ``[B, latent_dim]`` for a
@@ -83,7 +98,9 @@ def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "d
     are). With ``residual``, the result is ``x + decode(z') - decode(mean)``: only the decoded
     change is added, so the original's sharp detail survives. Images of another size or channel
     count than the model's are converted for it and the result converted back. ``posterior``
-    (for the rows of ``x``) skips the encoder when already known. The result has ``x``'s dtype and
+    (for the rows of ``x``) skips the encoder when already known. ``precision="bf16"`` (or ``"fp16"``)
+    runs the VAE under autocast: about twice as fast on CPUs with AVX512-BF16 or AMX and on GPUs,
+    with pixels a few 1/255 steps from the float32 result. The result has ``x``'s dtype and
     device and is an ordinary tensor (usable by autograd downstream).
     """
     if x.ndim != 4:
@@ -91,7 +108,8 @@ def augment_batch(vae: VAE, x: torch.Tensor, noise: torch.Tensor, mode: str = "d
     expected = (x.shape[0], *latent_shape(vae, x.shape[-2:]))
     if tuple(noise.shape) != expected:
         raise ValueError(f"noise must have shape {list(expected)} for x of shape {list(x.shape)}, got {list(noise.shape)}")
-    with torch.inference_mode():
+    check_precision(vae, precision)
+    with torch.inference_mode(), _autocast(vae, precision):
         out = _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior)
     return out.clone()
 
@@ -119,7 +137,7 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) ->
         noise = vae.latent_loc + vae.latent_scale * noise
     z = perturb(posterior.mean, posterior.std, noise, mode, strength, vae.latent_scale, vae.latent_bank)
     if residual:
-        decoded = vae.decode(torch.cat([z, posterior.mean]))
+        decoded = vae.decode(torch.cat([z, posterior.mean])).float()
         delta = _delta_to_input(vae, decoded[: z.shape[0]] - decoded[z.shape[0]:], selected)
         result = (selected + delta.to(selected)).clamp_(0, 1)
     else:
@@ -245,6 +263,8 @@ class VAEAugment(Transform):
         generator: a `torch.Generator` (CPU) for the draws; default: the global torch RNG, so
             DataLoader worker seeding and `torch.manual_seed` work as for torchvision transforms.
         device: where the model runs (default: where it is). Inputs are moved there and back.
+        precision: None (float32), or ``"bf16"``/``"fp16"`` to run the VAE under autocast (about 2x
+            faster on CPUs with AVX512-BF16/AMX and on GPUs; see `augment_batch`).
 
     Accepts PIL images, ``tv_tensors.Image`` and plain tensors ``[H, W]``, ``[C, H, W]`` or
     ``[B, C, H, W]``, uint8 or float in [0, 1], and returns the same type, dtype, shape and device.
@@ -256,7 +276,8 @@ class VAEAugment(Transform):
     _transformed_types = (is_pure_tensor, tv_tensors.Image, PIL.Image.Image)
 
     def __init__(self, vae, strength: float = DEFAULT_STRENGTH, mode: str = "data", residual: bool = False, p: float = 1.0,
-                 same_on_batch: bool = False, generator: torch.Generator | None = None, device: str | torch.device | None = None):
+                 same_on_batch: bool = False, generator: torch.Generator | None = None, device: str | torch.device | None = None,
+                 precision: str | None = None):
         super().__init__()
         check_mode_strength(mode, strength)
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
@@ -270,6 +291,8 @@ class VAEAugment(Transform):
         if mode == "posterior" and getattr(self.vae, "deterministic", False):
             raise ValueError(f"mode 'posterior' needs a posterior with a variance; this {self.vae.kind} has deterministic "
                              "latents: use mode='data'")
+        check_precision(self.vae, precision)
+        self.precision = precision
         self.strength = float(strength)
         self.mode = mode
         self.residual = bool(residual)
@@ -313,7 +336,8 @@ class VAEAugment(Transform):
         x, meta = image_to_float(inpt)
         if x.shape[0] != params["noise"].shape[0]:
             raise ValueError(f"params were drawn for {params['noise'].shape[0]} images, got a batch of {x.shape[0]}")
-        y = augment_batch(self.vae, x, params["noise"], self.mode, self.strength, self.residual, params["apply"])
+        y = augment_batch(self.vae, x, params["noise"], self.mode, self.strength, self.residual, params["apply"],
+                          precision=self.precision)
         return float_to_image(y, meta, inpt)
 
     def replay(self, *inputs: Any) -> Any:
@@ -328,7 +352,7 @@ class VAEAugment(Transform):
 
     def extra_repr(self) -> str:
         return (f"strength={self.strength}, mode={self.mode!r}, residual={self.residual}, p={self.p}, "
-                f"same_on_batch={self.same_on_batch}")
+                f"same_on_batch={self.same_on_batch}" + (f", precision={self.precision!r}" if self.precision else ""))
 
 
 # ------------------------------------------------------------------ LatentMix
