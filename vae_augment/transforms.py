@@ -264,7 +264,8 @@ class VAEAugment(Transform):
             DataLoader worker seeding and `torch.manual_seed` work as for torchvision transforms.
         device: where the model runs (default: where it is). Inputs are moved there and back.
         precision: None (float32), or ``"bf16"``/``"fp16"`` to run the VAE under autocast (about 2x
-            faster on CPUs with AVX512-BF16/AMX and on GPUs; see `augment_batch`).
+            faster on batches on CPUs with AVX512-BF16/AMX and on GPUs; slower one image at a time;
+            see `augment_batch`).
 
     Accepts PIL images, ``tv_tensors.Image`` and plain tensors ``[H, W]``, ``[C, H, W]`` or
     ``[B, C, H, W]``, uint8 or float in [0, 1], and returns the same type, dtype, shape and device.
