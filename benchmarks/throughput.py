@@ -12,7 +12,8 @@ Prints and writes benchmarks/results/throughput.json:
   applies VAEAugment to collated batches in the main process, _worker_batched to collated batches
   inside the workers (AugmentCollate), _worker_batched_cached the same with a batched PosteriorCache;
   the _bf16 variants run the VAE under bfloat16 autocast (precision="bf16");
-- vae_batch_bf16_img_s: VAEAugment(precision="bf16") on the batches of 256; loading_only_* are the same ratios
+- vae_batch_bf16_img_s, vae_per_sample_bf16_img_s: VAEAugment(precision="bf16") on the batches of 256
+  and one sample at a time; loading_only_* are the same ratios
   without the classifier step (pure data loading, the harshest view);
 - albumentations Affine and torchvision RandomAffine per-sample img/s as the classic reference;
 - where CUDA is available, batched GPU throughput (and the GPU's name).
@@ -143,6 +144,7 @@ def main() -> None:
     # 2. one sample at a time, uint8 [1, 28, 28] as a Dataset would hand it over
     singles = [data[i] for i in range(200 if args.quick else 1_000)]
     figures["vae_per_sample_img_s"] = rate(lambda: [augment(s) for s in singles], len(singles), 3 if args.quick else 5, warmup=1)
+    figures["vae_per_sample_bf16_img_s"] = rate(lambda: [fast(s) for s in singles], len(singles), 3 if args.quick else 5, warmup=1)
     pil_singles = [__import__("PIL.Image").Image.fromarray(s[0].numpy()) for s in singles]
     figures["vae_per_sample_pil_img_s"] = rate(lambda: [augment(s) for s in pil_singles], len(pil_singles), 3, warmup=1)
 
