@@ -16,11 +16,9 @@ the bundled VAE. Writes benchmarks/results/backbone_strength.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
-from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
+from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 from vae_augment import VAEAugment
@@ -105,9 +103,7 @@ def main() -> None:
                      "seconds": round(time.time() - start, 1)},
         "sweep": sweep,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_json(args.out, result)
     print(f"wrote {out} in {time.time() - start:.0f} s")
 
 

@@ -13,12 +13,9 @@ small and the sizes may be reduced with --sizes; --quick uses 64x64 images and o
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import time
-from pathlib import Path
 
-from common import RESULTS  # noqa: I001  (puts the repo on sys.path, sets OMP_WAIT_POLICY before torch loads)
+from common import RESULTS, rate, write_json  # noqa: I001  (puts the repo on sys.path, sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 from vae_augment import VAEAugment
@@ -39,18 +36,6 @@ def build(kind: str):
     return diffusers.AutoencoderTiny()  # its defaults are TAESD's architecture
 
 
-def rate(fn, n_items: int, repeat: int, sync) -> float:
-    fn()
-    sync()  # warm-up (cudnn autotuning, allocator)
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return n_items / best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="64x64 images, one repeat: checks that it runs")
@@ -67,7 +52,7 @@ def main() -> None:
     sizes = [64] if args.quick else args.sizes
     batch = args.batch or (16 if cuda else 2)
     repeat = 1 if args.quick else 3
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = torch.cuda.synchronize if cuda else None
     figures: dict = {"device": torch.cuda.get_device_name(device) if cuda else f"CPU ({platform.machine()}, {args.threads} threads)",
                      "dtype": "float16" if cuda else "float32", "batch": batch, "torch": torch.__version__, "quick": args.quick,
                      "results": {}}
@@ -77,16 +62,14 @@ def main() -> None:
         augment = VAEAugment(vae, generator=torch.Generator().manual_seed(0))
         for size in sizes:
             x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
-            figures["results"][kind][f"{size}px_img_s"] = rate(lambda: augment(x), batch, repeat, sync)
+            figures["results"][kind][f"{size}px_img_s"] = rate(lambda augment=augment, x=x: augment(x), batch, repeat, warmup=1, sync=sync)
             if cuda:
                 figures["results"][kind][f"{size}px_peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
                 torch.cuda.reset_peak_memory_stats(device)
             print(f"{kind:<14} {size}x{size}  {figures['results'][kind][f'{size}px_img_s']:8.2f} images/s", flush=True)
         figures["results"][kind]["dtype"] = str(vae.dtype).removeprefix("torch.")  # float32 if a float16 overflow upcast it
         del vae, augment
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2) + "\n")
+    out = write_json(args.out, figures)
     print(f"wrote {out}")
 
 

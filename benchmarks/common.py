@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 # With the default (spinning) OpenMP wait policy, a 2-thread op slows down ~10x whenever another
@@ -20,6 +22,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ROOT = os.environ.get("VAE_AUGMENT_DATA", "../shared/data")
+
+
+def rate(fn, n_items: int, repeat: int, warmup: int = 2, sync=None) -> float:
+    """Items per second of ``fn`` (which handles ``n_items``): the best of ``repeat`` timed calls after
+    ``warmup`` untimed ones; ``sync`` (e.g. torch.cuda.synchronize) runs before each clock reading."""
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return n_items / best
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write a results file (creating its folder); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path
 
 
 def mnist(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

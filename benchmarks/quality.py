@@ -15,11 +15,10 @@ mode) and benchmarks/results/quality.png.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
+from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 from vae_augment import evaluate, load_vae
@@ -102,9 +101,7 @@ def main() -> None:
         "sweep": sweep,
         "bf16_default": bf16_default,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_json(args.out, result)
     plot(sweep, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')} in {time.time() - start:.0f} s")
 

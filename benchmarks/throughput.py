@@ -22,14 +22,13 @@ Prints and writes benchmarks/results/throughput.json:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 os.environ["VAE_AUGMENT_DEFAULT_OMP"] = "1"  # measure torch's default OpenMP behaviour, see common.py
-from common import RESULTS, SmallCNN  # noqa: I001,E402  (sets OMP_WAIT_POLICY before torch loads; puts the repo on sys.path)
+from common import RESULTS, SmallCNN, rate, write_json  # noqa: I001,E402  (sets OMP_WAIT_POLICY before torch loads; puts the repo on sys.path)
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -52,17 +51,6 @@ def images(root: str, n: int) -> tuple[torch.Tensor, str]:
     vae = load_vae("mnist")
     x = vae.sample(n, generator=torch.Generator().manual_seed(0))
     return (x * 255).round().to(torch.uint8), "prior samples (MNIST not found)"
-
-
-def rate(fn, n_items: int, repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n_items / best
 
 
 class TensorImages(Dataset):
@@ -207,9 +195,7 @@ def main() -> None:
             figures[f"gpu_batch{size}_img_s"] = rate(run, size, repeat)
         figures["gpu"] = torch.cuda.get_device_name()
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2) + "\n")
+    out = write_json(args.out, figures)
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")

@@ -20,7 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
+from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 from vae_augment import LatentMix, VAEAugment, load_vae
@@ -205,8 +205,7 @@ def main() -> None:
         result["results"] = tested
 
     result["protocol"]["seconds"] = round(time.time() - start, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     if "results" in result:
         plot(result["results"], out.with_suffix(".png"))
     print(f"wrote {out} in {time.time() - start:.0f} s")

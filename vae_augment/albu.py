@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
 
 from .latent import check_mode_strength
-from .transforms import DEFAULT_STRENGTH, _prepare_vae, augment_batch, image_to_float, latent_shape
+from .transforms import DEFAULT_STRENGTH, _prepare_vae, augment_batch, check_mode_supported, image_to_float, latent_shape
 
 
 class AlbuVAEAugment(A.ImageOnlyTransform):
@@ -56,9 +56,7 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         options = dict(checkpoint_options or {})
         self.vae = _prepare_vae(load_vae(checkpoint, **options) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint, None)
         self.checkpoint_options = options or dict(getattr(self.vae, "load_options", {}) or {})
-        if mode == "posterior" and getattr(self.vae, "deterministic", False):
-            raise ValueError(f"mode 'posterior' needs a posterior with a variance; this {self.vae.kind} has deterministic "
-                             "latents: use mode='data'")
+        check_mode_supported(self.vae, mode)
         self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else getattr(checkpoint, "name_or_path", None)
         self.strength, self.mode, self.residual = float(strength), mode, bool(residual)
 

@@ -20,6 +20,7 @@ optional extra: ``pip install 'vae-augment[diffusers]'``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .model import DiagonalGaussian, lerp_latents
+from .model import DiagonalGaussian, column_mean_std, lerp_latents
 
 KINDS = ("AutoencoderKL", "AutoencoderTiny")
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -255,6 +256,11 @@ class DiffusersVAE(nn.Module):
     def anomaly_percentile(self, scores: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"a diffusers {self.kind} has no training anomaly percentiles; compare scores between your own images")
 
+    def prior_sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """Standard normal ``noise`` -> latents with the (calibrated) data statistics, N(latent_loc, latent_scale^2):
+        these autoencoders have no prior of their own (their KL weight was near zero)."""
+        return self.latent_loc + self.latent_scale * noise
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
                size: Sequence[int] = (256, 256)) -> torch.Tensor:
@@ -265,7 +271,7 @@ class DiffusersVAE(nn.Module):
         shape = self.latent_shape(*size)
         device = generator.device if generator is not None else self.device
         noise = torch.randn(n, *shape, generator=generator, device=device).to(self.device)
-        return self.from_model(self.decode(self.latent_loc + temperature * self.latent_scale * noise), size)
+        return self.from_model(self.decode(self.prior_sample(temperature * noise)), size)
 
     @torch.no_grad()
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8, method: str = "linear") -> torch.Tensor:
@@ -305,19 +311,9 @@ class DiffusersVAE(nn.Module):
         """Measure the per-channel mean and spread of scaled latent means over ``batches`` of images
         (``[B, C, H, W]`` in [0, 1], any size), so that ``"data"`` strength is in units of *your*
         data's variation; stored in ``latent_loc``/``latent_scale`` and written by `save_pretrained`."""
-        total = total_sq = None
-        count = 0
-        for i, x in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            mean = self.encode(self.to_model(x.to(self.device))).mean.double().transpose(0, 1).flatten(1)  # [C, N]
-            total = mean.sum(1) if total is None else total + mean.sum(1)
-            total_sq = mean.square().sum(1) if total_sq is None else total_sq + mean.square().sum(1)
-            count += mean.shape[1]
-        if count < 2:
-            raise ValueError("calibrate needs at least one image")
-        loc = total / count
-        scale = (total_sq / count - loc.square()).clamp_min(0).mul(count / (count - 1)).sqrt()
+        codes = (self.encode(self.to_model(x.to(self.device))).mean.movedim(1, -1).flatten(0, -2)  # [N positions, C]
+                 for x in itertools.islice(batches, max_batches))
+        loc, scale = column_mean_std(codes, "calibrate needs at least one image")
         self.latent_loc.copy_(loc.float().view(-1, 1, 1))
         self.latent_scale.copy_(scale.float().clamp_min(1e-6).view(-1, 1, 1))
         return self.latent_loc, self.latent_scale

@@ -263,48 +263,55 @@ class PosteriorCache(Dataset):
     @torch.inference_mode()
     def precompute(self, batch_size: int = 512) -> "PosteriorCache":
         """Encode every image now (batched), instead of on first sight."""
-        from .transforms import image_to_float, to_model_space
+        from .transforms import image_to_float
 
-        vae = self.augment.vae
         for start in range(0, len(self), batch_size):
-            indices = range(start, min(start + batch_size, len(self)))
-            x = torch.cat([image_to_float(self._split(self.dataset[i])[0])[0] for i in indices])
-            posterior = vae.encode(to_model_space(vae, x.to(vae.device)))
-            self.mean[start:indices.stop] = posterior.mean.cpu()
-            self.logvar[start:indices.stop] = posterior.logvar.cpu()
-            self.cached[start:indices.stop] = True
+            indices = torch.arange(start, min(start + batch_size, len(self)))
+            self._fill(indices, torch.cat([image_to_float(self._split(self.dataset[int(i)])[0])[0] for i in indices]))
         return self
 
     @staticmethod
     def _split(item):
         return (item[0], tuple(item[1:])) if isinstance(item, tuple) else (item, None)
 
-    def __getitem__(self, index: int):
-        from .model import DiagonalGaussian
-        from .transforms import augment_batch, float_to_image, image_to_float, to_model_space
+    def _fill(self, indices: torch.Tensor, x: torch.Tensor) -> None:
+        """Encode the images ``x`` of the dataset rows ``indices`` that are not cached yet, into the cache."""
+        from .transforms import to_model_space
 
-        if self.batched:
-            return UseCollateFnCacheCollate(index, self.dataset[index])
-        image, rest = self._split(self.dataset[index])
+        missing = (~self.cached[indices]).nonzero().squeeze(1)
+        if missing.numel():
+            vae = self.augment.vae
+            with torch.inference_mode():
+                posterior = vae.encode(to_model_space(vae, x[missing].to(vae.device)))
+            self.mean[indices[missing]] = posterior.mean.cpu()
+            self.logvar[indices[missing]] = posterior.logvar.cpu()
+            self.cached[indices[missing]] = True
+
+    def _augment(self, indices: torch.Tensor, image, where: str):
+        """Augment ``image`` (one image or a collated batch, rows ``indices`` of the dataset) from cached posteriors."""
+        from .model import DiagonalGaussian
+        from .transforms import augment_batch, float_to_image, image_to_float
+
         aug, vae = self.augment, self.augment.vae
         x, meta = image_to_float(image)
-        if x.shape[0] != 1:
+        if x.shape[0] != len(indices):
             raise ValueError(f"PosteriorCache expects one image per item, got a batch of {x.shape[0]}")
         if vae.image_size is None and tuple(x.shape[-2:]) != tuple(self.size):
             raise ValueError(f"PosteriorCache with a model of spatial latents needs images of one size, {tuple(self.size)}; "
-                             f"item {index} is {tuple(x.shape[-2:])} (resize or crop them first)")
-        if self.cached[index]:
-            posterior = DiagonalGaussian(self.mean[index : index + 1], self.logvar[index : index + 1])
-        else:
-            with torch.inference_mode():
-                posterior = vae.encode(to_model_space(vae, x.to(vae.device)))
-            self.mean[index] = posterior.mean[0].cpu()
-            self.logvar[index] = posterior.logvar[0].cpu()
-            self.cached[index] = True
-        params = aug.draw(1, tuple(x.shape[-2:]))
+                             f"{where} {tuple(x.shape[-2:])} (resize or crop them first)")
+        self._fill(indices, x)
+        posterior = DiagonalGaussian(self.mean[indices], self.logvar[indices])
+        params = aug.draw(len(indices), tuple(x.shape[-2:]))
+        aug.last_params = params
         y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
                           precision=aug.precision)
-        out = float_to_image(y, meta, image)
+        return float_to_image(y, meta, image)
+
+    def __getitem__(self, index: int):
+        if self.batched:
+            return UseCollateFnCacheCollate(index, self.dataset[index])
+        image, rest = self._split(self.dataset[index])
+        out = self._augment(torch.tensor([index]), image, f"item {index} is")
         return out if rest is None else (out, *rest)
 
     def collate(self, samples: list["UseCollateFnCacheCollate"]):
@@ -312,35 +319,14 @@ class PosteriorCache(Dataset):
         yet, draw one set of parameters per image and decode the whole batch."""
         from torch.utils.data import default_collate
 
-        from .model import DiagonalGaussian
-        from .transforms import augment_batch, float_to_image, image_to_float, to_model_space
-
         if not all(isinstance(s, UseCollateFnCacheCollate) for s in samples):
             raise TypeError("PosteriorCache.collate collates the items of a PosteriorCache(..., batched=True)")
-        indices = torch.tensor([s.index for s in samples], dtype=torch.long)
         split = [self._split(s.item) for s in samples]
         shapes = {tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__ for image, _ in split}
         if len(shapes) != 1 or not all(isinstance(image, torch.Tensor) and image.ndim == 3 for image, _ in split):
             raise TypeError(f"a batched PosteriorCache needs image tensors [C, H, W] of one shape, got {sorted(map(str, shapes))}")
-        images = default_collate([image for image, _ in split])
-        if self.augment.vae.image_size is None and tuple(images.shape[-2:]) != tuple(self.size):
-            raise ValueError(f"PosteriorCache with a model of spatial latents needs images of one size, {tuple(self.size)}; "
-                             f"got {tuple(images.shape[-2:])}")
-        aug, vae = self.augment, self.augment.vae
-        x, meta = image_to_float(images)
-        missing = (~self.cached[indices]).nonzero().squeeze(1)
-        if missing.numel():
-            with torch.inference_mode():
-                posterior = vae.encode(to_model_space(vae, x[missing].to(vae.device)))
-            self.mean[indices[missing]] = posterior.mean.cpu()
-            self.logvar[indices[missing]] = posterior.logvar.cpu()
-            self.cached[indices[missing]] = True
-        posterior = DiagonalGaussian(self.mean[indices], self.logvar[indices])
-        params = aug.draw(len(samples), tuple(x.shape[-2:]))
-        aug.last_params = params
-        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
-                          precision=aug.precision)
-        out = float_to_image(y, meta, images)
+        indices = torch.tensor([s.index for s in samples], dtype=torch.long)
+        out = self._augment(indices, default_collate([image for image, _ in split]), "got")
         if split[0][1] is None:
             return out
         return [out, *default_collate([rest for _, rest in split])]

@@ -6,6 +6,7 @@ Shapes throughout: images ``x: [B, C, H, W]`` float in [0, 1], latents ``z: [B, 
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import os
 import tempfile
@@ -336,6 +337,10 @@ class VAE(
         """decode(posterior mean), ``[B, C, H, W]`` in [0, 1]."""
         return self.decode(self.encode(x).mean)
 
+    def prior_sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """Standard normal ``noise`` -> a sample of the prior p(z) = N(0, I): the noise itself."""
+        return noise
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """``n`` images decoded from z ~ N(0, temperature^2 I), ``[n, C, H, W]`` in [0, 1]."""
@@ -392,18 +397,8 @@ class VAE(
     def latent_statistics(self, batches, max_batches: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and standard deviation of posterior means over ``batches`` of images; stored
         in ``latent_loc`` / ``latent_scale`` (the augmentation's unit of strength)."""
-        total, total_sq, count = 0.0, 0.0, 0
-        for i, x in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            mean = self.encode(x.to(self.device)).mean.double()
-            total = total + mean.sum(0)
-            total_sq = total_sq + mean.square().sum(0)
-            count += mean.shape[0]
-        if count < 2:
-            raise ValueError("latent_statistics needs at least 2 images")
-        loc = total / count
-        scale = (total_sq / count - loc.square()).clamp_min(0).mul(count / (count - 1)).sqrt()
+        codes = (self.encode(x.to(self.device)).mean for x in itertools.islice(batches, max_batches))
+        loc, scale = column_mean_std(codes, "latent_statistics needs at least 2 images")
         self.latent_loc.copy_(loc.float())
         self.latent_scale.copy_(scale.float().clamp_min(1e-6))
         return self.latent_loc, self.latent_scale
@@ -425,10 +420,11 @@ class VAE(
         repo id (``"org/name"``, at ``revision``). Pickle weights are never read.
         """
         from . import hub
+        from .backbones import is_diffusers_config
 
         folder = hub.resolve(pretrained_model_name_or_path, revision=revision, **download_kwargs)
         config = hub.read_config(folder)
-        if "_class_name" in config or "_diffusers_version" in config:
+        if is_diffusers_config(config):
             raise hub.CheckpointError(f"{str(folder)!r} holds a diffusers {config.get('_class_name', 'model')}, not a vae-augment "
                                       "VAE; load it with vae_augment.load_vae, which wraps diffusers autoencoders")
         known = set(inspect.signature(cls.__init__).parameters) - {"self"}
@@ -473,6 +469,19 @@ class VAE(
             if getattr(self, "metrics", None):
                 hub.atomic_write_json(Path(tmp) / hub.METRICS_NAME, self.metrics)
             return hub.push(tmp, repo_id, private=private, token=token, revision=revision)
+
+
+def column_mean_std(rows, too_few: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and (unbiased) standard deviation over an iterable of ``[N, K]`` tensors,
+    accumulated in float64 without holding them all; ``ValueError(too_few)`` for fewer than 2 rows."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for r in rows:
+        r = r.double()
+        total, total_sq, count = total + r.sum(0), total_sq + r.square().sum(0), count + r.shape[0]
+    if count < 2:
+        raise ValueError(too_few)
+    loc = total / count
+    return loc, (total_sq / count - loc.square()).clamp_min(0).mul(count / (count - 1)).sqrt()
 
 
 def lerp_latents(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, method: str = "linear") -> torch.Tensor:

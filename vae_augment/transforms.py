@@ -29,17 +29,27 @@ DEFAULT_STRENGTH = 0.2  # data-relative units: on MNIST ~96% of variants keep th
 
 
 def _as_vae(vae) -> VAE:
-    from .backbones import DiffusersVAE
+    from .backbones import KINDS, DiffusersVAE
     from .hub import load_vae
 
     if isinstance(vae, (str, os.PathLike)):
         return load_vae(vae)
-    if type(vae).__name__ in ("AutoencoderKL", "AutoencoderTiny"):  # a diffusers model given directly: wrap a copy,
-        return DiffusersVAE(copy.deepcopy(vae))                          # so the caller's model keeps its mode and dtype
+    if type(vae).__name__ in KINDS:  # a diffusers model given directly: wrap a copy, so the caller's keeps its mode and dtype
+        return load_vae(copy.deepcopy(vae))
     if not isinstance(vae, (VAE, DiffusersVAE)):
         raise TypeError("vae must be a vae_augment.VAE, a diffusers AutoencoderKL/AutoencoderTiny, or a checkpoint "
                         f"name/folder/Hub id, got {type(vae).__name__}")
     return vae
+
+
+def check_mode_supported(vae, mode: str) -> None:
+    """Refuse a mode this model cannot do: "neighbour" without a latent bank, "posterior" on deterministic latents."""
+    if mode == "neighbour" and vae.latent_bank is None:
+        raise ValueError("mode 'neighbour' needs a checkpoint with a latent bank (latent_bank.safetensors, written by "
+                         "vae-augment train); this model has none")
+    if mode == "posterior" and getattr(vae, "deterministic", False):
+        raise ValueError(f"mode 'posterior' needs a posterior with a variance; this {vae.kind} has deterministic "
+                         "latents: use mode='data'")
 
 
 def _prepare_vae(vae, device) -> VAE:
@@ -133,8 +143,8 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) ->
     else:
         posterior = posterior.to(device)
     noise = noise.to(device, posterior.mean.dtype)
-    if mode == "prior" and vae.image_size is None:  # a backbone's "prior": latents with the (calibrated) data statistics
-        noise = vae.latent_loc + vae.latent_scale * noise
+    if mode == "prior":
+        noise = vae.prior_sample(noise)
     z = perturb(posterior.mean, posterior.std, noise, mode, strength, vae.latent_scale, vae.latent_bank)
     if residual:
         decoded = vae.decode(torch.cat([z, posterior.mean])).float()
@@ -286,12 +296,7 @@ class VAEAugment(Transform):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.vae = _prepare_vae(vae, device)
-        if mode == "neighbour" and self.vae.latent_bank is None:
-            raise ValueError("mode 'neighbour' needs a checkpoint with a latent bank (latent_bank.safetensors, written by "
-                             "vae-augment train); this model has none")
-        if mode == "posterior" and getattr(self.vae, "deterministic", False):
-            raise ValueError(f"mode 'posterior' needs a posterior with a variance; this {self.vae.kind} has deterministic "
-                             "latents: use mode='data'")
+        check_mode_supported(self.vae, mode)
         check_precision(self.vae, precision)
         self.precision = precision
         self.strength = float(strength)
