@@ -320,6 +320,31 @@ def test_calibrate_and_save_round_trip(saved, tmp_path):
     assert torch.equal(again.latent_scale, vae.latent_scale) and torch.equal(again.latent_loc, vae.latent_loc)
 
 
+def test_an_interrupted_save_leaves_the_previous_backbone_files(saved, tmp_path, monkeypatch):
+    vae = load_vae(str(saved[1]))
+    folder = tmp_path / "calibrated"
+    vae.save_pretrained(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with torch.no_grad():
+        for parameter in vae.autoencoder.parameters():
+            parameter.add_(1.0)
+    vae.latent_scale.mul_(2)
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import vae_augment.hub
+
+    with monkeypatch.context() as patch:  # diffusers has written its files when the statistics fail
+        patch.setattr(vae_augment.hub, "atomic_write_json", fail)
+        with pytest.raises(KeyboardInterrupt):
+            vae.save_pretrained(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    vae.save_pretrained(folder)  # and a save that finishes replaces them all
+    after = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert set(after) == set(before) and all(after[name] != before[name] for name in (DIFFUSERS_WEIGHTS, "vae_augment.json"))
+
+
 def test_cli_on_a_backbone_folder(saved, tmp_path, capsys):
     from vae_augment.cli import main
 

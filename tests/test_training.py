@@ -35,7 +35,7 @@ def train_tiny(out: Path, epochs: int = 2, **kwargs) -> VAE:
 
 
 def no_temp_files(folder: Path) -> bool:
-    return not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    return not [p for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".staging-")]
 
 
 # ------------------------------------------------------------------ learning
@@ -272,6 +272,36 @@ def test_an_interrupted_checkpoint_write_leaves_the_old_file(saved_vae, monkeypa
     assert {name: (folder / name).read_bytes() for name in old_bytes} == old_bytes
     assert no_temp_files(folder)
     assert_same_state(load_vae(folder).state_dict(), old_vae.state_dict())
+
+
+def test_a_save_that_fails_after_writing_the_weights_keeps_the_old_pair(saved_vae, monkeypatch, assert_same_state):
+    # the weights are written first: replacing them before the config is known to be written
+    # would leave new weights beside the old config
+    old_vae, folder = saved_vae
+    old_bytes = {name: (folder / name).read_bytes() for name in ("model.safetensors", "config.json")}
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(hub, "atomic_write_json", fail)
+        with pytest.raises(OSError, match="No space left"):
+            VAE(**{**TINY, "hidden": 48}).save_pretrained(folder)
+    assert {name: (folder / name).read_bytes() for name in old_bytes} == old_bytes
+    assert no_temp_files(folder)
+    assert_same_state(load_vae(folder).state_dict(), old_vae.state_dict())
+
+
+def test_saving_a_model_without_a_latent_bank_removes_a_stale_one(tmp_path):
+    folder = tmp_path / "ckpt"
+    with_bank = VAE(**TINY)
+    with_bank.latent_bank = torch.randn(20, TINY["latent_dim"])
+    with_bank.save_pretrained(folder)
+    assert load_vae(folder).latent_bank is not None
+    VAE(**TINY).save_pretrained(folder)  # a new model with no bank, into the same folder
+    assert not (folder / hub.BANK_NAME).exists()
+    assert load_vae(folder).latent_bank is None
+    assert no_temp_files(folder)
 
 
 def test_atomic_write_replaces_the_file_when_nothing_fails(tmp_path):

@@ -321,15 +321,16 @@ class DiffusersVAE(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """The diffusers files (config.json + diffusion_pytorch_model.safetensors) and ``vae_augment.json``
-        (latent statistics, max_pixels); `load_vae` reads the folder back."""
-        from .hub import atomic_write_json
+        (latent statistics, max_pixels); `load_vae` reads the folder back. The files are written as one
+        unit: an interrupted save leaves the previous ones intact."""
+        from .hub import atomic_write_json, staged_folder
 
-        folder = Path(save_directory)
-        self.autoencoder.save_pretrained(folder, safe_serialization=True)
-        atomic_write_json(folder / STATS_NAME, {
-            "latent_loc": self.latent_loc.flatten().tolist(), "latent_scale": self.latent_scale.flatten().tolist(),
-            "max_pixels": self.max_pixels, "tiling": self.tiling,
-        })
+        with staged_folder(save_directory) as stage:
+            self.autoencoder.save_pretrained(stage, safe_serialization=True)
+            atomic_write_json(stage / STATS_NAME, {
+                "latent_loc": self.latent_loc.flatten().tolist(), "latent_scale": self.latent_scale.flatten().tolist(),
+                "max_pixels": self.max_pixels, "tiling": self.tiling,
+            })
 
     def load_statistics(self, path: str | os.PathLike) -> None:
         from .hub import CheckpointError

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -362,10 +365,46 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once, at import: setting and restoring the umask later would race with other threads creating files.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
+
+
+@contextmanager
+def staged_folder(folder: str | Path, remove: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Save a checkpoint's files as one unit.
+
+    Write every file into the yielded staging folder (hidden, inside ``folder``). When the block
+    ends without an error, each staged file is renamed over its namesake in ``folder`` and the files
+    named in ``remove`` (left from an earlier save, e.g. a latent bank the new model lacks) are
+    deleted. An error or interruption while writing leaves ``folder`` as it was, so weights and
+    config never mismatch.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
+    try:
+        yield stage
+        staged = sorted(p for p in stage.iterdir() if p.is_file())
+        for path in staged:
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        for path in staged:
+            os.replace(path, folder / path.name)
+        for name in remove:
+            if name not in {p.name for p in staged}:
+                (folder / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

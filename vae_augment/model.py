@@ -442,23 +442,25 @@ class VAE(
         return model.eval()
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None, **kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (and a model card, if the folder has none).
+        """Write ``config.json`` and ``model.safetensors`` (and the latent bank, and a model card if the
+        folder has none).
 
-        Each file is written to a temporary name and renamed, so an interrupted save leaves the
-        previous checkpoint intact.
+        The files are written as one unit (`hub.staged_folder`): an interrupted save leaves the
+        previous checkpoint intact, never new weights beside an old config; a latent bank left from an
+        earlier save is removed when this model has none.
         """
         from . import hub
 
         folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
         config = dict(config or self._hub_mixin_config)
-        hub.atomic_save_tensors(folder / hub.WEIGHTS_NAME, self.state_dict(), metadata={"format": "pt"})
-        hub.atomic_write_json(folder / hub.CONFIG_NAME, config)
-        if self.latent_bank is not None:
-            # float16 halves the file; that precision (~1e-3 of the codes' spread) is ample for finding neighbours
-            hub.atomic_save_tensors(folder / hub.BANK_NAME, {"latent_bank": self.latent_bank.half()})
-        if not (folder / hub.CARD_NAME).exists():
-            hub.atomic_write_bytes(folder / hub.CARD_NAME, hub.model_card(config, getattr(self, "metrics", {})).encode())
+        with hub.staged_folder(folder, remove=(hub.BANK_NAME,)) as stage:
+            hub.atomic_save_tensors(stage / hub.WEIGHTS_NAME, self.state_dict(), metadata={"format": "pt"})
+            hub.atomic_write_json(stage / hub.CONFIG_NAME, config)
+            if self.latent_bank is not None:
+                # float16 halves the file; that precision (~1e-3 of the codes' spread) is ample for finding neighbours
+                hub.atomic_save_tensors(stage / hub.BANK_NAME, {"latent_bank": self.latent_bank.half()})
+            if not (folder / hub.CARD_NAME).exists():
+                hub.atomic_write_bytes(stage / hub.CARD_NAME, hub.model_card(config, getattr(self, "metrics", {})).encode())
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
         """Save to a temporary folder and upload it (config, weights, metrics, model card) to ``repo_id``."""
