@@ -15,6 +15,9 @@ Prints and writes benchmarks/results/throughput.json:
 - vae_batch_bf16_img_s, vae_per_sample_bf16_img_s: VAEAugment(precision="bf16") on the batches of 256
   and one sample at a time; loading_only_* are the same ratios
   without the classifier step (pure data loading, the harshest view);
+- decode_batch_img_s (and _bf16): decoding alone, batches of 256 (what a cached epoch does per image);
+- needed_img_s_for_1.3x, needed_decode_img_s_for_1.15x: the VAE throughput the epoch targets call for,
+  from the plain epoch's time (all of an epoch's VAE work done in 0.3, or 0.15, of that time);
 - albumentations Affine and torchvision RandomAffine per-sample img/s as the classic reference;
 - where CUDA is available, batched GPU throughput (and the GPU's name).
 """
@@ -128,6 +131,15 @@ def main() -> None:
     fast = VAEAugment(vae, precision="bf16")  # autocast; ~2x on CPUs with AVX512-BF16/AMX
     figures["vae_batch_bf16_img_s"] = max(rate(lambda: fast(batch), 256, repeat) for _ in range(3))
     figures["augment_vs_bare_ratio"] = figures["bare_batch_img_s"] / figures["vae_batch_img_s"]
+    # decoding alone: all that an epoch with the posterior cache does per image
+    codes = torch.randn(256, vae.latent_dim)
+
+    def decode(precision=None):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return vae.decode(codes)
+
+    figures["decode_batch_img_s"] = max(rate(decode, 256, repeat) for _ in range(3))
+    figures["decode_batch_bf16_img_s"] = max(rate(lambda: decode("bf16"), 256, repeat) for _ in range(3))
 
     # 2. one sample at a time, uint8 [1, 28, 28] as a Dataset would hand it over
     singles = [data[i] for i in range(200 if args.quick else 1_000)]
@@ -180,6 +192,11 @@ def main() -> None:
         figures[f"{prefix}dataloader_epoch_ratio_batched_bf16"] = best["batched_bf16"] / best["plain"]
         figures[f"{prefix}dataloader_epoch_ratio_worker_batched_cached_bf16"] = best["worker_batched_cached_bf16"] / best["plain"]
     figures["dataloader_images"] = n_loader
+    # What the epoch targets leave for the VAE: within 1.3x of the plain epoch, n images must be
+    # encoded and decoded in 0.3 plain epochs; with the posterior cache (1.15x), decoded in 0.15.
+    plain_s = figures["epoch_seconds"]["plain"]
+    figures["needed_img_s_for_1.3x"] = n_loader / (0.3 * plain_s)
+    figures["needed_decode_img_s_for_1.15x"] = n_loader / (0.15 * plain_s)
 
     # 5. GPU, where there is one
     if torch.cuda.is_available():

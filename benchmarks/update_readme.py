@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def throughput_table() -> str:
         *([f"| VAEAugment(precision=\"bf16\") one sample at a time | {t['vae_per_sample_bf16_img_s']:,.0f} images/s |"]
           if "vae_per_sample_bf16_img_s" in t else []),
         f"| VAEAugment one sample at a time (PIL) | {t['vae_per_sample_pil_img_s']:,.0f} images/s |",
+        *([f"| decoding alone (what a cached epoch does), batches of 256, float32 / bf16 | {t['decode_batch_img_s']:,.0f} / "
+           f"{t['decode_batch_bf16_img_s']:,.0f} images/s |",
+           f"| what the epoch targets call for: encode+decode within 1.3x / decode within 1.15x of the plain epoch | "
+           f"{t['needed_img_s_for_1.3x']:,.0f} / {t['needed_decode_img_s_for_1.15x']:,.0f} images/s |"]
+          if "decode_batch_img_s" in t else []),
         f"| albumentations `Affine`, per sample (reference) | {t['albumentations_affine_img_s']:,.0f} images/s |",
         f"| torchvision `RandomAffine`, per sample (reference) | {t['torchvision_random_affine_img_s']:,.0f} images/s |",
         f"| training epoch, 2 workers, VAEAugment per sample / without | {t['dataloader_epoch_ratio']:.2f}x ({e['vae']:.1f} s / {e['plain']:.1f} s) |",
@@ -108,17 +114,31 @@ def quality_table() -> str:
     return "\n".join(lines)
 
 
+def _seeds(rows: list[dict]) -> str:
+    """The number of seeds behind results rows ("2-3" when they differ)."""
+    counts = sorted({len(r["runs"]) for r in rows})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
+def _paired_gain(row: dict, base: dict) -> str:
+    """Mean +- std over seeds of a condition's accuracy minus its baseline's on the same seed, in points."""
+    d = [100 * (a - b) for a, b in zip(row["runs"], base["runs"])]
+    return f"{statistics.fmean(d):+.1f} +- {statistics.stdev(d) if len(d) > 1 else 0:.1f}"
+
+
 def utility_table() -> str:
     u = _load(RESULTS / "utility.json")
     if not u or "results" not in u:
         return "_not measured yet: run `python benchmarks/utility.py --phase select` then `python benchmarks/utility.py`_"
     p = u["protocol"]
-    rec, rec_c = p.get("recommended_vae", {}), p.get("recommended_with_classic", p.get("recommended_vae", {}))
+    chosen = p.get("chosen", {})
     lines = [
-        f"Measured by `python benchmarks/utility.py` (test split, {p['seeds']} seeds, mean +- std; {p['classifier']}, "
-        f"{p['steps']} steps of batch {p['batch_size']}). `vae` is `VAEAugment(vae, {', '.join(f'{k}={v!r}' for k, v in rec.items())})`, "
-        "`classic` a RandomAffine (15 degrees, 10% shift, 0.9-1.1 scale, 10 degrees shear), `classic+vae` "
-        f"`VAEAugment(vae, {', '.join(f'{k}={v!r}' for k, v in rec_c.items())})` then the affine; both chosen on the validation split.",
+        f"Measured by `python benchmarks/utility.py` (test split, {_seeds([r for rows in u['results'].values() for r in rows.values()])} "
+        f"seeds, mean +- std; {p['classifier']}, {p['steps']} steps of batch {p['batch_size']}). `classic` is a RandomAffine "
+        "(15 degrees, 10% shift, 0.9-1.1 scale, 10 degrees shear); `vae` is the best VAE-only condition on the validation split, "
+        "`classic+vae` the best combination with the affine (table below):",
+        "",
+        *(f"- `{alias}`: {c['condition']}, {c['code']}" for alias, c in chosen.items()),
         "",
         "| condition | " + " | ".join(f"{n} labels" for n in u["results"]) + " |",
         "| --- | " + " | ".join("---" for _ in u["results"]) + " |",
@@ -130,12 +150,28 @@ def utility_table() -> str:
             r = rows.get(name)
             cells.append(f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} %" if r else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    gains = [(name, base, goal) for name, base, goal in (("vae", "none", 6), ("classic+vae", "classic", 1)) if name in names and base in names]
+    if gains:
+        lines += ["", "The goal's measure, paired by seed (each seed draws the same labelled images and the same classifier "
+                  "initialisation for every condition), in points of accuracy, mean +- std over seeds:", "",
+                  "| gain | goal | " + " | ".join(f"{n} labels" for n in u["results"]) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in u["results"]) + " |"]
+        for name, base, goal in gains:
+            cells = []
+            for rows in u["results"].values():
+                cells.append(_paired_gain(rows[name], rows[base]))
+            lines.append(f"| {name} - {base} | +{goal} at 100 labels | " + " | ".join(cells) + " |")
     if "validation_100" in u:
-        lines += ["", "Every condition explored, on the validation split (training images 50,000-59,999), 100 labels, "
-                  "which chose the recommended setting (`python benchmarks/utility.py --phase select`):", "",
-                  "| condition | validation accuracy |", "| --- | --- |"]
-        for name, r in u["validation_100"].items():
-            lines.append(f"| {name} | {100 * r['mean']:.1f} +- {100 * r['std']:.1f} % |")
+        lines += ["", f"Every condition explored, on the validation split (training images 50,000-59,999), 100 labels, {_seeds(list(u['validation_100'].values()))} seeds "
+                  "(`python benchmarks/utility.py --phase select`):", "",
+                  "| condition | validation accuracy | paired gain over none (over classic for classic+...) |", "| --- | --- | --- |"]
+        val = u["validation_100"]
+        for name, r in val.items():
+            base = "classic" if name.startswith("classic+") else "none"
+            gain = "-"
+            if name not in ("none", "classic") and base in val:
+                gain = _paired_gain(r, val[base])
+            lines.append(f"| {name} | {100 * r['mean']:.1f} +- {100 * r['std']:.1f} % | {gain} |")
     return "\n".join(lines)
 
 

@@ -6,10 +6,12 @@ Protocol: MNIST with 100 and 1,000 labelled training images (class-balanced, dra
 50,000 training images), the small CNN of benchmarks/common.py trained for a fixed budget (1,500
 steps of batch 64, Adam), test accuracy on the 10,000 test images, 3 seeds (mean and standard
 deviation). The VAE is the bundled `mnist` checkpoint, trained on the (unlabelled) MNIST training
-images. Settings are chosen on a validation split (training images 50,000-59,999): phase `select`
-scores every candidate condition there at 100 labels (about 20 minutes); phase `test` reports the
-four headline conditions on the test split once (about 20 minutes; --test-explored adds the rest). Writes benchmarks/results/utility.json and
-benchmarks/results/utility.png.
+images. Settings are chosen on a validation split (training images 50,000-59,999), never on the
+test split: phase `select` scores every explored condition there at 100 labels (about 40 minutes);
+phase `test` then reports the four headline conditions on the test split once (about 15 minutes):
+`none`, `classic` (a RandomAffine), `vae` (the best VAE-only condition on the validation split)
+and `classic+vae` (the best combination with the affine); --test-explored adds the rest. Writes
+benchmarks/results/utility.json and benchmarks/results/utility.png.
 """
 
 from __future__ import annotations
@@ -26,10 +28,51 @@ import torch
 from vae_augment import LatentMix, VAEAugment, load_vae
 
 VALIDATION = slice(50_000, 60_000)
-# The settings behind the headline conditions, chosen on the validation split (phase `select`):
-# the best VAE-only condition, and the best VAE setting combined with the affine.
-RECOMMENDED = {"mode": "posterior", "strength": 1.5}
-RECOMMENDED_WITH_CLASSIC = {"mode": "data", "strength": 0.2}
+HEADLINE = ("none", "classic", "vae", "classic+vae")
+# Used by --quick and until `--phase select` has scored the candidates on the validation split;
+# after that, `vae` is the best VAE-only condition there and `classic+vae` the best combination.
+FALLBACK = {"vae": "posterior s=1.5", "classic+vae": "classic+data s=0.2"}
+
+# The VAE conditions explored: name -> (transform, keyword arguments).
+VAE_CONDITIONS = {
+    "posterior s=1.5": ("VAEAugment", dict(mode="posterior", strength=1.5)),
+    "posterior s=1.5 p=0.5": ("VAEAugment", dict(mode="posterior", strength=1.5, p=0.5)),
+    "posterior s=3 p=0.5": ("VAEAugment", dict(mode="posterior", strength=3.0, p=0.5)),
+    "data s=0.2": ("VAEAugment", dict(strength=0.2)),
+    "data s=0.35": ("VAEAugment", dict(strength=0.35)),
+    "data s=0.35 p=0.5": ("VAEAugment", dict(strength=0.35, p=0.5)),
+    "data s=0.5 p=0.5": ("VAEAugment", dict(strength=0.5, p=0.5)),
+    "residual s=0.35": ("VAEAugment", dict(strength=0.35, residual=True)),
+    "residual s=0.5 p=0.5": ("VAEAugment", dict(strength=0.5, residual=True, p=0.5)),
+    "extrapolate lam=0.5": ("LatentMix", dict(method="extrapolate", lam=0.5, p=0.5)),
+    "interpolate lam=0-1": ("LatentMix", dict(method="interpolate", lam=(0.0, 1.0), p=0.5)),
+    "neighbour s=0.5": ("VAEAugment", dict(mode="neighbour", strength=0.5)),
+    "neighbour s=0.5 p=0.5": ("VAEAugment", dict(mode="neighbour", strength=0.5, p=0.5)),
+    "neighbour s=1": ("VAEAugment", dict(mode="neighbour", strength=1.0)),
+    "neighbour s=1 p=0.5": ("VAEAugment", dict(mode="neighbour", strength=1.0, p=0.5)),
+}
+# Each of these is also combined with the affine (VAE first, then the affine): "classic+<name>".
+COMBINED = ("posterior s=1.5", "posterior s=1.5 p=0.5", "data s=0.2", "data s=0.35 p=0.5", "extrapolate lam=0.5",
+            "neighbour s=0.5", "neighbour s=1 p=0.5")
+
+
+def code(name: str) -> str:
+    """The library call behind a condition, for the README."""
+    if name.startswith("classic+"):
+        return f"{code(name[len('classic+'):])}, then the affine"
+    kind, kwargs = VAE_CONDITIONS[name]
+    return f"`{kind}(vae, {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})`"
+
+
+def choose(validation: dict | None) -> dict[str, str]:
+    """The headline `vae` and `classic+vae` conditions: the best of each group on the validation split."""
+    if not validation:
+        return dict(FALLBACK)
+    vae_only = [n for n in validation if n in VAE_CONDITIONS]
+    combined = [n for n in validation if n.startswith("classic+")]
+    best = {"vae": max(vae_only, key=lambda n: validation[n]["mean"], default=None),
+            "classic+vae": max(combined, key=lambda n: validation[n]["mean"], default=None)}
+    return {k: v or FALLBACK[k] for k, v in best.items()}
 
 
 def balanced_subset(y: torch.Tensor, per_class: int, seed: int, pool: int = 50_000) -> torch.Tensor:
@@ -98,38 +141,17 @@ class Mix:
 
 
 def conditions(vae) -> dict[str, object]:
-    """Every augmentation compared; the first four are the headline conditions.
-
-    ``RECOMMENDED`` is the VAE setting chosen on the validation split (phase ``select``)."""
+    """Every augmentation compared, by name: none, classic, each VAE condition and each combination."""
     classic = RandomAffineBatch()
 
-    def vae_aug(**kw):
-        return Batch(VAEAugment(vae, **kw))
+    def build(name):
+        kind, kwargs = VAE_CONDITIONS[name]
+        return Batch(VAEAugment(vae, **kwargs)) if kind == "VAEAugment" else Mix(LatentMix(vae, **kwargs))
 
-    def extrapolate(lam=0.5, p=0.5):
-        return Mix(LatentMix(vae, method="extrapolate", lam=lam, p=p))
-
-    return {
-        "none": None,
-        "classic": classic,
-        "vae": vae_aug(**RECOMMENDED),
-        "classic+vae": Chain(vae_aug(**RECOMMENDED_WITH_CLASSIC), classic),
-        # explored (validation at 100 labels, then test)
-        "posterior s=1.5": vae_aug(mode="posterior", strength=1.5),
-        "data s=0.2": vae_aug(strength=0.2),
-        "data s=0.35": vae_aug(strength=0.35),
-        "data s=0.5 p=0.5": vae_aug(strength=0.5, p=0.5),
-        "residual s=0.35": vae_aug(strength=0.35, residual=True),
-        "residual s=0.5 p=0.5": vae_aug(strength=0.5, residual=True, p=0.5),
-        "extrapolate lam=0.5": extrapolate(),
-        "interpolate lam=0-1": Mix(LatentMix(vae, method="interpolate", lam=(0.0, 1.0), p=0.5)),
-        "classic+data s=0.2": Chain(vae_aug(strength=0.2), classic),
-        "classic+extrapolate": Chain(extrapolate(), classic),
-        "neighbour s=0.5": vae_aug(mode="neighbour", strength=0.5),
-        "neighbour s=1": vae_aug(mode="neighbour", strength=1.0),
-        "neighbour s=1 p=0.5": vae_aug(mode="neighbour", strength=1.0, p=0.5),
-        "classic+neighbour s=1 p=0.5": Chain(vae_aug(mode="neighbour", strength=1.0, p=0.5), classic),
-    }
+    out = {"none": None, "classic": classic}
+    out.update({name: build(name) for name in VAE_CONDITIONS})
+    out.update({f"classic+{name}": Chain(build(name), classic) for name in COMBINED})
+    return out
 
 
 def run(x, y, x_eval, y_eval, labels: int, augment, seed: int, steps: int) -> float:
@@ -150,7 +172,7 @@ def main() -> None:
     parser.add_argument("--phase", choices=["all", "select", "test"], default="test")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--conditions", help="comma-separated subset of conditions to run (results are merged)")
+    parser.add_argument("--conditions", help="comma-separated subset of conditions to run (results are merged into the file)")
     parser.add_argument("--test-explored", action="store_true", help="also report every explored condition on the test split")
     parser.add_argument("--out", default=str(RESULTS / "utility.json"))
     args = parser.parse_args()
@@ -163,42 +185,47 @@ def main() -> None:
     x_val, y_val = x[VALIDATION], y[VALIDATION]
     vae = load_vae("mnist")
     candidates = conditions(vae)
-    headline = ["none", "classic", "vae", "classic+vae"]
+    explored = list(candidates)
     if args.quick:
-        candidates = {k: candidates[k] for k in headline}
+        explored = ["none", "classic", *FALLBACK.values()]
     if args.conditions:
-        wanted = [c.strip() for c in args.conditions.split(",")]
-        unknown = [c for c in wanted if c not in candidates]
+        explored = [c.strip() for c in args.conditions.split(",")]
+        unknown = [c for c in explored if c not in candidates and c not in HEADLINE]
         if unknown:
-            raise SystemExit(f"unknown conditions {unknown}; known: {list(candidates)}")
-        candidates = {k: candidates[k] for k in wanted}
-        headline = [k for k in headline if k in candidates]
+            raise SystemExit(f"unknown conditions {unknown}; known: {list(HEADLINE) + list(candidates)}")
 
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.is_file() and not args.quick else {}
-    result["protocol"] = {
+    protocol = {
         "dataset": "MNIST", "labelled": [100, 1000], "pool": "training images 0-49,999 (class-balanced draw per seed)",
         "validation": "training images 50,000-59,999", "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
-        "recommended_vae": RECOMMENDED, "recommended_with_classic": RECOMMENDED_WITH_CLASSIC, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
+        "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
         "vae": "bundled checkpoint 'mnist', trained on the unlabelled MNIST training images", "quick": args.quick,
     }
+    result["protocol"] = {**result.get("protocol", {}), **protocol}
 
     if args.phase in ("all", "select"):
         selection = dict(result.get("validation_100", {})) if args.conditions else {}
-        for name, augment in candidates.items():
-            accs = [run(x, y, x_val, y_val, 100, augment, seed, steps) for seed in range(seeds)]
+        for name in explored:
+            if name not in candidates:
+                continue  # the headline aliases are resolved from this table, not scored in it
+            accs = [run(x, y, x_val, y_val, 100, candidates[name], seed, steps) for seed in range(seeds)]
             selection[name] = summarize(accs)
             print(f"[validation, 100 labels] {name:<32} {selection[name]['mean']:.4f} +- {selection[name]['std']:.4f}", flush=True)
         result["validation_100"] = selection
 
     if args.phase in ("all", "test"):
+        chosen = choose(result.get("validation_100"))
+        resolved = {**candidates, **{alias: candidates[name] for alias, name in chosen.items()}}
+        result["protocol"]["chosen"] = {alias: {"condition": name, "code": code(name)} for alias, name in chosen.items()}
+        headline = [n for n in HEADLINE if not args.conditions or n in explored]
         tested = result.get("results", {}) if args.conditions else {}
         for labels in (100, 1000):
             tested.setdefault(str(labels), {})
-            names = list(candidates) if labels == 100 and args.test_explored else headline
+            names = headline + [n for n in explored if n not in HEADLINE and (args.conditions or (labels == 100 and args.test_explored))]
             for name in names:
                 # test seeds differ from selection seeds
-                accs = [run(x, y, x_test, y_test, labels, candidates[name], 100 + seed, steps) for seed in range(seeds)]
+                accs = [run(x, y, x_test, y_test, labels, resolved[name], 100 + seed, steps) for seed in range(seeds)]
                 tested[str(labels)][name] = summarize(accs)
                 r = tested[str(labels)][name]
                 print(f"[test, {labels} labels] {name:<32} {r['mean']:.4f} +- {r['std']:.4f}", flush=True)
