@@ -122,6 +122,8 @@ def _seeds(rows: list[dict]) -> str:
 
 def _paired_gain(row: dict, base: dict) -> str:
     """Mean +- std over seeds of a condition's accuracy minus its baseline's on the same seed, in points."""
+    if len(row["runs"]) != len(base["runs"]):
+        return "-"  # not measured on the same seeds
     d = [100 * (a - b) for a, b in zip(row["runs"], base["runs"])]
     return f"{statistics.fmean(d):+.1f} +- {statistics.stdev(d) if len(d) > 1 else 0:.1f}"
 
@@ -138,7 +140,8 @@ def utility_table() -> str:
         "(15 degrees, 10% shift, 0.9-1.1 scale, 10 degrees shear); `vae` is the best VAE-only condition on the validation split, "
         "`classic+vae` the best combination with the affine (table below):",
         "",
-        *(f"- `{alias}`: {c['condition']}, {c['code']}" for alias, c in chosen.items()),
+        *(f"- `{alias}`: {c['condition']}, {c['code']}" + ("" if c.get("source", "validation split") == "validation split"
+          else f" ({c['source']})") for alias, c in chosen.items()),
         "",
         "| condition | " + " | ".join(f"{n} labels" for n in u["results"]) + " |",
         "| --- | " + " | ".join("---" for _ in u["results"]) + " |",
@@ -159,7 +162,7 @@ def utility_table() -> str:
         for name, base, goal in gains:
             cells = []
             for rows in u["results"].values():
-                cells.append(_paired_gain(rows[name], rows[base]))
+                cells.append(_paired_gain(rows[name], rows[base]) if name in rows and base in rows else "-")
             lines.append(f"| {name} - {base} | +{goal} at 100 labels | " + " | ".join(cells) + " |")
     if "validation_100" in u:
         lines += ["", f"Every condition explored, on the validation split (training images 50,000-59,999), 100 labels, {_seeds(list(u['validation_100'].values()))} seeds "

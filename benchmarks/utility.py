@@ -64,15 +64,18 @@ def code(name: str) -> str:
     return f"`{kind}(vae, {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})`"
 
 
-def choose(validation: dict | None) -> dict[str, str]:
-    """The headline `vae` and `classic+vae` conditions: the best of each group on the validation split."""
-    if not validation:
-        return dict(FALLBACK)
-    vae_only = [n for n in validation if n in VAE_CONDITIONS]
-    combined = [n for n in validation if n.startswith("classic+")]
-    best = {"vae": max(vae_only, key=lambda n: validation[n]["mean"], default=None),
-            "classic+vae": max(combined, key=lambda n: validation[n]["mean"], default=None)}
-    return {k: v or FALLBACK[k] for k, v in best.items()}
+def choose(validation: dict | None) -> dict[str, dict[str, str]]:
+    """The headline `vae` and `classic+vae` conditions: the best of each group on the validation
+    split, or `FALLBACK` where that split has no scores for the group (recorded as the source)."""
+    validation = validation or {}
+    groups = {"vae": [n for n in validation if n in VAE_CONDITIONS],
+              "classic+vae": [n for n in validation if n.removeprefix("classic+") in COMBINED and n.startswith("classic+")]}
+    chosen = {}
+    for alias, names in groups.items():
+        best = max(names, key=lambda n: validation[n]["mean"], default=None)
+        name = best or FALLBACK[alias]
+        chosen[alias] = {"condition": name, "code": code(name), "source": "validation split" if best else "fallback (no validation scores)"}
+    return chosen
 
 
 def balanced_subset(y: torch.Tensor, per_class: int, seed: int, pool: int = 50_000) -> torch.Tensor:
@@ -216,13 +219,15 @@ def main() -> None:
 
     if args.phase in ("all", "test"):
         chosen = choose(result.get("validation_100"))
-        resolved = {**candidates, **{alias: candidates[name] for alias, name in chosen.items()}}
-        result["protocol"]["chosen"] = {alias: {"condition": name, "code": code(name)} for alias, name in chosen.items()}
+        resolved = {**candidates, **{alias: candidates[c["condition"]] for alias, c in chosen.items()}}
         headline = [n for n in HEADLINE if not args.conditions or n in explored]
+        # the description of an alias changes only when its test results are re-measured
+        result["protocol"]["chosen"] = {**result["protocol"].get("chosen", {}), **{a: c for a, c in chosen.items() if a in headline}}
         tested = result.get("results", {}) if args.conditions else {}
         for labels in (100, 1000):
             tested.setdefault(str(labels), {})
-            names = headline + [n for n in explored if n not in HEADLINE and (args.conditions or (labels == 100 and args.test_explored))]
+            # other conditions reach the test split only when asked for (never while choosing)
+            names = headline + [n for n in explored if n not in HEADLINE and labels == 100 and args.test_explored]
             for name in names:
                 # test seeds differ from selection seeds
                 accs = [run(x, y, x_test, y_test, labels, resolved[name], 100 + seed, steps) for seed in range(seeds)]

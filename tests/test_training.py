@@ -292,6 +292,26 @@ def test_a_save_that_fails_after_writing_the_weights_keeps_the_old_pair(saved_va
     assert_same_state(load_vae(folder).state_dict(), old_vae.state_dict())
 
 
+def test_a_save_that_fails_between_renames_puts_the_old_files_back(saved_vae, monkeypatch, assert_same_state):
+    # config.json is renamed into place before model.safetensors: failing on the weights must put
+    # the old config back
+    old_vae, folder = saved_vae
+    old_bytes = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == folder / "model.safetensors":
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        with pytest.raises(OSError, match="No space left"):
+            VAE(**{**TINY, "hidden": 48}).save_pretrained(folder, refresh_card=True)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == old_bytes
+    assert_same_state(load_vae(folder).state_dict(), old_vae.state_dict())
+
+
 def test_saving_a_model_without_a_latent_bank_removes_a_stale_one(tmp_path):
     folder = tmp_path / "ckpt"
     with_bank = VAE(**TINY)

@@ -323,9 +323,11 @@ class DiffusersVAE(nn.Module):
         """The diffusers files (config.json + diffusion_pytorch_model.safetensors) and ``vae_augment.json``
         (latent statistics, max_pixels); `load_vae` reads the folder back. The files are written as one
         unit: an interrupted save leaves the previous ones intact."""
-        from .hub import atomic_write_json, staged_folder
+        from .hub import BANK_NAME, METRICS_NAME, WEIGHTS_NAME, atomic_write_json, staged_folder
 
-        with staged_folder(save_directory) as stage:
+        # diffusers deletes old weight shards only in the folder it writes to (here the empty stage)
+        stale = ("diffusion_pytorch_model*", WEIGHTS_NAME, BANK_NAME, METRICS_NAME)
+        with staged_folder(save_directory, remove=stale) as stage:
             self.autoencoder.save_pretrained(stage, safe_serialization=True)
             atomic_write_json(stage / STATS_NAME, {
                 "latent_loc": self.latent_loc.flatten().tolist(), "latent_scale": self.latent_scale.flatten().tolist(),

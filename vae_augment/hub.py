@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -352,31 +353,18 @@ def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, devic
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # created 0666 minus the process's umask, by the kernel (mkstemp would make it 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# Read once, at import: setting and restoring the umask later would race with other threads creating files.
-_UMASK = _read_umask()
-
-
-def _umask() -> int:
-    return _UMASK
 
 
 @contextmanager
@@ -384,10 +372,12 @@ def staged_folder(folder: str | Path, remove: tuple[str, ...] = ()) -> Iterator[
     """Save a checkpoint's files as one unit.
 
     Write every file into the yielded staging folder (hidden, inside ``folder``). When the block
-    ends without an error, each staged file is renamed over its namesake in ``folder`` and the files
-    named in ``remove`` (left from an earlier save, e.g. a latent bank the new model lacks) are
-    deleted. An error or interruption while writing leaves ``folder`` as it was, so weights and
-    config never mismatch.
+    ends without an error, the staged files are fsynced and renamed over their namesakes in
+    ``folder``; then the files matching the glob patterns in ``remove`` that were not staged (left
+    from an earlier save, e.g. a latent bank the new model lacks) are deleted. An error while
+    writing leaves ``folder`` as it was; an error while renaming puts back the files already
+    replaced (kept as hard links until then), so weights and config never mismatch. A process
+    killed outright (SIGKILL, power loss) can leave a ``.staging-*`` folder behind, safe to delete.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -396,15 +386,54 @@ def staged_folder(folder: str | Path, remove: tuple[str, ...] = ()) -> Iterator[
         yield stage
         staged = sorted(p for p in stage.iterdir() if p.is_file())
         for path in staged:
-            with open(path, "rb") as f:
+            with open(path, "r+b") as f:
                 os.fsync(f.fileno())
+        backups = stage / ".previous"
+        backups.mkdir()
         for path in staged:
-            os.replace(path, folder / path.name)
-        for name in remove:
-            if name not in {p.name for p in staged}:
-                (folder / name).unlink(missing_ok=True)
+            if (folder / path.name).is_file():
+                _link_or_copy(folder / path.name, backups / path.name)
+        done: list[str] = []
+        try:
+            for path in staged:
+                os.replace(path, folder / path.name)
+                done.append(path.name)
+        except BaseException:
+            for name in done:  # put the previous files back (or remove files that are new)
+                if (backups / name).exists():
+                    os.replace(backups / name, folder / name)
+                else:
+                    (folder / name).unlink(missing_ok=True)
+            raise
+        names = {p.name for p in staged}
+        for pattern in remove:
+            for old in folder.glob(pattern):
+                if old.name not in names and old.is_file():
+                    old.unlink()
+        _fsync_folder(folder)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -441,26 +441,31 @@ class VAE(
         model.name_or_path = os.fspath(pretrained_model_name_or_path)
         return model.eval()
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None, **kwargs) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (and the latent bank, and a model card if the
-        folder has none).
+    def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None, refresh_card: bool = False,
+                        **kwargs) -> None:
+        """Write ``config.json`` and ``model.safetensors``, the latent bank and ``metrics.json`` where the
+        model has them, and a model card if the folder has none (or ``refresh_card``).
 
         The files are written as one unit (`hub.staged_folder`): an interrupted save leaves the
-        previous checkpoint intact, never new weights beside an old config; a latent bank left from an
-        earlier save is removed when this model has none.
+        previous checkpoint intact, never new weights beside an old config; a latent bank, metrics or
+        diffusers files left from an earlier save are removed when this model has none.
         """
         from . import hub
 
         folder = Path(save_directory)
         config = dict(config or self._hub_mixin_config)
-        with hub.staged_folder(folder, remove=(hub.BANK_NAME,)) as stage:
+        metrics = getattr(self, "metrics", None) or {}
+        stale = (hub.BANK_NAME, hub.METRICS_NAME, "diffusion_pytorch_model*", "vae_augment.json")
+        with hub.staged_folder(folder, remove=stale) as stage:
             hub.atomic_save_tensors(stage / hub.WEIGHTS_NAME, self.state_dict(), metadata={"format": "pt"})
             hub.atomic_write_json(stage / hub.CONFIG_NAME, config)
             if self.latent_bank is not None:
                 # float16 halves the file; that precision (~1e-3 of the codes' spread) is ample for finding neighbours
                 hub.atomic_save_tensors(stage / hub.BANK_NAME, {"latent_bank": self.latent_bank.half()})
-            if not (folder / hub.CARD_NAME).exists():
-                hub.atomic_write_bytes(stage / hub.CARD_NAME, hub.model_card(config, getattr(self, "metrics", {})).encode())
+            if metrics:
+                hub.atomic_write_json(stage / hub.METRICS_NAME, metrics)
+            if refresh_card or not (folder / hub.CARD_NAME).exists():
+                hub.atomic_write_bytes(stage / hub.CARD_NAME, hub.model_card(config, metrics).encode())
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
         """Save to a temporary folder and upload it (config, weights, metrics, model card) to ``repo_id``."""
@@ -468,8 +473,6 @@ class VAE(
 
         with tempfile.TemporaryDirectory() as tmp:
             self.save_pretrained(tmp)
-            if getattr(self, "metrics", None):
-                hub.atomic_write_json(Path(tmp) / hub.METRICS_NAME, self.metrics)
             return hub.push(tmp, repo_id, private=private, token=token, revision=revision)
 
 

@@ -305,9 +305,7 @@ def train(
                      "world_size": dist.world_size, "ranks_in_sync": in_sync, "precision": "bf16" if autocast else "fp32"},
     }
     vae.metrics = metrics
-    hub.atomic_write_json(out / hub.METRICS_NAME, metrics)
-    (out / hub.CARD_NAME).unlink(missing_ok=True)  # regenerate the card with the final figures
-    vae.save_pretrained(out)
+    vae.save_pretrained(out, refresh_card=True)  # with metrics.json, and the card regenerated with the final figures
     if log:
         print(f"test: -ELBO {final['neg_elbo_nats']:.2f} nats/image ({final['neg_elbo_bits_per_dim']:.4f} bits/dim)"
               + (f", IW-NLL (k={iw_k}) {final['iw_nll_nats']:.2f} nats" if iw_k else "") + f"; saved to {out}", flush=True)
