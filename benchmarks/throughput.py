@@ -12,9 +12,9 @@ Prints and writes benchmarks/results/throughput.json:
   applies VAEAugment to collated batches in the main process, _worker_batched to collated batches
   inside the workers (AugmentCollate), _worker_batched_cached the same with a batched PosteriorCache;
   the _bf16 variants run the VAE under bfloat16 autocast (precision="bf16");
+- loading_only_*: the same epoch ratios without the classifier step (pure data loading, the harshest view);
 - vae_batch_bf16_img_s, vae_per_sample_bf16_img_s: VAEAugment(precision="bf16") on the batches of 256
-  and one sample at a time; loading_only_* are the same ratios
-  without the classifier step (pure data loading, the harshest view);
+  and one sample at a time;
 - decode_batch_img_s (and _bf16): decoding alone, batches of 256 (what a cached epoch does per image);
 - needed_img_s_for_1.3x, needed_decode_img_s_for_1.15x: the VAE throughput the epoch targets call for,
   from the plain epoch's time (all of an epoch's VAE work done in 0.3, or 0.15, of that time);
@@ -204,12 +204,7 @@ def main() -> None:
         gpu_augment = VAEAugment(gpu_vae)
         for size in (256, 4096):
             x = data[:256].repeat(size // 256, 1, 1, 1).float().div(255).cuda()
-
-            def run(x=x):
-                gpu_augment(x)
-                torch.cuda.synchronize()
-
-            figures[f"gpu_batch{size}_img_s"] = rate(run, size, repeat)
+            figures[f"gpu_batch{size}_img_s"] = rate(lambda x=x: gpu_augment(x), size, repeat, sync=torch.cuda.synchronize)
         figures["gpu"] = torch.cuda.get_device_name()
 
     out = write_json(args.out, figures)

@@ -4,8 +4,8 @@
     python benchmarks/update_readme.py --check  # exit 1 if README.md is out of date
 
 Sections between ``<!-- name:start -->`` and ``<!-- name:end -->`` are replaced: ``checkpoints``
-(from checkpoints/*/metrics.json), ``throughput``, ``quality``, ``utility`` and ``backbones``
-(benchmarks/results/<name>.json).
+(from checkpoints/*/metrics.json), ``throughput``, ``quality``, ``utility``, ``backbones`` and
+``backbone_strength`` (benchmarks/results/<name>.json).
 """
 
 from __future__ import annotations
@@ -183,8 +183,10 @@ def backbones_table() -> str:
     if not b:
         return "_not measured yet: run `python benchmarks/backbones.py`_"
     sizes = sorted({int(k.split("px")[0]) for r in b["results"].values() for k in r if k.endswith("px_img_s")})
+    command = "python benchmarks/backbones.py" + (" --device cpu" if b["device"].startswith("CPU") else "") \
+        + (f" --sizes {' '.join(map(str, sizes))}" if sizes != [256, 512] else "")  # the run's own arguments
     lines = [f"VAEAugment throughput with randomly initialised autoencoders of the real architectures, measured by "
-             f"`python benchmarks/backbones.py` on {b['device']} ({b['dtype']}, batches of {b['batch']}, torch {b['torch']}):",
+             f"`{command}` on {b['device']} ({b['dtype']}, batches of {b['batch']}, torch {b['torch']}):",
              "", "| autoencoder | parameters | " + " | ".join(f"{s}x{s} images/s" for s in sizes) + " |",
              "| --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
     for name, r in b["results"].items():

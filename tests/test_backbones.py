@@ -195,6 +195,18 @@ def test_posterior_mode_needs_a_posterior(saved, loaded):
         assert not torch.equal(VAEAugment(loaded, mode="posterior", strength=4.0)(x), VAEAugment(loaded, strength=0.0)(x))
 
 
+def test_latent_statistics_start_on_the_autoencoders_device():
+    # a model already moved (e.g. to CUDA) and then wrapped: its statistics must be there too, or the
+    # prior mode and the app's latent explorer mix devices ("meta" stands in for CUDA here)
+    wrapped = DiffusersVAE(tiny_kl().to("meta"))
+    assert wrapped.latent_scale.device.type == wrapped.latent_loc.device.type == "meta"
+
+
+def test_autocast_precision_is_for_our_own_vaes(loaded):
+    with pytest.raises(ValueError, match="a diffusers backbone takes dtype= when loaded"):
+        VAEAugment(loaded, precision="bf16")
+
+
 def test_large_images_are_bounded_and_residual_keeps_full_resolution(saved):
     vae = load_vae(str(saved[1]), max_pixels=16 * 16)
     x = rgb(1, size=(64, 96))

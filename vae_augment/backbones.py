@@ -33,10 +33,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .model import DiagonalGaussian, column_mean_std, lerp_latents
+from .model import DiagonalGaussian, check_dims, column_mean_std, lerp_latents, shift_latents
 
 KINDS = ("AutoencoderKL", "AutoencoderTiny")
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_FILES = "diffusion_pytorch_model*"  # the weights in any format or sharding, stale after a new save
 STATS_NAME = "vae_augment.json"  # calibrated latent statistics and options, next to the diffusers files
 DEFAULT_MAX_PIXELS = 1024 * 1024  # larger images are processed at this many pixels (see `DiffusersVAE`)
 DETERMINISTIC_LOGVAR = -30.0  # TAESD has no posterior variance; std = exp(-15), i.e. a point
@@ -105,7 +106,6 @@ class DiffusersVAE(nn.Module):
         self.channels = int(config.in_channels)
         self.image_size = None  # any size
         self.latent_channels = int(config.latent_channels)
-        self.latent_dim = self.latent_channels  # per position; see latent_shape
         blocks = config.block_out_channels if kind == "AutoencoderKL" else config.encoder_block_out_channels
         self.downscale = 2 ** (len(blocks) - 1)
         self.scaling_factor = float(config.scaling_factor)
@@ -117,12 +117,13 @@ class DiffusersVAE(nn.Module):
         self.max_pixels = None if tiling else max_pixels
         if tiling:
             autoencoder.enable_tiling()
-        # per-channel location and spread of scaled latents ([C, 1, 1]); ones until `calibrate`
-        self.register_buffer("latent_loc", torch.zeros(self.latent_channels, 1, 1))
-        self.register_buffer("latent_scale", torch.ones(self.latent_channels, 1, 1))
+        # per-channel location and spread of scaled latents ([C, 1, 1]), on the autoencoder's device;
+        # ones until `calibrate`
+        device = next(autoencoder.parameters()).device
+        self.register_buffer("latent_loc", torch.zeros(self.latent_channels, 1, 1, device=device))
+        self.register_buffer("latent_scale", torch.ones(self.latent_channels, 1, 1, device=device))
         self.latent_bank = None
         self.metrics: dict[str, Any] = {}
-        self.likelihood = "none"
         if dtype is None:
             dtype = torch.float16 if next(autoencoder.parameters()).is_cuda else torch.float32
         if dtype != self.dtype:
@@ -294,15 +295,8 @@ class DiffusersVAE(nn.Module):
     def traverse(self, x: torch.Tensor, dims: Sequence[int], values: torch.Tensor) -> torch.Tensor:
         """Shift one latent *channel* at a time (uniformly over all positions) of ``x: [C, H, W]`` by
         ``values`` (``[T]`` or ``[K, T]``) -> ``[K, T, C, H, W]``."""
-        dims = [int(d) for d in dims]
-        if not dims or not all(0 <= d < self.latent_channels for d in dims):
-            raise ValueError(f"dims must be a non-empty list of latent channels in [0, {self.latent_channels}), got {dims}")
-        mean = self.encode(self.to_model(x.unsqueeze(0))).mean[0]
-        values = torch.as_tensor(values, dtype=mean.dtype, device=mean.device)
-        values = values.expand(len(dims), -1) if values.ndim == 1 else values
-        z = mean.repeat(len(dims), values.shape[1], 1, 1, 1)  # [K, T, C, h, w]
-        rows = torch.arange(len(dims), device=mean.device)
-        z[rows, :, dims] += values[..., None, None]
+        check_dims(dims, self.latent_channels, "latent channels")
+        z = shift_latents(self.encode(self.to_model(x.unsqueeze(0))).mean[0], dims, values)  # [K, T, C, h, w]
         images = self.decode(z.flatten(0, 1))
         return self.from_model(images, x.shape[-2:]).unflatten(0, z.shape[:2])
 
@@ -326,7 +320,7 @@ class DiffusersVAE(nn.Module):
         from .hub import BANK_NAME, METRICS_NAME, WEIGHTS_NAME, atomic_write_json, staged_folder
 
         # diffusers deletes old weight shards only in the folder it writes to (here the empty stage)
-        stale = ("diffusion_pytorch_model*", WEIGHTS_NAME, BANK_NAME, METRICS_NAME)
+        stale = (DIFFUSERS_FILES, WEIGHTS_NAME, BANK_NAME, METRICS_NAME)
         with staged_folder(save_directory, remove=stale) as stage:
             self.autoencoder.save_pretrained(stage, safe_serialization=True)
             atomic_write_json(stage / STATS_NAME, {
@@ -368,11 +362,10 @@ def load_diffusers(folder: str | os.PathLike, config: dict[str, Any], device: st
         raise CheckpointError(f"diffusers folder {str(folder)!r} {what}; vae-augment loads weights only from safetensors "
                               "because unpickling a file can run arbitrary code")
     diffusers = require_diffusers()
-    auto = dtype is None
-    if dtype is None:
-        dtype = torch.float16 if device is not None and torch.device(device).type == "cuda" else torch.float32
+    # read in float16 straight away where DiffusersVAE would choose it (dtype None on CUDA)
+    load_dtype = dtype or (torch.float16 if device is not None and torch.device(device).type == "cuda" else torch.float32)
     try:
-        autoencoder = getattr(diffusers, kind).from_pretrained(folder, use_safetensors=True, torch_dtype=dtype,
+        autoencoder = getattr(diffusers, kind).from_pretrained(folder, use_safetensors=True, torch_dtype=load_dtype,
                                                                low_cpu_mem_usage=_has_accelerate())
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"cannot load the diffusers {kind} in {str(folder)!r}: {err}") from None
@@ -390,8 +383,6 @@ def load_diffusers(folder: str | os.PathLike, config: dict[str, Any], device: st
     if tiling is None:
         tiling = bool(options.get("tiling", False))
     model = DiffusersVAE(autoencoder, max_pixels=max_pixels, tiling=tiling, dtype=dtype, max_batch=max_batch)
-    model.auto_dtype = auto
     if stats.is_file():
         model.load_statistics(stats)
-    model.latent_loc.data, model.latent_scale.data = model.latent_loc.to(model.device), model.latent_scale.to(model.device)
     return model

@@ -380,17 +380,8 @@ class VAE(
         (the same for every dimension) or ``[K, T]``, in latent units (multiply by
         ``latent_scale[dims]`` for units of the data's spread) -> ``[K, T, C, H, W]``.
         """
-        dims = [int(d) for d in dims]
-        if not dims or not all(0 <= d < self.latent_dim for d in dims):
-            raise ValueError(f"dims must be a non-empty list of indices in [0, {self.latent_dim}), got {dims}")
-        mean = self.encode(x.unsqueeze(0)).mean[0]
-        values = torch.as_tensor(values, dtype=mean.dtype, device=mean.device)
-        values = values.expand(len(dims), -1) if values.ndim == 1 else values
-        if values.shape[0] != len(dims):
-            raise ValueError(f"values must have shape [T] or [{len(dims)}, T], got {tuple(values.shape)}")
-        z = mean.repeat(len(dims), values.shape[1], 1)  # [K, T, D]
-        rows = torch.arange(len(dims), device=mean.device)
-        z[rows, :, dims] += values
+        check_dims(dims, self.latent_dim, "indices")
+        z = shift_latents(self.encode(x.unsqueeze(0)).mean[0], dims, values)  # [K, T, D]
         return self.decode(z.flatten(0, 1)).unflatten(0, z.shape[:2])
 
     @torch.no_grad()
@@ -455,7 +446,9 @@ class VAE(
         folder = Path(save_directory)
         config = dict(config or self._hub_mixin_config)
         metrics = getattr(self, "metrics", None) or {}
-        stale = (hub.BANK_NAME, hub.METRICS_NAME, "diffusion_pytorch_model*", "vae_augment.json")
+        from .backbones import DIFFUSERS_FILES, STATS_NAME
+
+        stale = (hub.BANK_NAME, hub.METRICS_NAME, DIFFUSERS_FILES, STATS_NAME)
         with hub.staged_folder(folder, remove=stale) as stage:
             hub.atomic_save_tensors(stage / hub.WEIGHTS_NAME, self.state_dict(), metadata={"format": "pt"})
             hub.atomic_write_json(stage / hub.CONFIG_NAME, config)
@@ -487,6 +480,26 @@ def column_mean_std(rows, too_few: str) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(too_few)
     loc = total / count
     return loc, (total_sq / count - loc.square()).clamp_min(0).mul(count / (count - 1)).sqrt()
+
+
+def check_dims(dims: Sequence[int], size: int, what: str) -> None:
+    if not dims or not all(0 <= int(d) < size for d in dims):
+        raise ValueError(f"dims must be a non-empty list of {what} in [0, {size}), got {[int(d) for d in dims]}")
+
+
+def shift_latents(mean: torch.Tensor, dims: Sequence[int], values) -> torch.Tensor:
+    """One latent ``mean`` (``[D]``, or spatial ``[C, h, w]``) -> ``[K, T, *mean.shape]``: for each of the K
+    ``dims`` (a dimension, or a channel at every position), the mean with that one moved by each of
+    ``values`` (``[T]``, the same for every dimension, or ``[K, T]``)."""
+    dims = [int(d) for d in dims]
+    values = torch.as_tensor(values, dtype=mean.dtype, device=mean.device)
+    values = values.expand(len(dims), -1) if values.ndim == 1 else values
+    if values.ndim != 2 or values.shape[0] != len(dims):
+        raise ValueError(f"values must have shape [T] or [{len(dims)}, T], got {tuple(values.shape)}")
+    z = mean.repeat(len(dims), values.shape[1], *[1] * mean.ndim)
+    rows = torch.arange(len(dims), device=mean.device)
+    z[rows, :, dims] += values.view(*values.shape, *[1] * (mean.ndim - 1))
+    return z
 
 
 def lerp_latents(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, method: str = "linear") -> torch.Tensor:

@@ -88,7 +88,7 @@ def latent_shape(vae, size) -> tuple[int, ...]:
 def check_precision(vae, precision: str | None) -> None:
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"precision must be None (float32), 'bf16' or 'fp16', got {precision!r}")
-    if precision is not None and vae.image_size is None:
+    if precision is not None and not isinstance(vae, VAE):
         raise ValueError("precision applies to vae-augment's own VAEs; a diffusers backbone takes dtype= when loaded")
 
 
