@@ -311,6 +311,8 @@ def test_app_helpers_work_on_a_backbone(loaded):
     x = rgb(1, size=(30, 45))[0]
     view = app_support.anomaly_view(loaded, x)
     assert view["reconstruction"].shape == x.shape and view["percentile"] is None and view["score"] > 0
+    assert view["score"] == pytest.approx(loaded.anomaly_score(x.unsqueeze(0)).item(), rel=1e-5)
+    torch.testing.assert_close(view["reconstruction"], loaded.reconstruct(x.unsqueeze(0))[0])
     result = app_support.augment(loaded, x, n=2, mode="data", strength=0.5, residual=False, seed=0)
     assert result["variants"].shape == (2, *x.shape)
     assert app_support.interpolate(loaded, x, rgb(1, size=(30, 45), seed=1)[0], steps=3, method="slerp").shape == (3, *x.shape)

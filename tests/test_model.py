@@ -178,6 +178,9 @@ def test_anomaly_score_is_deterministic_and_ranks_outliers_higher(fitted_vae):
     typical = vae.anomaly_score(x[:4])
     assert torch.equal(typical, vae.anomaly_score(x[:4]))
     assert vae.anomaly_score(noise).min() > typical.max()
+    score, reconstruction = vae.score_and_reconstruct(x[:4])  # the app's one-pass variant agrees
+    torch.testing.assert_close(score, typical)
+    torch.testing.assert_close(reconstruction, vae.reconstruct(x[:4]))
 
 
 # ------------------------------------------------------------------ shapes

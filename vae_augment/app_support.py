@@ -336,7 +336,10 @@ def model_view(vae: VAE, x: torch.Tensor) -> torch.Tensor:
 def anomaly(vae: VAE, x: torch.Tensor) -> tuple[float, float | None]:
     """Anomaly score (nats) of one image ``x: [C, H, W]`` and its percentile among the training
     scores (None when the checkpoint has no reference percentiles)."""
-    score = vae.anomaly_score(model_view(vae, x.unsqueeze(0)))
+    return _percentile(vae, vae.anomaly_score(model_view(vae, x.unsqueeze(0))))
+
+
+def _percentile(vae: VAE, score: torch.Tensor) -> tuple[float, float | None]:
     percentile = None
     if (getattr(vae, "metrics", {}) or {}).get("train_anomaly_percentiles"):
         percentile = float(vae.anomaly_percentile(score)[0])
@@ -398,7 +401,8 @@ def anomaly_view(vae: VAE, x: torch.Tensor) -> dict:
     channels), the reconstruction, their per-pixel absolute difference (averaged over channels,
     ``[1, H, W]``, not rescaled), the score and its percentile (see `anomaly`)."""
     seen = model_view(vae, x.unsqueeze(0))[0]
-    reconstruction = vae.reconstruct(seen.unsqueeze(0))[0]
-    score, percentile = anomaly(vae, x)
+    scores, reconstructions = vae.score_and_reconstruct(seen.unsqueeze(0))  # one pass for both
+    reconstruction = reconstructions[0]
+    score, percentile = _percentile(vae, scores)
     difference = (seen - reconstruction).abs().mean(0, keepdim=True)
     return {"seen": seen, "reconstruction": reconstruction, "difference": difference, "score": score, "percentile": percentile}

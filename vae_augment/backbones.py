@@ -252,7 +252,13 @@ class DiffusersVAE(nn.Module):
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
         """Mean squared reconstruction error per pixel (x 1000), ``[B]``; higher = more unusual. These
         autoencoders have no meaningful KL term, so unlike `VAE.anomaly_score` this is not an ELBO."""
-        return (self.reconstruct(x) - x).square().flatten(1).mean(1) * 1000
+        return self.score_and_reconstruct(x)[0]
+
+    @torch.no_grad()
+    def score_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`anomaly_score` and `reconstruct` of ``x`` from one pass through the autoencoder."""
+        reconstruction = self.reconstruct(x)
+        return (reconstruction - x).square().flatten(1).mean(1) * 1000, reconstruction
 
     def anomaly_percentile(self, scores: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"a diffusers {self.kind} has no training anomaly percentiles; compare scores between your own images")

@@ -217,7 +217,10 @@ def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Pat
             raise missing from None
         return folder
     except OfflineError as unreachable:  # offline: a diffusers repo may be in the cache (no network tried again)
-        folder = _cached_diffusers(repo_id, revision, **kwargs)
+        try:
+            folder = _fetch_diffusers(repo_id, revision, **{**kwargs, "local_files_only": True})
+        except OfflineError:  # some of its files are not cached
+            folder = None
         if folder is None:
             raise unreachable from None
         return folder
@@ -268,22 +271,6 @@ def _fetch_diffusers(repo_id: str, revision: str | None = None, **kwargs) -> Pat
     if config.parent != weights.parent:
         raise CheckpointError(f"config.json and {DIFFUSERS_WEIGHTS} of {repo_id!r} resolved to different snapshots")
     return weights.parent
-
-
-def _cached_diffusers(repo_id: str, revision: str | None = None, subfolder: str | None = None, cache_dir=None, **kwargs) -> Path | None:
-    """The cached snapshot folder of a diffusers autoencoder repo, without network; None if not cached."""
-    from huggingface_hub import try_to_load_from_cache
-
-    from .backbones import DIFFUSERS_WEIGHTS, is_diffusers_config
-
-    def cached(name: str) -> Path | None:
-        found = try_to_load_from_cache(repo_id, f"{subfolder}/{name}" if subfolder else name, cache_dir=cache_dir, revision=revision)
-        return Path(found) if isinstance(found, str) else None
-
-    config, weights = cached(CONFIG_NAME), cached(DIFFUSERS_WEIGHTS)
-    if config is None or weights is None or config.parent != weights.parent or not is_diffusers_config(read_config(config.parent)):
-        return None
-    return config.parent
 
 
 def resolve(spec: str | os.PathLike, revision: str | None = None, **kwargs) -> Path:

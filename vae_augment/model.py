@@ -310,8 +310,14 @@ class VAE(
         -log p(x | z = mean) + KL(q(z|x) || p(z)): large when the image reconstructs badly or its
         code lies far from the prior.
         """
+        return self.score_and_reconstruct(x)[0]
+
+    @torch.no_grad()
+    def score_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`anomaly_score` and `reconstruct` of ``x`` from one encode and one decode."""
         posterior = self.encode(x)
-        return -(self.log_likelihood(x, self.decoder_output(posterior.mean)) - posterior.kl())
+        out = self.decoder_output(posterior.mean)
+        return -(self.log_likelihood(x, out) - posterior.kl()), torch.sigmoid(out)
 
     def anomaly_percentile(self, scores: torch.Tensor) -> torch.Tensor:
         """Where anomaly ``scores`` fall among the training set's, as a percentile in [0, 100].
