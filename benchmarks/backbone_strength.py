@@ -22,7 +22,7 @@ from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier, writ
 import torch
 
 from vae_augment import VAEAugment
-from vae_augment.backbones import DiffusersVAE
+from vae_augment import DiffusersVAE
 
 STRENGTHS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0]
 KL_WEIGHT = 1e-6  # the SD autoencoder's

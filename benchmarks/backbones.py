@@ -19,7 +19,7 @@ from common import RESULTS, rate, write_json  # noqa: I001  (puts the repo on sy
 import torch
 
 from vae_augment import VAEAugment
-from vae_augment.backbones import DiffusersVAE
+from vae_augment import DiffusersVAE
 
 # stabilityai/sd-vae-ft-mse's config.json (the SD 1.x/2.x autoencoder)
 SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,

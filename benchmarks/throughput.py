@@ -37,9 +37,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vae_augment import load_vae  # noqa: E402
-from vae_augment.data import PosteriorCache  # noqa: E402
+from vae_augment import PosteriorCache  # noqa: E402
 from vae_augment.latent import perturb  # noqa: E402
-from vae_augment.transforms import AugmentCollate, VAEAugment, worker_init_fn  # noqa: E402
+from vae_augment import AugmentCollate, VAEAugment, worker_init_fn  # noqa: E402
 
 
 

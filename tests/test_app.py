@@ -3,6 +3,7 @@ with a tiny VAE trained here for a second, plus the upload and checkpoint handli
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import io
 import re
@@ -21,8 +22,9 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from vae_augment import VAE, app_support as support, load_vae  # noqa: E402
-from vae_augment.hub import CheckpointError  # noqa: E402
+from vae_augment import VAE, load_vae
+from vae_augment.app import support  # noqa: E402
+from vae_augment.checkpoint import CheckpointError  # noqa: E402
 
 # Gradio's queue trips deprecation warnings of pandas 3 (not ours to fix)
 GRADIO_WARNINGS = [pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
@@ -35,14 +37,8 @@ DISPLAY = support.DISPLAY_MIN_SIDE  # a 28-pixel result is shown 5x enlarged: 14
 
 
 def load_app_module():
-    """app.py as a module (it is a script at the repo root, not part of the package)."""
-    name = "vae_augment_app_under_test"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, APP_PATH)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # registered like an imported module, for inspect and pickle
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """The app: `vae_augment.app` (app.py at the repo root only launches it)."""
+    return importlib.import_module("vae_augment.app")
 
 
 def rectangles(n: int, size=(SIDE, SIDE), seed: int = 0) -> torch.Tensor:
@@ -67,7 +63,7 @@ def train_tiny(images: torch.Tensor, folder: Path) -> Path:
     """A tiny VAE fitted to ``images`` for 150 steps (about a second), saved with its reference statistics."""
     from torch.utils.data import TensorDataset
 
-    from vae_augment.hub import atomic_write_json
+    from vae_augment.checkpoint import atomic_write_json
     from vae_augment.training import reference_statistics
 
     torch.manual_seed(0)
@@ -158,7 +154,7 @@ def test_augment_returns_distinct_variants_their_zip_and_the_score(client, png, 
     vae = load_vae(checkpoint)
     x = torch.from_numpy(pixels(source).astype(np.float32) / 255)[None, None]
     assert score == pytest.approx(vae.anomaly_score(x).item(), abs=0.005)  # shown with 2 decimals
-    assert f"{score:.1f} nats" in summary and "% of the training images" in summary
+    assert f"**{score:.1f}** nats per image" in summary and "% of the training images" in summary  # the VAE's unit
 
 
 def test_augment_is_reproducible_from_its_seed_and_draws_a_random_one(client, png):
@@ -301,12 +297,13 @@ def test_app_launches_only_when_run_and_honours_the_server_settings(monkeypatch)
 
     calls = []
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: calls.append(kwargs))
-    spec = importlib.util.spec_from_file_location("vae_augment_app_fresh", APP_PATH)
-    fresh = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, fresh)
-    spec.loader.exec_module(fresh)
-    assert calls == []  # importing app.py builds nothing and serves nothing
-    assert not APP_PATH.with_suffix(".pyi").exists()  # Gradio writes one next to modules that subclass its components
+    spec = importlib.util.spec_from_file_location("vae_augment_app_launcher", APP_PATH)
+    launcher = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, launcher)
+    spec.loader.exec_module(launcher)  # app.py imported, not run
+    app = importlib.reload(load_app_module())
+    assert calls == []  # importing app.py or the app package builds nothing and serves nothing
+    assert not any(Path(app.__file__).parent.glob("*.pyi"))  # Gradio writes one next to modules that subclass its components
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     assert cli.main(["demo"]) == 0
@@ -375,7 +372,7 @@ def test_model_cache_loads_each_checkpoint_once_and_never_opens_user_paths(check
 
 
 def test_default_checkpoints_are_the_bundled_ones():
-    from vae_augment.hub import bundled_names
+    from vae_augment.checkpoint import bundled_names
 
     assert support.ModelCache().names == bundled_names()
 
@@ -395,7 +392,7 @@ def test_traverse_moves_one_latent_dimension_at_a_time():
     moved = mean.clone()
     moved[3] += 2.0
     torch.testing.assert_close(per_dim[1, 0], vae.decode(moved.unsqueeze(0))[0])
-    with pytest.raises(ValueError, match=r"dims must be a non-empty list of indices in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"dims must be a non-empty list of latent dimensions in \[0, 4\)"):
         vae.traverse(x, [4], torch.zeros(3))
     with pytest.raises(ValueError, match=r"values must have shape \[T\] or \[2, T\]"):
         vae.traverse(x, [0, 1], torch.zeros(3, 2))

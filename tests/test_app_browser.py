@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's 
 def url(tmp_path_factory):
     from test_app import free_port, load_app_module, rectangles, train_tiny
 
-    from vae_augment.hub import bundled_names
+    from vae_augment.checkpoint import bundled_names
 
     app = load_app_module()
     checkpoints = None if "mnist" in bundled_names() else {"tiny": train_tiny(rectangles(256), tmp_path_factory.mktemp("tiny"))}

@@ -18,8 +18,9 @@ from PIL import Image
 diffusers = pytest.importorskip("diffusers")
 
 from vae_augment import CheckpointError, LatentMix, PosteriorCache, VAEAugment, augment_batch, load_vae  # noqa: E402
-from vae_augment.backbones import DIFFUSERS_WEIGHTS, DiffusersVAE, require_diffusers  # noqa: E402
-from vae_augment.transforms import latent_shape  # noqa: E402
+from vae_augment.checkpoint import DIFFUSERS_WEIGHTS
+from vae_augment.models.diffusers_vae import DiffusersVAE, require_diffusers  # noqa: E402
+from vae_augment.augment import latent_shape  # noqa: E402
 
 
 def tiny_kl() -> torch.nn.Module:
@@ -306,7 +307,7 @@ def test_albumentations_adapter_on_hwc_rgb(saved):
 
 
 def test_app_helpers_work_on_a_backbone(loaded):
-    from vae_augment import app_support
+    from vae_augment.app import support as app_support
 
     x = rgb(1, size=(30, 45))[0]
     view = app_support.anomaly_view(loaded, x)
@@ -347,10 +348,10 @@ def test_an_interrupted_save_leaves_the_previous_backbone_files(saved, tmp_path,
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import vae_augment.hub
+    import vae_augment.checkpoint
 
     with monkeypatch.context() as patch:  # diffusers has written its files when the statistics fail
-        patch.setattr(vae_augment.hub, "atomic_write_json", fail)
+        patch.setattr(vae_augment.checkpoint, "atomic_write_json", fail)
         with pytest.raises(KeyboardInterrupt):
             vae.save_pretrained(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -392,7 +393,7 @@ def test_pipeline_folders_need_the_vae_subfolder(tmp_path):
 
 
 def test_push_refuses_a_diffusers_folder(saved):
-    from vae_augment import hub
+    from vae_augment import checkpoint as hub
 
     with pytest.raises(ValueError, match="is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' own push_to_hub"):
         hub.push(saved[1], "org/name")

@@ -27,7 +27,8 @@ from conftest import TINY, make_images
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
-from vae_augment import VAE, CheckpointError, hub, load_vae
+from vae_augment import VAE, CheckpointError, load_vae
+from vae_augment import checkpoint
 
 
 # ------------------------------------------------------------------ save / load round trip
@@ -178,7 +179,7 @@ def test_unknown_spec(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match=unknown):
         load_vae("no_such_checkpoint")
     with pytest.raises(CheckpointError, match=r"checkpoint folder '.*' does not exist or is not a folder"):
-        hub.check_folder(tmp_path / "missing")
+        checkpoint.check_folder(tmp_path / "missing")
 
 
 # ------------------------------------------------------------------ the Hub, served from 127.0.0.1
@@ -441,13 +442,14 @@ def test_hub_offline_loads_from_the_prefilled_cache_without_requests(hub_runs, h
 
 
 def test_hub_offline_with_an_empty_cache_says_why(hub_runs, hub_server):
-    assert re.search(r"^cannot fetch model.safetensors of Hub repo 'org/copy': HF_HUB_OFFLINE is set and the file is not in "
+    # the first file the loader needs is config.json (it says which kind of model the repo holds)
+    assert re.search(r"^cannot fetch config.json of Hub repo 'org/copy': HF_HUB_OFFLINE is set and the file is not in "
                      r"the local Hugging Face cache", hub_runs.offline_empty["error"]), hub_runs.offline_empty
     assert not [r for r in hub_server.fake.requests if "/org/copy/" in r[1]]
 
 
 def test_hub_unreachable_says_why(hub_runs):
-    assert re.search(rf"^cannot fetch model.safetensors of Hub repo 'org/name': the Hub \({re.escape(hub_runs.unreachable_url)}\) "
+    assert re.search(rf"^cannot fetch config.json of Hub repo 'org/name': the Hub \({re.escape(hub_runs.unreachable_url)}\) "
                      r"cannot be reached \(no network\?\) and the file is not in the local cache", hub_runs.unreachable["error"]), \
         hub_runs.unreachable
 
@@ -483,7 +485,7 @@ def finished_run(saved_vae):
 
 
 def test_push_uploads_config_weights_and_a_model_card(finished_run, fake_upload):
-    url = hub.push(finished_run, "org/name", private=True)
+    url = checkpoint.push(finished_run, "org/name", private=True)
     assert url == f"https://huggingface.co/org/name/commit/{'e' * 40}"
     assert fake_upload["create_repo"] == [{"repo_id": "org/name", "private": True, "exist_ok": True}]
     (upload,) = fake_upload["upload_folder"]
@@ -514,9 +516,9 @@ def test_push_to_hub_from_a_model(saved_vae, fake_upload):
 
 def test_push_refuses_bad_input_before_contacting_the_hub(finished_run, tmp_path, fake_upload):
     with pytest.raises(ValueError, match=r"repo_id must look like 'org/name', got 'not a repo'"):
-        hub.push(finished_run, "not a repo")
+        checkpoint.push(finished_run, "not a repo")
     with pytest.raises(CheckpointError, match="does not exist or is not a folder"):
-        hub.push(tmp_path / "missing", "org/name")
+        checkpoint.push(tmp_path / "missing", "org/name")
     assert fake_upload == {"create_repo": [], "upload_folder": []}
 
 
@@ -531,8 +533,8 @@ def test_hub_serves_diffusers_autoencoders(hub_runs, hub_server):
         loaded = {k.removeprefix("autoencoder."): v for k, v in load_file(result["loaded"]).items() if k.startswith("autoencoder.")}
         assert loaded.keys() == served.keys() and all(torch.equal(loaded[k], served[k]) for k in served)
     assert online.diffusers_pickle["error"] == (
-        "Hub repo 'org/taesd-pickle' holds a diffusers model without diffusion_pytorch_model.safetensors; vae-augment loads "
-        "weights only from safetensors (pickle files can run code when loaded)")
+        "Hub repo 'org/taesd-pickle' has no diffusion_pytorch_model.safetensors. vae-augment loads weights only from "
+        "safetensors (pickle files such as pytorch_model.bin can run code when loaded).")
     assert online.diffusers_unet["error"] == ("Hub repo 'org/sd-unet' holds a diffusers UNet2DConditionModel; vae-augment uses "
                                               "diffusers AutoencoderKL and AutoencoderTiny (for a full pipeline, pass subfolder='vae')")
     assert online.pipeline_without_subfolder["error"] == ("Hub repo 'org/pipeline' is a diffusers pipeline; load its autoencoder "

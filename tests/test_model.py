@@ -10,7 +10,7 @@ from conftest import TINY, make_images
 from torch.nn import functional as F
 
 from vae_augment import VAE, DiagonalGaussian, bundled_names, load_vae, losses
-from vae_augment.model import standard_normal_log_prob
+from vae_augment.models.conv import standard_normal_log_prob
 
 
 # ------------------------------------------------------------------ the posterior and the KL term
@@ -230,28 +230,50 @@ def test_interpolation_starts_at_the_first_reconstruction_and_ends_at_the_second
 
 
 # ------------------------------------------------------------------ bad input
-@pytest.mark.parametrize(
-    ("make_bad", "error", "message"),
-    [
-        (lambda x: x.expand(-1, 3, -1, -1), ValueError, r"x must have shape \[B, 1, 28, 28\] for this model, got \(2, 3, 28, 28\)"),
-        (lambda x: x[:, :, :20], ValueError, r"must have shape \[B, 1, 28, 28\] for this model, got \(2, 1, 20, 28\)"),
-        (lambda x: x[0], ValueError, r"x must have 4 dimensions \[B, C, H, W\], got shape \(1, 28, 28\)"),
-        (lambda x: x[None], ValueError, r"x must have 4 dimensions"),
-        (lambda x: x.mul(255).to(torch.uint8), TypeError, r"must be a float tensor in \[0, 1\], got dtype torch.uint8 \(divide uint8"),
-        (lambda x: x.long(), TypeError, r"must be a float tensor .* got dtype torch.int64"),
-        (lambda x: x.index_put((torch.tensor([1]),), torch.tensor(float("nan"))), ValueError, "NaN or infinite"),
-        (lambda x: x.index_put((torch.tensor([0]),), torch.tensor(float("inf"))), ValueError, "NaN or infinite"),
-        (lambda x: -x / 0.0, ValueError, "NaN or infinite"),
-        (lambda x: x.numpy(), TypeError, r"x must be a torch.Tensor of shape \[B, C, H, W\], got ndarray"),
-    ],
-    ids=["3-channels", "wrong-height", "3-dims", "5-dims", "uint8", "int64", "nan", "inf", "-inf", "numpy"],
-)
-@pytest.mark.parametrize("method", ["encode", "elbo", "iw_nll", "anomaly_score", "reconstruct", "loss"])
+BAD_TENSORS = {
+    "3-channels": (lambda x: x.expand(-1, 3, -1, -1), ValueError, r"x must have shape \[B, 1, 28, 28\] for this model, got \(2, 3, 28, 28\)"),
+    "wrong-height": (lambda x: x[:, :, :20], ValueError, r"must have shape \[B, 1, 28, 28\] for this model, got \(2, 1, 20, 28\)"),
+    "3-dims": (lambda x: x[0], ValueError, r"x must have 4 dimensions \[B, C, H, W\], got shape \(1, 28, 28\)"),
+    "5-dims": (lambda x: x[None], ValueError, r"x must have 4 dimensions"),
+    "uint8": (lambda x: x.mul(255).to(torch.uint8), TypeError, r"must be a float tensor in \[0, 1\], got dtype torch.uint8 \(divide uint8"),
+    "int64": (lambda x: x.long(), TypeError, r"must be a float tensor .* got dtype torch.int64"),
+    "nan": (lambda x: x.index_put((torch.tensor([1]),), torch.tensor(float("nan"))), ValueError, "NaN or infinite"),
+    "inf": (lambda x: x.index_put((torch.tensor([0]),), torch.tensor(float("inf"))), ValueError, "NaN or infinite"),
+    "-inf": (lambda x: -x / 0.0, ValueError, "NaN or infinite"),
+    "numpy": (lambda x: x.numpy(), TypeError, r"x must be a torch.Tensor of shape \[B, C, H, W\], got ndarray"),
+}
+# reconstruct and anomaly_score take images of any size and channel count (converted by to_model)
+ANY_SIZE = {k: v for k, v in BAD_TENSORS.items() if k not in ("3-channels", "wrong-height", "3-dims", "5-dims", "numpy")}
+
+
+@pytest.mark.parametrize(("make_bad", "error", "message"), list(BAD_TENSORS.values()), ids=list(BAD_TENSORS))
+@pytest.mark.parametrize("method", ["encode", "elbo", "iw_nll", "loss"])
 def test_bad_tensors_raise_a_clear_error(make_bad, error, message, method):
     vae = VAE(**TINY)
     x = make_bad(make_images(2))
     with pytest.raises(error, match=message):
         getattr(vae, method)(x)
+
+
+@pytest.mark.parametrize(("make_bad", "error", "message"), list(ANY_SIZE.values()), ids=list(ANY_SIZE))
+@pytest.mark.parametrize("method", ["anomaly_score", "reconstruct"])
+def test_bad_values_raise_a_clear_error_on_images_of_any_size(make_bad, error, message, method):
+    vae = VAE(**TINY)
+    x = make_bad(make_images(2))
+    with pytest.raises(error, match=message):
+        getattr(vae, method)(x)
+
+
+def test_images_of_another_size_and_channels_are_converted_for_the_model():
+    vae = VAE(**TINY)
+    x = make_images(2)
+    rgb = x.expand(-1, 3, -1, -1)
+    torch.testing.assert_close(vae.anomaly_score(rgb), vae.anomaly_score(x))  # gray -> RGB -> gray is exact
+    big = torch.nn.functional.interpolate(x, size=(56, 40), mode="nearest")
+    out = vae.reconstruct(big)
+    assert out.shape == (2, 1, 56, 40)  # back at the input's size
+    torch.testing.assert_close(vae.to_model(big), vae.to_model(big).clamp(0, 1))
+    assert vae.to_model(big).shape == (2, 1, 28, 28)
 
 
 def test_bad_latents_raise_a_clear_error():
@@ -289,7 +311,7 @@ def bundled_mnist():
 
 
 def test_bundled_mnist_checkpoint_is_small_and_documented(bundled_mnist):
-    from vae_augment.hub import bundled_dir
+    from vae_augment.checkpoint import bundled_dir
 
     folder = bundled_dir() / "mnist"
     assert (folder / "model.safetensors").stat().st_size < 10 * 2**20

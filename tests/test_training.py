@@ -13,7 +13,7 @@ from conftest import TINY, make_images, write_pngs
 from safetensors.torch import load_file
 from torch.utils.data import TensorDataset
 
-from vae_augment import VAE, CheckpointError, evaluate, hub, load_vae, train
+from vae_augment import VAE, CheckpointError, checkpoint, evaluate, load_vae, train
 from vae_augment.data import ImageFolderDataset, load_splits, torchvision_dataset
 from vae_augment.training import STATE_NAME
 
@@ -284,7 +284,7 @@ def test_a_save_that_fails_after_writing_the_weights_keeps_the_old_pair(saved_va
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(hub, "atomic_write_json", fail)
+        patch.setattr(checkpoint, "atomic_write_json", fail)
         with pytest.raises(OSError, match="No space left"):
             VAE(**{**TINY, "hidden": 48}).save_pretrained(folder)
     assert {name: (folder / name).read_bytes() for name in old_bytes} == old_bytes
@@ -319,7 +319,7 @@ def test_saving_a_model_without_a_latent_bank_removes_a_stale_one(tmp_path):
     with_bank.save_pretrained(folder)
     assert load_vae(folder).latent_bank is not None
     VAE(**TINY).save_pretrained(folder)  # a new model with no bank, into the same folder
-    assert not (folder / hub.BANK_NAME).exists()
+    assert not (folder / checkpoint.BANK_NAME).exists()
     assert load_vae(folder).latent_bank is None
     assert no_temp_files(folder)
 
@@ -327,7 +327,7 @@ def test_saving_a_model_without_a_latent_bank_removes_a_stale_one(tmp_path):
 def test_atomic_write_replaces_the_file_when_nothing_fails(tmp_path):
     path = tmp_path / "file.bin"
     path.write_bytes(b"old")
-    hub.atomic_write_bytes(path, b"new contents")
+    checkpoint.atomic_write_bytes(path, b"new contents")
     assert path.read_bytes() == b"new contents"
     assert no_temp_files(tmp_path)
 

@@ -13,8 +13,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from vae_augment import VAE
-from vae_augment.data import PosteriorCache
-from vae_augment.transforms import LatentMix, VAEAugment, augment_batch, worker_init_fn
+from vae_augment import PosteriorCache
+from vae_augment import LatentMix, VAEAugment, augment_batch, worker_init_fn
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_bad_arguments_raise_clear_errors(vae, kwargs, message):
 
 
 def test_unknown_model_is_refused():
-    with pytest.raises(TypeError, match=r"vae_augment.VAE, a diffusers AutoencoderKL/AutoencoderTiny, or a checkpoint name/folder/Hub id, got Linear"):
+    with pytest.raises(TypeError, match=r"vae_augment model \(VAE, DiffusersVAE\), a diffusers AutoencoderKL/AutoencoderTiny, or a checkpoint name/folder/Hub id, got Linear"):
         VAEAugment(torch.nn.Linear(2, 2))
 
 

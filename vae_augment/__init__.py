@@ -1,18 +1,33 @@
-"""vae-augment: a variational autoencoder as a data-augmentation plugin for PyTorch."""
+"""vae-augment: a variational autoencoder as a data-augmentation plugin for PyTorch.
 
-from .backbones import DiffusersVAE
-from .data import PosteriorCache
-from .hub import CheckpointError, bundled_names, load_vae
+Layers, lowest first; each module imports only from those above it in this list:
+
+1. ``pixels`` (conversion at the edges), ``latent`` (the latent perturbations), ``losses``
+2. ``checkpoint`` (the checkpoint folder format and Hub transfers; no model classes)
+3. ``models`` (the `Autoencoder` interface, the conv `VAE`, the `DiffusersVAE` wrapper)
+4. ``hub`` (the loader: the kind table, `load_vae`)
+5. ``augment`` (the functional core), ``loaders`` (DataLoader helpers, worker seeding),
+   ``transforms`` (torchvision v2), ``albu`` (albumentations)
+6. ``data``, ``training``, ``generate``, ``preview``
+7. ``cli``, ``app`` (Gradio)
+
+``tests/test_layers.py`` checks this order.
+"""
+
+from .augment import augment_batch
+from .checkpoint import CheckpointError, bundled_names
+from .hub import load_vae
+from .loaders import AugmentCollate, PosteriorCache, worker_init_fn
 from .losses import elbo
-from .model import VAE, DiagonalGaussian
+from .models import VAE, Autoencoder, DiagonalGaussian, DiffusersVAE
 from .training import evaluate, train
-from .transforms import AugmentCollate, LatentMix, VAEAugment, augment_batch, worker_init_fn
+from .transforms import LatentMix, VAEAugment
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "VAE", "DiagonalGaussian", "DiffusersVAE", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate", "elbo",
-    "VAEAugment", "AugmentCollate", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
+    "Autoencoder", "VAE", "DiagonalGaussian", "DiffusersVAE", "CheckpointError", "load_vae", "bundled_names", "train", "evaluate",
+    "elbo", "VAEAugment", "AugmentCollate", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
 ]
 
 

@@ -1,6 +1,7 @@
 """The albumentations adapter: `AlbuVAEAugment`, an ``ImageOnlyTransform`` for HWC numpy images.
 
-It converts at its edge and calls the same core as `VAEAugment` (`transforms.augment_batch`);
+It converts at its edge (`pixels.hwc_to_batch`) and calls the same core as `VAEAugment`
+(`augment.augment_batch`);
 its randomness comes from albumentations' own seeded generator, so ``A.Compose(..., seed=...)``
 reproduces, and ``A.to_dict`` / ``A.from_dict`` round-trip (the model is referenced by its
 bundled name, folder or Hub id).
@@ -21,8 +22,11 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
 
+from .augment import DEFAULT_STRENGTH, augment_batch, check_mode_supported, latent_shape, prepare_model
+from .hub import load_vae
 from .latent import check_mode_strength
-from .transforms import DEFAULT_STRENGTH, _prepare_vae, augment_batch, check_mode_supported, image_to_float, latent_shape
+from .loaders import WorkerSeed
+from .pixels import batch_to_hwc, hwc_to_batch
 
 
 class AlbuVAEAugment(A.ImageOnlyTransform):
@@ -51,33 +55,29 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
                  residual: bool = False, p: float = 1.0, checkpoint_options: dict | None = None):
         super().__init__(p=p)
         check_mode_strength(mode, strength)
-        from .hub import load_vae
-
         options = dict(checkpoint_options or {})
-        self.vae = _prepare_vae(load_vae(checkpoint, **options) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint, None)
-        self.checkpoint_options = options or dict(getattr(self.vae, "load_options", {}) or {})
+        self.vae = prepare_model(load_vae(checkpoint, **options) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint, None)
+        self.checkpoint_options = options or dict(self.vae.load_options)
         check_mode_supported(self.vae, mode)
-        self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else getattr(checkpoint, "name_or_path", None)
+        self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else self.vae.name_or_path
+        self._worker_seed = WorkerSeed()
         self.strength, self.mode, self.residual = float(strength), mode, bool(residual)
 
     def set_random_seed(self, seed: int | None) -> None:
         super().set_random_seed(seed)
-        self._seed, self._worker = seed, None
+        self._seed, self._worker_seed = seed, WorkerSeed()
 
     def _rng(self) -> np.random.Generator:
         """albumentations' generator; in a DataLoader worker, re-seeded once from the Compose seed mixed
-        with the worker's seed, so workers draw different variants and a seeded run repeats."""
-        info = torch.utils.data.get_worker_info()
-        if info is not None and getattr(self, "_worker", None) != (info.id, info.seed):
-            self.random_generator = np.random.default_rng([getattr(self, "_seed", None) or 0, info.seed])
-            self._worker = (info.id, info.seed)
+        with the worker's seed (`loaders.WorkerSeed`), so workers draw different variants and a seeded run repeats."""
+        new = self._worker_seed.next_seed(getattr(self, "_seed", None) or 0)
+        if new is not None:
+            self.random_generator = np.random.default_rng(new)
         return self.random_generator
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         image = data.get("image")
-        size = image.shape[:2] if isinstance(image, np.ndarray) else self.vae.image_size
-        if size is None:
-            raise ValueError("AlbuVAEAugment with a model of spatial latents needs the image to draw noise for")
+        size = image.shape[:2] if isinstance(image, np.ndarray) else None  # None: the model's own size, where it has one
         noise = self._rng().standard_normal(latent_shape(self.vae, size)).astype(np.float32)
         return {"noise": torch.from_numpy(noise).unsqueeze(0)}
 
@@ -97,21 +97,3 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
                              "bundled name, folder or Hub repo id to serialize it")
         return {"checkpoint": str(self.checkpoint), "strength": self.strength, "mode": self.mode, "residual": self.residual,
                 "checkpoint_options": self.checkpoint_options or None}
-
-
-def hwc_to_batch(img: np.ndarray) -> torch.Tensor:
-    """HWC / HW numpy (uint8 or float in [0, 1]) -> float ``[1, C, H, W]``."""
-    if not isinstance(img, np.ndarray) or img.ndim not in (2, 3):
-        raise ValueError(f"expected an HWC or HW numpy image, got {type(img).__name__} with shape {getattr(img, 'shape', None)}")
-    x = torch.from_numpy(np.ascontiguousarray(img))
-    x = x.unsqueeze(-1) if x.ndim == 2 else x
-    return image_to_float(x.permute(2, 0, 1))[0]  # the same dtype, range and finiteness checks as VAEAugment
-
-
-def batch_to_hwc(y: torch.Tensor, like: np.ndarray) -> np.ndarray:
-    out = y[0].permute(1, 2, 0).cpu().numpy()
-    if like.ndim == 2:
-        out = out[..., 0]
-    if like.dtype == np.uint8:
-        return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
-    return out.astype(like.dtype)

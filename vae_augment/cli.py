@@ -7,6 +7,18 @@ import json
 import shlex
 import sys
 
+import torch
+from torch.utils.data import Subset
+
+from .augment import DEFAULT_STRENGTH
+from .checkpoint import push
+from .data import load_splits
+from .generate import generate_variants
+from .hub import load_vae
+from .latent import MODES
+from .preview import preview_grid
+from .training import default_device, evaluate, train
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -46,8 +58,6 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args, argv: list[str]) -> int:
-    from .training import train
-
     train(args.data, args.out, root=args.root, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           lr_schedule=args.lr_schedule, beta=args.beta, warmup_epochs=args.warmup_epochs, latent_dim=args.latent_dim,
           widths=args.widths, hidden=args.hidden, likelihood=args.likelihood, image_size=args.image_size,
@@ -70,19 +80,13 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args) -> int:
-    import torch
-    from torch.utils.data import Subset
-
-    from .data import load_splits
-    from .hub import load_vae
-    from .training import default_device, evaluate
-
     device = torch.device(args.device) if args.device else default_device()
     vae = load_vae(args.checkpoint, device=device)
-    if vae.image_size is None:
+    if not vae.has_elbo:
         raise ValueError(f"{args.checkpoint!r} is a pretrained diffusers {vae.kind}; eval measures the ELBO of vae-augment's own "
                          "VAEs, which these autoencoders (trained with a near-zero KL weight) do not have")
-    _, test_set, info = load_splits(args.data, args.root, image_size=vae.image_size[0] if vae.image_size[0] == vae.image_size[1] else None,
+    height, width = vae.sample_size
+    _, test_set, info = load_splits(args.data, args.root, image_size=height if height == width else None,
                                     channels=vae.channels, seed=args.seed)
     if args.limit:
         test_set = Subset(test_set, range(min(args.limit, len(test_set))))
@@ -107,8 +111,6 @@ def _add_preview(sub) -> None:
 
 
 def _run_preview(args) -> int:
-    from .preview import preview_grid
-
     path = preview_grid(args.checkpoint, args.out, seed=args.seed)
     print(f"wrote {path}")
     return 0
@@ -122,7 +124,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--per-image", type=int, default=4, help="variants per image (default: 4)")
     p.add_argument("--out", required=True, help="output folder (ImageFolder layout: OUT/<class>/<index>_<k>.png)")
     p.add_argument("--strength", type=float, default=None, help="default: the transform's default")
-    p.add_argument("--mode", choices=["data", "posterior", "prior"], default="data")
+    p.add_argument("--mode", choices=list(MODES), default="data")
     p.add_argument("--residual", action="store_true")
     p.add_argument("--split", choices=["train", "test"], default="train", help="split of a torchvision dataset")
     p.add_argument("--image-size", type=int, help="resize images to this size (needed for folders of mixed sizes)")
@@ -134,9 +136,6 @@ def _add_generate(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from .generate import generate_variants
-    from .transforms import DEFAULT_STRENGTH
-
     n = generate_variants(args.checkpoint, args.data, args.out, per_image=args.per_image, root=args.root,
                           strength=DEFAULT_STRENGTH if args.strength is None else args.strength, mode=args.mode,
                           residual=args.residual, seed=args.seed, limit=args.limit, split=args.split,
@@ -154,36 +153,24 @@ def _add_push(sub) -> None:
 
 
 def _run_push(args) -> int:
-    from .hub import push
-
     url = push(args.checkpoint, args.repo_id, private=args.private or None, revision=args.revision)
     print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
     return 0
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="serve the Gradio app (app.py) to preview augmentations in a browser")
+    p = sub.add_parser("demo", help="serve the Gradio app to preview augmentations in a browser")
     p.add_argument("--host", help="default: GRADIO_SERVER_NAME or 127.0.0.1")
     p.add_argument("--port", type=int, help="default: GRADIO_SERVER_PORT or 7860")
 
 
 def _run_demo(args) -> int:
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parent.parent / "app.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"the demo is app.py at the root of the source tree, not found at {path}; "
-                                "clone the repository and run python app.py there")
-    spec = importlib.util.spec_from_file_location("vae_augment_app", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # registered like an imported module, for inspect and pickle
     try:
-        spec.loader.exec_module(module)
+        from .app import main as serve  # gradio is an optional extra: imported only for the demo
     except ImportError as err:
         print(f"vae-augment demo: error: {err}", file=sys.stderr)
         return 2
-    module.main(args.host, args.port)
+    serve(args.host, args.port)
     return 0
 
 

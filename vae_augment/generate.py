@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from .data import TORCHVISION_DATASETS, ImageFolderDataset, torchvision_dataset
 from .hub import load_vae
+from .pixels import to_pil
 from .transforms import DEFAULT_STRENGTH, VAEAugment
 
 
@@ -24,13 +24,10 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
     flat folder gives ``all/``) or a torchvision dataset name (its ``split``, class folders named
     by label). Names come from the source files (or the index in the data set). Gray images are
     written as 8-bit gray PNGs, RGB as RGB; the images keep their size unless ``image_size`` is
-    given (needed for folders of mixed sizes, except with a model of any size, such as a diffusers
-    backbone, which then takes one image at a time at its own size). The model runs on ``device``
+    given (a folder of mixed sizes is then taken one image at a time). The model runs on ``device``
     (default: cpu). The run repeats exactly for the same ``seed``.
     Returns the number of files written.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(per_image, int) or per_image < 1:
         raise ValueError(f"per_image must be an int >= 1, got {per_image!r}")
     if split not in ("train", "test"):
@@ -44,7 +41,7 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
         classes = [str(i) for i in range(int(dataset.tensors[1].max()) + 1)]
         names = [f"{i:06d}" for i in range(len(dataset))]
     else:
-        dataset = ImageFolderDataset(data, image_size, any_size=vae.image_size is None)
+        dataset = ImageFolderDataset(data, image_size, any_size=True)
         if dataset.size is None:
             batch_size = 1  # photos of different sizes, each kept at its own size
         classes = dataset.classes
@@ -58,14 +55,11 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
     for images, labels in DataLoader(dataset, batch_size=batch_size):
         for k in range(per_image):
             variants = augment(images)
-            pixels = variants.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for i in range(images.shape[0]):
                 label = int(labels[i])
                 folder = out / (classes[label] if 0 <= label < len(classes) else "all")
                 folder.mkdir(parents=True, exist_ok=True)
-                array = pixels[i, ..., 0] if pixels.shape[-1] == 1 else pixels[i]
-                Image.fromarray(np.ascontiguousarray(array), mode="L" if array.ndim == 2 else "RGB").save(
-                    folder / f"{names[index + i]}_{k}.png")
+                to_pil(variants[i]).save(folder / f"{names[index + i]}_{k}.png")
                 written += 1
             bar.update(images.shape[0])
         index += images.shape[0]

@@ -1,321 +1,98 @@
-"""Finding, loading, saving and sharing checkpoints.
+"""The loader: a bundled name, a local folder, a Hub repo id or a model object -> a model.
 
-A checkpoint is a folder with ``config.json`` (every constructor argument of the model) and
-``model.safetensors``; optionally ``README.md`` (model card) and ``metrics.json``. A spec given to
-`load_vae` is a bundled name (``"mnist"``), a local folder, or a Hugging Face Hub repo id.
-Weights are read from safetensors only: pickle files can run code when loaded.
+`MODEL_KINDS` is the kind table, the only place that decides which model class a checkpoint
+folder, a Hub repo or a model object of another library becomes: each class says whether it
+claims a config.json (`Autoencoder.claims`), which files to download (``checkpoint_files``,
+``optional_files``) and how to build itself from a folder (`Autoencoder.from_folder`). A new kind
+of model is a new class in `vae_augment.models` and one entry here.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import secrets
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from .model import VAE
+from .checkpoint import (
+    CONFIG_NAME,
+    PIPELINE_INDEX,
+    WEIGHTS_NAME,
+    CheckpointError,
+    MissingFileError,
+    check_folder,
+    download_file,
+    fetch_files,
+    read_config,
+)
+from .checkpoint import resolve as resolve_spec
+from .models import Autoencoder, DiffusersVAE, VAE
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-METRICS_NAME = "metrics.json"
-CARD_NAME = "README.md"
-BANK_NAME = "latent_bank.safetensors"
-PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder or file that cannot be loaded; the message says why and what is accepted."""
-
-
-class MissingFileError(CheckpointError):
-    """A Hub repo (reachable) that does not have the file asked for."""
+MODEL_KINDS: tuple[type[Autoencoder], ...] = (VAE, DiffusersVAE)  # asked in this order
+BACKBONE_OPTIONS = ("max_pixels", "tiling", "max_batch")  # options of a model kind, passed to its loader
 
 
-class OfflineError(CheckpointError):
-    """A Hub file that is not in the local cache while the Hub cannot be reached (or HF_HUB_OFFLINE is set)."""
-
-
-def bundled_dir() -> Path:
-    """The folder of checkpoints that ship with the package (``checkpoints/`` in the repo)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "checkpoints", here.parent / "checkpoints"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "checkpoints"
-
-
-def bundled_names() -> list[str]:
-    root = bundled_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file())
-
-
-def is_repo_id(spec: str) -> bool:
-    """True for ``"org/name"`` shaped strings the Hub accepts (no ``..``/``--``, no ``.git`` ending)."""
-    return bool(_REPO_ID.match(spec)) and ".." not in spec and "--" not in spec and not spec.endswith(".git") and len(spec) <= 96
-
-
-# ------------------------------------------------------------------ local folders
-def is_diffusers_folder(folder: Path) -> bool:
-    """A folder saved by diffusers (its config.json names a ``_class_name``)."""
-    from .backbones import is_diffusers_config
-
-    return (folder / CONFIG_NAME).is_file() and is_diffusers_config(read_config(folder))
-
-
-def check_folder(folder: str | Path) -> Path:
-    """Raise `CheckpointError` unless ``folder`` holds config.json and model.safetensors (or is a
-    diffusers autoencoder folder, checked when it is loaded)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist or is not a folder")
-    if not (folder / WEIGHTS_NAME).is_file() and is_diffusers_folder(folder):
-        return folder
-    if not (folder / WEIGHTS_NAME).is_file() and (folder / "model_index.json").is_file():
-        raise CheckpointError(f"{str(folder)!r} is a diffusers pipeline; load its autoencoder with "
-                              f"load_vae({str(folder)!r}, subfolder='vae')")
-    if not (folder / WEIGHTS_NAME).is_file():
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise CheckpointError(
-                f"checkpoint folder {str(folder)!r} offers only pickle weights ({', '.join(pickles)}); vae-augment "
-                f"loads weights only from {WEIGHTS_NAME} because unpickling a file can run arbitrary code. "
-                "Convert it with safetensors.torch.save_file(state_dict, 'model.safetensors') from code you trust."
-            )
-        raise CheckpointError(f"checkpoint folder {str(folder)!r} has no {WEIGHTS_NAME} (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    if not (folder / CONFIG_NAME).is_file():
-        raise CheckpointError(
-            f"checkpoint folder {str(folder)!r} has no {CONFIG_NAME}; it is needed to rebuild the model "
-            "(save checkpoints with VAE.save_pretrained)"
-        )
-    return folder
-
-
-def read_config(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / CONFIG_NAME
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON ({err}); expected the model's constructor arguments") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{str(path)!r} must hold a JSON object of constructor arguments, got {type(config).__name__}")
-    return config
-
-
-def read_metrics(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / METRICS_NAME
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return {}
-
-
-def read_latent_bank(folder: str | Path, latent_dim: int, device: str | torch.device = "cpu") -> torch.Tensor | None:
-    """The optional ``latent_bank.safetensors`` ([N, latent_dim] training codes), or None."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(folder) / BANK_NAME
-    if not path.is_file():
-        return None
-    try:
-        bank = load_file(str(path), device=str(device))["latent_bank"]
-    except (SafetensorError, OSError, KeyError) as err:
-        raise CheckpointError(f"{str(path)!r} is not a readable latent bank (truncated or corrupt?): {err}") from None
-    if bank.ndim != 2 or bank.shape[1] != latent_dim:
-        raise CheckpointError(f"{str(path)!r} must hold [N, {latent_dim}] codes, got {tuple(bank.shape)}")
-    return bank.float()
-
-
-def load_safetensors_into(model: torch.nn.Module, path: str | Path, strict: bool = True, device: str | torch.device = "cpu") -> None:
-    """Load a safetensors file into ``model``; a corrupt file or a config/weights mismatch raises `CheckpointError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if strict and (missing or unexpected or shapes):
-        details = []
-        if missing:
-            details.append(f"missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            details.append(f"unexpected weights {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if shapes:
-            details.append(f"shape mismatches {shapes[:3]}{' ...' if len(shapes) > 3 else ''}")
-        raise CheckpointError(f"config.json does not match the weights in {str(path)!r}: " + "; ".join(details))
-    model.load_state_dict(state, strict=strict)
-    model.to(device)
-
-
-# ------------------------------------------------------------------ the Hub
-def download_file(repo_id: str, filename: str, revision: str | None = None, **kwargs) -> Path:
-    """hf_hub_download with errors that say what went wrong (offline, missing repo, missing file)."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, **kwargs))
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
-        if constants.HF_HUB_OFFLINE:
-            reason = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
-        else:
-            reason = f"the Hub ({constants.ENDPOINT}) cannot be reached (no network?) and the file is not in the local cache"
-        raise OfflineError(f"cannot fetch {filename} of Hub repo {where}: {reason}. ({type(err).__name__})") from None
-    except GatedRepoError:
-        raise CheckpointError(f"Hub repo {where} is gated: accept its terms on the Hub and log in with `hf auth login`") from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"Hub repo {where} was not found (or is private: log in with `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise CheckpointError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
-    except EntryNotFoundError:
-        hint = ""
-        if filename == WEIGHTS_NAME:
-            hint = " vae-augment loads weights only from safetensors (pickle files such as pytorch_model.bin can run code when loaded)."
-        raise MissingFileError(f"Hub repo {where} has no {filename}.{hint}") from None
-    except HfHubHTTPError as err:
-        raise CheckpointError(f"downloading {filename} of Hub repo {where} failed: {err}") from None
+def kind_of(config: dict[str, Any], where: str) -> type[Autoencoder]:
+    """The model class that reads a checkpoint whose config.json holds ``config``."""
+    for cls in MODEL_KINDS:
+        if cls.claims(config):
+            return cls
+    raise CheckpointError(f"{where} holds no model vae-augment can load (accepted: {', '.join(c.__name__ for c in MODEL_KINDS)})")
 
 
 def fetch_checkpoint(repo_id: str, revision: str | None = None, **kwargs) -> Path:
-    """Download config.json and model.safetensors of a Hub repo into the usual huggingface_hub cache;
-    returns the snapshot folder that holds both."""
-    # weights first, as in `check_folder`: a repo that offers only pickle weights (and maybe no
-    # config) is then refused with the reason, not with "has no config.json"
+    """Download the files of a Hub repo's checkpoint (its kind decided from its config.json) into the
+    usual huggingface_hub cache; returns the snapshot folder that holds them. ``subfolder="vae"`` picks
+    the autoencoder of a full diffusers pipeline repo."""
+    where = f"Hub repo {repo_id!r}"
     try:
-        weights = download_file(repo_id, WEIGHTS_NAME, revision=revision, **kwargs)
-    except MissingFileError as missing:  # perhaps a diffusers autoencoder repo
-        folder = _fetch_diffusers(repo_id, revision, **kwargs)
-        if folder is None:
-            raise missing from None
-        return folder
-    except OfflineError as unreachable:  # offline: a diffusers repo may be in the cache (no network tried again)
-        try:
-            folder = _fetch_diffusers(repo_id, revision, **{**kwargs, "local_files_only": True})
-        except OfflineError:  # some of its files are not cached
-            folder = None
-        if folder is None:
-            raise unreachable from None
-        return folder
-    config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
-    for optional in (METRICS_NAME, BANK_NAME):
-        try:
-            download_file(repo_id, optional, revision=revision, **kwargs)
-        except CheckpointError:
-            pass
-    if config.parent != weights.parent:  # both come from one snapshot; guard against a moved cache
-        raise CheckpointError(f"config.json and model.safetensors of {repo_id!r} resolved to different snapshots")
-    return weights.parent
-
-
-def _fetch_diffusers(repo_id: str, revision: str | None = None, **kwargs) -> Path | None:
-    """The snapshot folder of a diffusers autoencoder repo (config.json + safetensors weights), or None
-    when the repo is not one. ``subfolder="vae"`` picks the autoencoder of a full pipeline repo."""
-    from .backbones import DIFFUSERS_WEIGHTS, KINDS, STATS_NAME, is_diffusers_config, require_diffusers
-
-    try:
-        config = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
-    except MissingFileError:
+        config_path = download_file(repo_id, CONFIG_NAME, revision=revision, **kwargs)
+    except MissingFileError as missing:
         if not kwargs.get("subfolder"):
             try:
-                download_file(repo_id, "model_index.json", revision=revision, **kwargs)
+                download_file(repo_id, PIPELINE_INDEX, revision=revision, **kwargs)
             except CheckpointError:
-                return None
-            raise CheckpointError(f"Hub repo {repo_id!r} is a diffusers pipeline; load its autoencoder with "
-                                  f"load_vae({repo_id!r}, subfolder='vae')") from None
-        return None
-    content = read_config(config.parent)
-    if not is_diffusers_config(content):
-        return None
-    # refuse before downloading weights that would be refused anyway (a UNet can be gigabytes)
-    if content.get("_class_name") not in KINDS:
-        raise CheckpointError(f"Hub repo {repo_id!r} holds a diffusers {content.get('_class_name') or 'model'}; vae-augment uses "
-                              f"diffusers {' and '.join(KINDS)} (for a full pipeline, pass subfolder='vae')")
-    require_diffusers()
-    try:
-        weights = download_file(repo_id, DIFFUSERS_WEIGHTS, revision=revision, **kwargs)
-    except MissingFileError:
-        raise MissingFileError(f"Hub repo {repo_id!r} holds a diffusers model without {DIFFUSERS_WEIGHTS}; vae-augment loads "
-                               "weights only from safetensors (pickle files can run code when loaded)") from None
-    try:
-        download_file(repo_id, STATS_NAME, revision=revision, **kwargs)
-    except CheckpointError:
-        pass
-    if config.parent != weights.parent:
-        raise CheckpointError(f"config.json and {DIFFUSERS_WEIGHTS} of {repo_id!r} resolved to different snapshots")
-    return weights.parent
+                pass
+            else:
+                raise CheckpointError(f"{where} is a diffusers pipeline; load its autoencoder with "
+                                      f"load_vae({repo_id!r}, subfolder='vae')") from None
+        download_file(repo_id, WEIGHTS_NAME, revision=revision, **kwargs)  # no weights either: the error says safetensors only
+        raise missing from None
+    config = read_config(config_path.parent)
+    cls = kind_of(config, where)
+    cls.check_config(config, where)
+    return fetch_files(repo_id, cls.checkpoint_files, cls.optional_files, revision=revision, **kwargs)
 
 
 def resolve(spec: str | os.PathLike, revision: str | None = None, **kwargs) -> Path:
     """A bundled name, local folder or Hub repo id -> a local checkpoint folder (downloading if needed)."""
-    text = os.fspath(spec)
-    if not isinstance(text, str) or not text:
-        raise CheckpointError(f"a checkpoint spec must be a non-empty name, folder or repo id, got {spec!r}")
-    if text in bundled_names():
-        return check_folder(bundled_dir() / text)
-    path = Path(text).expanduser()
-    if path.exists():
-        return check_folder(path)
-    if is_repo_id(text) and not text.startswith((".", "/", "~")):
-        return fetch_checkpoint(text, revision=revision, **kwargs)
-    names = ", ".join(repr(n) for n in bundled_names()) or "none installed"
-    raise CheckpointError(
-        f"cannot find checkpoint {text!r}: it is not a bundled name ({names}), an existing folder, "
-        "or a Hugging Face Hub repo id of the form 'org/name'"
-    )
+    return resolve_spec(spec, lambda repo_id: fetch_checkpoint(repo_id, revision=revision, **kwargs))
 
 
-def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None, **kwargs) -> "VAE":
-    """Load a VAE from a bundled name (``"mnist"``), a local folder, or a Hub repo id (``"org/name"``).
+def load_vae(spec: "str | os.PathLike | Autoencoder | Any", revision: str | None = None, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None, **kwargs) -> Autoencoder:
+    """Load a model from a bundled name (``"mnist"``), a local folder, or a Hub repo id (``"org/name"``).
 
     Hub files are downloaded with huggingface_hub into its usual cache (``HF_HOME``), honouring
     ``HF_ENDPOINT`` and ``HF_HUB_OFFLINE``. The model is returned in eval mode on ``device``
-    (default: cpu). Passing a VAE returns it unchanged.
+    (default: cpu). Passing a model returns it unchanged (moved to ``device`` if given).
 
     A diffusers ``AutoencoderKL`` or ``AutoencoderTiny`` (a folder saved by diffusers, or a Hub repo
     such as ``"stabilityai/sd-vae-ft-mse"``; ``subfolder="vae"`` for a pipeline repo) comes back as a
-    `vae_augment.backbones.DiffusersVAE` in ``dtype`` (default float16 on CUDA, else float32);
-    it needs ``pip install 'vae-augment[diffusers]'``; ``max_pixels``, ``tiling`` and ``max_batch`` are
-    passed to it.
-    A diffusers model object is wrapped as it is.
+    `DiffusersVAE` in ``dtype`` (default float16 on CUDA, else float32); it needs
+    ``pip install 'vae-augment[diffusers]'``; ``max_pixels``, ``tiling`` and ``max_batch`` are passed
+    to it. A diffusers model object is wrapped as it is.
     """
-    from .backbones import KINDS, DiffusersVAE, load_diffusers
-    from .model import VAE
-
-    # options of a diffusers backbone (None: not given; the folder's vae_augment.json or the default)
-    backbone = {key: kwargs.pop(key) for key in ("max_pixels", "tiling", "max_batch") if key in kwargs}
-    if isinstance(spec, (VAE, DiffusersVAE)):
+    options = {key: kwargs.pop(key) for key in BACKBONE_OPTIONS if key in kwargs}
+    if isinstance(spec, Autoencoder):
         return spec if device is None else spec.to(device)
-    if type(spec).__name__ in KINDS:  # a diffusers model object
-        return DiffusersVAE(spec if device is None else spec.to(device), dtype=dtype, **backbone)
+    for cls in MODEL_KINDS:
+        if cls.wraps(spec):  # a model object of another library
+            return cls.from_module(spec, device=device, dtype=dtype, **options)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError("expected a vae-augment model, a diffusers AutoencoderKL/AutoencoderTiny, or a checkpoint "
+                        f"name/folder/Hub id, got {type(spec).__name__}")
     strict = kwargs.pop("strict", True)
     subfolder = kwargs.get("subfolder")
     local = Path(os.fspath(spec)).expanduser()
@@ -326,168 +103,9 @@ def load_vae(spec: "str | os.PathLike | VAE", revision: str | None = None, devic
         name = str(local / subfolder)  # a spec that loads it again by itself
     else:
         folder = resolve(spec, revision=revision, **kwargs)
-    if (folder / WEIGHTS_NAME).is_file() or not is_diffusers_folder(folder):
-        model = VAE.from_pretrained(folder, map_location=str(device or "cpu"), strict=strict)
-    else:
-        model = load_diffusers(folder, read_config(folder), device=device, dtype=dtype, **backbone)
+    config = read_config(folder)
+    model = kind_of(config, repr(str(folder))).from_folder(folder, config, device=device, dtype=dtype, strict=strict, **options)
     model.name_or_path = name
     # what else it takes to load it again from name_or_path (serialized by AlbuVAEAugment)
     model.load_options = {k: v for k, v in {"revision": revision, "subfolder": kwargs.get("subfolder")}.items() if v}
     return model
-
-
-# ------------------------------------------------------------------ writing
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # created 0666 minus the process's umask, by the kernel (mkstemp would make it 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def staged_folder(folder: str | Path, remove: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Save a checkpoint's files as one unit.
-
-    Write every file into the yielded staging folder (hidden, inside ``folder``). When the block
-    ends without an error, the staged files are fsynced and renamed over their namesakes in
-    ``folder``; then the files matching the glob patterns in ``remove`` that were not staged (left
-    from an earlier save, e.g. a latent bank the new model lacks) are deleted. An error while
-    writing leaves ``folder`` as it was; an error while renaming puts back the files already
-    replaced (kept as hard links until then), so weights and config never mismatch. A process
-    killed outright (SIGKILL, power loss) can leave a ``.staging-*`` folder behind, safe to delete.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
-    try:
-        yield stage
-        staged = sorted(p for p in stage.iterdir() if p.is_file())
-        for path in staged:
-            with open(path, "r+b") as f:
-                os.fsync(f.fileno())
-        backups = stage / ".previous"
-        backups.mkdir()
-        for path in staged:
-            if (folder / path.name).is_file():
-                _link_or_copy(folder / path.name, backups / path.name)
-        done: list[str] = []
-        try:
-            for path in staged:
-                os.replace(path, folder / path.name)
-                done.append(path.name)
-        except BaseException:
-            for name in done:  # put the previous files back (or remove files that are new)
-                if (backups / name).exists():
-                    os.replace(backups / name, folder / name)
-                else:
-                    (folder / name).unlink(missing_ok=True)
-            raise
-        names = {p.name for p in staged}
-        for pattern in remove:
-            for old in folder.glob(pattern):
-                if old.name not in names and old.is_file():
-                    old.unlink()
-        _fsync_folder(folder)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # a file system without hard links
-        shutil.copy2(src, dst)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (where the platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save
-
-    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
-
-
-def model_card(config: dict[str, Any], metrics: dict[str, Any], repo_id: str | None = None) -> str:
-    """A model card (README.md) with the dataset, the training command and the measured figures."""
-    lines = [
-        "---",
-        "library_name: vae-augment",
-        "tags:",
-        "- vae",
-        "- data-augmentation",
-        "- image",
-        "---",
-        "",
-        f"# {repo_id or 'vae-augment checkpoint'}",
-        "",
-        "A convolutional variational autoencoder for data augmentation with "
-        "[vae-augment](https://github.com/vae-augment/vae-augment).",
-        "",
-        "```python",
-        "from vae_augment import load_vae",
-        f"vae = load_vae({(repo_id or 'path/to/this/folder')!r})",
-        "```",
-        "",
-        "## Training",
-        "",
-        f"- dataset: {metrics.get('dataset', 'unknown')}",
-    ]
-    if metrics.get("command"):
-        lines += ["- command:", "", "```bash", metrics["command"], "```", ""]
-    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
-    test = metrics.get("test")
-    if test:
-        lines += ["## Test figures", "", "| metric | value |", "| --- | --- |"]
-        for key, value in test.items():
-            lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
-    """Upload config.json, model.safetensors, metrics.json and a model card of a local checkpoint."""
-    from huggingface_hub import HfApi
-
-    folder = check_folder(checkpoint)
-    if not (folder / WEIGHTS_NAME).is_file():
-        raise ValueError(f"{str(folder)!r} is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' "
-                         "own push_to_hub (and copy vae_augment.json, its calibrated latent statistics, along)")
-    if not is_repo_id(repo_id):
-        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
-    config, metrics = read_config(folder), read_metrics(folder)
-    api = HfApi(token=token)
-    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        staging = Path(tmp)
-        for name in (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, BANK_NAME):
-            if (folder / name).is_file():
-                (staging / name).symlink_to((folder / name).resolve())
-        (staging / CARD_NAME).write_text(model_card(config, metrics, repo_id), encoding="utf-8")
-        info = api.upload_folder(repo_id=repo_id, folder_path=staging, revision=revision, commit_message="Upload vae-augment checkpoint")
-    return str(getattr(info, "commit_url", info))

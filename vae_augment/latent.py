@@ -7,7 +7,10 @@ draw can be replayed, logged or applied to several inputs. Shapes: ``[B, D]`` la
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
+from torch.nn import functional as F
 
 MODES = ("data", "posterior", "prior", "neighbour")
 MAX_STRENGTH = {"data": 4.0, "posterior": 4.0, "prior": 1.0, "neighbour": 1.0}
@@ -102,3 +105,51 @@ def nearest_codes(mean: torch.Tensor, bank: torch.Tensor, noise: torch.Tensor, k
     uniform = 0.5 * (1 + torch.erf(noise[:, 0] / 2**0.5))
     pick = (uniform * k).long().clamp_(0, k - 1)
     return bank[candidates[torch.arange(mean.shape[0], device=mean.device), pick]]
+
+
+# ------------------------------------------------------------------ paths and statistics in latent space
+def column_mean_std(rows, too_few: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and (unbiased) standard deviation over an iterable of ``[N, K]`` tensors,
+    accumulated in float64 without holding them all; ``ValueError(too_few)`` for fewer than 2 rows."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for r in rows:
+        r = r.double()
+        total, total_sq, count = total + r.sum(0), total_sq + r.square().sum(0), count + r.shape[0]
+    if count < 2:
+        raise ValueError(too_few)
+    loc = total / count
+    return loc, (total_sq / count - loc.square()).clamp_min(0).mul(count / (count - 1)).sqrt()
+
+
+def check_dims(dims: Sequence[int], size: int, what: str) -> None:
+    if not dims or not all(0 <= int(d) < size for d in dims):
+        raise ValueError(f"dims must be a non-empty list of {what} in [0, {size}), got {[int(d) for d in dims]}")
+
+
+def shift_latents(mean: torch.Tensor, dims: Sequence[int], values) -> torch.Tensor:
+    """One latent ``mean`` (``[D]``, or spatial ``[C, h, w]``) -> ``[K, T, *mean.shape]``: for each of the K
+    ``dims`` (a dimension, or a channel at every position), the mean with that one moved by each of
+    ``values`` (``[T]``, the same for every dimension, or ``[K, T]``)."""
+    dims = [int(d) for d in dims]
+    values = torch.as_tensor(values, dtype=mean.dtype, device=mean.device)
+    values = values.expand(len(dims), -1) if values.ndim == 1 else values
+    if values.ndim != 2 or values.shape[0] != len(dims):
+        raise ValueError(f"values must have shape [T] or [{len(dims)}, T], got {tuple(values.shape)}")
+    z = mean.repeat(len(dims), values.shape[1], *[1] * mean.ndim)
+    rows = torch.arange(len(dims), device=mean.device)
+    z[rows, :, dims] += values.view(*values.shape, *[1] * (mean.ndim - 1))
+    return z
+
+
+def lerp_latents(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, method: str = "linear") -> torch.Tensor:
+    """Points between ``z0, z1: [B, D]`` at fractions ``t: [T]`` -> ``[B, T, D]``."""
+    if method not in ("linear", "slerp"):
+        raise ValueError(f"method must be 'linear' or 'slerp', got {method!r}")
+    t = t.view(1, -1, 1)
+    a, b = z0.unsqueeze(1), z1.unsqueeze(1)
+    if method == "linear":
+        return a + t * (b - a)
+    cos = F.cosine_similarity(z0, z1, dim=-1).clamp(-1 + 1e-7, 1 - 1e-7).view(-1, 1, 1)
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torchvision.utils import save_image
+
+from .hub import load_vae
 
 
 @torch.no_grad()
@@ -13,10 +16,6 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
     """Write a 4-row grid to ``out``: inputs, their reconstructions, prior samples, and an interpolation
     between the first two inputs. ``images: [N, C, H, W]`` in [0, 1]; without them the inputs are
     the model's own prior samples (so no data set is needed)."""
-    from torchvision.utils import save_image
-
-    from .hub import load_vae
-
     vae = load_vae(checkpoint)
     generator = torch.Generator(device=vae.device).manual_seed(seed)
     if images is None:
@@ -24,8 +23,7 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
     images = images[:n].to(vae.device)
     if images.shape[0] < 2:
         raise ValueError(f"preview needs at least 2 images, got {images.shape[0]}")
-    sized = {} if vae.image_size is not None else {"size": tuple(images.shape[-2:])}  # a backbone: samples at the inputs' size
-    rows = [images, vae.reconstruct(images), vae.sample(images.shape[0], generator=generator, **sized),
+    rows = [images, vae.reconstruct(images), vae.sample(images.shape[0], generator=generator, size=images.shape[-2:]),
             vae.interpolate(images[0], images[1], steps=images.shape[0])]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import torch.distributed
+import torch.nn.parallel
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from . import hub
+from . import checkpoint
 from .data import load_splits
 from .losses import kl_warmup
-from .model import VAE
+from .models import VAE, Autoencoder
 
 STATE_NAME = "trainer_state.safetensors"
 
@@ -39,14 +43,16 @@ def _images(batch) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(vae: VAE, data: Dataset | DataLoader, iw_k: int = 0, batch_size: int = 500, seed: int = 0,
+def evaluate(vae: Autoencoder, data: Dataset | DataLoader, iw_k: int = 0, batch_size: int = 500, seed: int = 0,
              progress: bool = False) -> dict[str, float]:
     """Held-out figures: -ELBO (nats/image, bits/dim) and, with ``iw_k > 0``, the importance-weighted NLL.
 
-    Sampling uses a generator seeded with ``seed``, so the figures repeat.
+    Sampling uses a generator seeded with ``seed``, so the figures repeat. Defined for models with an
+    ELBO (``has_elbo``: vae-augment's own VAEs).
     """
-    from tqdm.auto import tqdm
-
+    if not vae.has_elbo:
+        raise ValueError(f"a {vae.kind} has no ELBO to evaluate (pretrained diffusers autoencoders were trained with a "
+                         "near-zero KL weight); evaluate measures vae-augment's own VAEs")
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
     was_training = vae.training
     vae.eval()
@@ -77,18 +83,11 @@ def _save_state(path: Path, vae: VAE, optimizer: torch.optim.Optimizer, meta: di
         for key, value in state.items():
             tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
     meta = dict(meta, param_groups=opt["param_groups"])
-    hub.atomic_save_tensors(path, tensors, metadata={"trainer": json.dumps(meta)})
+    checkpoint.atomic_save_tensors(path, tensors, metadata={"trainer": json.dumps(meta)})
 
 
 def _load_state(path: Path, vae: VAE, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["trainer"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:
-        raise hub.CheckpointError(f"cannot resume from {str(path)!r} (truncated or corrupt?): {err}") from None
+    tensors, meta = checkpoint.read_trainer_state(path)
     vae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -115,7 +114,7 @@ def reference_statistics(vae: VAE, train_set: Dataset, num_workers: int = 0) -> 
             scores.append(vae.anomaly_score(x).cpu())
             yield x
 
-    vae.latent_statistics(images())
+    vae.calibrate(images())
     vae.latent_bank = latent_bank(vae, train_set, num_workers=num_workers)
     all_scores = torch.cat(scores).double()
     percentiles = torch.quantile(all_scores, torch.linspace(0, 1, 101, dtype=torch.float64))
@@ -187,8 +186,6 @@ def train(
     evaluates, prints and writes checkpoints. ``precision="auto"`` uses bf16 autocast on CUDA
     (``"fp32"`` turns it off); ``compile=True`` wraps the model in `torch.compile`.
     """
-    from tqdm.auto import tqdm
-
     for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -229,13 +226,13 @@ def train(
     warmup_steps = int(warmup_epochs * steps_per_epoch)
     meta: dict[str, Any] = {"epoch": 0, "history": [], "command": command}
     state_path = out / STATE_NAME
-    if not resume and (state_path.exists() or (out / hub.WEIGHTS_NAME).exists()):
+    if not resume and (state_path.exists() or (out / checkpoint.WEIGHTS_NAME).exists()):
         raise FileExistsError(f"{str(out)!r} already holds a training run; pass resume=True (--resume) to continue it, "
                               "or choose another output folder (nothing was overwritten)")
     if resume:
         if not state_path.is_file():
             raise FileNotFoundError(f"cannot resume: {str(state_path)!r} does not exist (start without --resume)")
-        saved_config = hub.read_config(out)
+        saved_config = checkpoint.read_config(out)
         if saved_config != config:
             raise ValueError(f"cannot resume: the run in {str(out)!r} was started with {saved_config}, now {config}")
         meta = _load_state(state_path, vae, optimizer)
@@ -322,29 +319,23 @@ class _Distributed:
 
     @classmethod
     def from_env(cls, device) -> "_Distributed":
-        import os
-
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size <= 1:
             return cls()
-        import torch.distributed as td
-
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         use_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        if not td.is_initialized():
-            td.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if not torch.distributed.is_initialized():
+            torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
         dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-        return cls(td.get_rank(), td.get_world_size(), dev)
+        return cls(torch.distributed.get_rank(), torch.distributed.get_world_size(), dev)
 
     def wrap(self, vae: VAE) -> torch.nn.Module:
         if not self.enabled:
             return vae
-        from torch.nn.parallel import DistributedDataParallel
-
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(vae, device_ids=ids)
+        return torch.nn.parallel.DistributedDataParallel(vae, device_ids=ids)
 
     def barrier(self) -> None:
         if self.enabled:

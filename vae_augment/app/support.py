@@ -1,8 +1,8 @@
-"""The work behind the Gradio app (``app.py``), without Gradio: reading uploads safely, loading
+"""The work behind the Gradio app (`vae_augment.app`), without Gradio: reading uploads safely, loading
 each checkpoint once, and each tab's computation on the library's public API.
 
 Everything here raises `ValueError` (or its subclass `CheckpointError`) with a message meant for
-the person using the app; ``app.py`` shows those as ``gr.Error``. Images are ``[C, H, W]`` float
+the person using the app; the app shows those as ``gr.Error``. Images are ``[C, H, W]`` float
 tensors in [0, 1] until they become PIL images for display.
 """
 
@@ -26,11 +26,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
-from .data import convert_channels, pil_to_float, resize
-from .hub import CheckpointError, bundled_dir, bundled_names, fetch_checkpoint, is_repo_id, load_vae
-from .latent import check_mode_strength
-from .model import VAE
-from .transforms import VAEAugment, augment_batch, latent_shape, to_model_space
+from ..augment import augment_batch, latent_shape
+from ..checkpoint import CheckpointError, bundled_dir, bundled_names, is_repo_id
+from ..hub import fetch_checkpoint, load_vae
+from ..latent import check_mode_strength
+from ..models import Autoencoder
+from ..pixels import convert_channels, pil_to_float, resize, to_pil
+from ..transforms import VAEAugment
 
 MAX_UPLOAD_PIXELS = 50_000_000  # refuse to decode more (about 7000 x 7000)
 MAX_SIDE = 512  # larger uploads are downscaled to this longest side before any tensor work
@@ -46,17 +48,17 @@ MAX_HUB_MODELS = 4  # Hub checkpoints kept loaded at once (bundled ones always s
 class ModelCache:
     """Checkpoint choices -> loaded VAEs, each loaded once and reused by every request.
 
-    ``checkpoints`` maps the names the app offers to local folders (or loaded `VAE` s); the default
+    ``checkpoints`` maps the names the app offers to local folders (or loaded models); the default
     is the bundled checkpoints. Any other choice must be a Hugging Face Hub repo id, downloaded on
     first use; a choice is never read as a local path, so nobody can make the app open files.
     """
 
-    def __init__(self, checkpoints: Mapping[str, "str | Path | VAE"] | None = None, max_hub_models: int = MAX_HUB_MODELS):
+    def __init__(self, checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = None, max_hub_models: int = MAX_HUB_MODELS):
         if checkpoints is None:
             checkpoints = {name: bundled_dir() / name for name in bundled_names()}
         self.local = dict(checkpoints)
         self.max_hub_models = max_hub_models
-        self._models: OrderedDict[str, VAE] = OrderedDict()
+        self._models: OrderedDict[str, Autoencoder] = OrderedDict()
         self._guard = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
@@ -82,7 +84,7 @@ class ModelCache:
     def is_loaded(self, choice: str) -> bool:
         return choice in self._models
 
-    def get(self, choice) -> VAE:
+    def get(self, choice) -> Autoencoder:
         """The model for ``choice`` (see `validate`), loading or downloading it on first use."""
         name = self.validate(choice)
         with self._guard:
@@ -102,9 +104,9 @@ class ModelCache:
                     del self._models[old]
         return model
 
-    def _load(self, name: str) -> VAE:
+    def _load(self, name: str) -> Autoencoder:
         spec = self.local.get(name)
-        if isinstance(spec, VAE):
+        if isinstance(spec, Autoencoder):
             return spec.eval().requires_grad_(False)
         if spec is not None:
             return load_vae(spec).requires_grad_(False)
@@ -131,16 +133,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def describe(vae: VAE, name: str) -> str:
-    """One line about a checkpoint: size, channels, latents, training data and figures if known."""
-    kind = "gray" if vae.channels == 1 else "RGB"
-    if vae.image_size is None:  # a diffusers autoencoder: spatial latents
-        text = (f"**{name}**: {kind} images of any size, a pretrained diffusers {vae.kind} with {vae.latent_channels} "
-                f"latent channels per {vae.downscale}x{vae.downscale} pixels")
-    else:
-        height, width = vae.image_size
-        text = f"**{name}**: {height}x{width} {kind} images, {vae.latent_dim} latent dimensions"
-    metrics = getattr(vae, "metrics", {}) or {}
+def describe(vae: Autoencoder, name: str) -> str:
+    """One line about a checkpoint: what it takes, its latents, training data and figures if known."""
+    text = f"**{name}**: {vae.describe()}"
+    metrics = vae.metrics
     if metrics.get("dataset"):
         text += f", trained on {metrics['dataset']}"
     test = metrics.get("test") or {}
@@ -264,12 +260,6 @@ def example_drawings(size: tuple[int, int]) -> list[Image.Image]:
 
 
 # ------------------------------------------------------------------ converting results
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """``[C, H, W]`` float in [0, 1] (C = 1 or 3) -> an 8-bit PIL image (L or RGB)."""
-    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array[..., 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
-
-
 def for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) -> Image.Image:
     """Enlarge small images by a whole factor (nearest neighbour, so pixels stay crisp) to at least
     ``min_side`` on the short side; larger images are returned as they are."""
@@ -326,27 +316,26 @@ def write_zip(path: Path, images: dict[str, Image.Image]) -> Path:
 
 
 # ------------------------------------------------------------------ the tabs
-def model_view(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """``x: [B, C, H, W]`` as the model sees it: its channels and, for a model of one size, that size
-    (a diffusers backbone takes any size and pads internally)."""
-    x = x.to(vae.device)
-    return to_model_space(vae, x) if vae.image_size is not None else convert_channels(x, vae.channels)
+def model_view(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
+    """``x: [B, C, H, W]`` as the model sees it: its channels, at its working size (before any padding)."""
+    x = convert_channels(x.to(vae.device), vae.channels)
+    return resize(x, vae.working_size(*x.shape[-2:]))
 
 
-def anomaly(vae: VAE, x: torch.Tensor) -> tuple[float, float | None]:
-    """Anomaly score (nats) of one image ``x: [C, H, W]`` and its percentile among the training
+def anomaly(vae: Autoencoder, x: torch.Tensor) -> tuple[float, float | None]:
+    """Anomaly score (in ``vae.score_unit``) of one image ``x: [C, H, W]`` and its percentile among the training
     scores (None when the checkpoint has no reference percentiles)."""
     return _percentile(vae, vae.anomaly_score(model_view(vae, x.unsqueeze(0))))
 
 
-def _percentile(vae: VAE, score: torch.Tensor) -> tuple[float, float | None]:
+def _percentile(vae: Autoencoder, score: torch.Tensor) -> tuple[float, float | None]:
     percentile = None
-    if (getattr(vae, "metrics", {}) or {}).get("train_anomaly_percentiles"):
+    if vae.metrics.get("train_anomaly_percentiles"):
         percentile = float(vae.anomaly_percentile(score)[0])
     return float(score[0]), percentile
 
 
-def augment(vae: VAE, x: torch.Tensor, n: int, mode: str, strength: float, residual: bool, seed: int) -> dict:
+def augment(vae: Autoencoder, x: torch.Tensor, n: int, mode: str, strength: float, residual: bool, seed: int) -> dict:
     """``n`` variants of ``x: [C, H, W]`` by `VAEAugment` (exactly what a training pipeline would
     get), with the reconstruction and the anomaly score. Returns tensors at the input's size."""
     check_mode_strength(mode, strength)
@@ -359,7 +348,7 @@ def augment(vae: VAE, x: torch.Tensor, n: int, mode: str, strength: float, resid
     return {"original": x, "reconstruction": reconstruction, "variants": variants, "score": score, "percentile": percentile}
 
 
-def interpolate(vae: VAE, a: torch.Tensor, b: torch.Tensor, steps: int, method: str) -> torch.Tensor:
+def interpolate(vae: Autoencoder, a: torch.Tensor, b: torch.Tensor, steps: int, method: str) -> torch.Tensor:
     """``steps`` images decoded on the path between the codes of ``a`` and ``b`` -> ``[steps, C, H, W]``."""
     a_m, b_m = (model_view(vae, t.unsqueeze(0))[0] for t in (a, b))
     if a_m.shape != b_m.shape:  # a model of any size: bring the second image to the first one's size
@@ -367,12 +356,12 @@ def interpolate(vae: VAE, a: torch.Tensor, b: torch.Tensor, steps: int, method: 
     return vae.interpolate(a_m, b_m, steps=steps, method=method)
 
 
-def sample(vae: VAE, n: int, temperature: float, seed: int) -> torch.Tensor:
+def sample(vae: Autoencoder, n: int, temperature: float, seed: int) -> torch.Tensor:
     return vae.sample(n, generator=torch.Generator(device=vae.device).manual_seed(seed), temperature=temperature)
 
 
 @torch.no_grad()
-def explore(vae: VAE, x: torch.Tensor, n_dims: int, steps: int, span: float) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
+def explore(vae: Autoencoder, x: torch.Tensor, n_dims: int, steps: int, span: float) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
     """Move the ``n_dims`` latent dimensions this image uses most, one at a time, from ``-span`` to
     ``+span`` times the training data's spread along each.
 
@@ -383,12 +372,8 @@ def explore(vae: VAE, x: torch.Tensor, n_dims: int, steps: int, span: float) -> 
     uniformly over the image), ranked by their spread over the image instead of KL.
     """
     x_m = model_view(vae, x.unsqueeze(0))
-    posterior = vae.encode(to_model_space(vae, x_m))
-    if vae.image_size is None:  # a backbone's spatial latents [C, h, w]: dimensions are channels, ranked by how
-        # much each varies over this image, in units of the data's spread (their KL is meaningless: no KL training)
-        kl = posterior.mean[0].flatten(1).std(1) / vae.latent_scale.flatten()
-    else:
-        kl = 0.5 * (posterior.mean.square() + posterior.var - 1.0 - posterior.logvar)[0]  # the terms of posterior.kl(), [D]
+    posterior = vae.encode(vae.to_model(x_m))
+    kl = vae.dimension_usage(posterior)
     n_dims = min(n_dims, kl.shape[0])
     dims = torch.argsort(kl, descending=True, stable=True)[:n_dims]
     offsets = torch.linspace(-span, span, steps, device=vae.device)
@@ -396,7 +381,7 @@ def explore(vae: VAE, x: torch.Tensor, n_dims: int, steps: int, span: float) -> 
     return vae.traverse(x_m[0], dims.tolist(), values), dims.tolist(), kl[dims], offsets
 
 
-def anomaly_view(vae: VAE, x: torch.Tensor) -> dict:
+def anomaly_view(vae: Autoencoder, x: torch.Tensor) -> dict:
     """What the Anomaly tab shows for ``x: [C, H, W]``: the image as the model sees it (its size and
     channels), the reconstruction, their per-pixel absolute difference (averaged over channels,
     ``[1, H, W]``, not rescaled), the score and its percentile (see `anomaly`)."""

@@ -1,0 +1,447 @@
+"""The checkpoint folder format of both model kinds, and moving checkpoint files to and from the Hub.
+
+A vae-augment checkpoint is a folder with ``config.json`` (every constructor argument of the model)
+and ``model.safetensors``; optionally ``latent_bank.safetensors`` (training codes for the
+"neighbour" mode), ``metrics.json`` and ``README.md`` (the model card). A diffusers autoencoder
+folder is diffusers' own ``config.json`` + ``diffusion_pytorch_model.safetensors`` plus
+``vae_augment.json`` (calibrated latent statistics and options). This module names those files,
+reads and writes each of them (a folder's files are written as one unit, `staged_folder`), and
+downloads and uploads them with huggingface_hub. Which model class a folder holds is decided by
+the loader (`vae_augment.hub`); nothing here knows the model classes.
+
+Weights are read from safetensors only: pickle files can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from safetensors import SafetensorError, safe_open
+import safetensors.torch
+from safetensors.torch import load_file
+
+# files of every checkpoint
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+CARD_NAME = "README.md"
+# a vae-augment VAE
+WEIGHTS_NAME = "model.safetensors"
+BANK_NAME = "latent_bank.safetensors"
+# a diffusers autoencoder
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_FILES = "diffusion_pytorch_model*"  # its weights in any format or sharding, stale after a new save
+STATS_NAME = "vae_augment.json"  # calibrated latent statistics and options, next to the diffusers files
+PIPELINE_INDEX = "model_index.json"  # a full diffusers pipeline (its autoencoder is in vae/)
+# what a save of either kind may leave behind: removed unless the new save writes it again
+SAVED_FILES = (WEIGHTS_NAME, BANK_NAME, METRICS_NAME, DIFFUSERS_FILES, STATS_NAME)
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
+PICKLE_REASON = "vae-augment loads weights only from safetensors because unpickling a file can run arbitrary code"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that cannot be loaded; the message says why and what is accepted."""
+
+
+class MissingFileError(CheckpointError):
+    """A Hub repo (reachable) that does not have the file asked for."""
+
+
+class OfflineError(CheckpointError):
+    """A Hub file that is not in the local cache while the Hub cannot be reached (or HF_HUB_OFFLINE is set)."""
+
+
+def bundled_dir() -> Path:
+    """The folder of checkpoints that ship with the package (``checkpoints/`` in the repo)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "checkpoints", here.parent / "checkpoints"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "checkpoints"
+
+
+def bundled_names() -> list[str]:
+    root = bundled_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file())
+
+
+def is_repo_id(spec: str) -> bool:
+    """True for ``"org/name"`` shaped strings the Hub accepts (no ``..``/``--``, no ``.git`` ending)."""
+    return bool(_REPO_ID.match(spec)) and ".." not in spec and "--" not in spec and not spec.endswith(".git") and len(spec) <= 96
+
+
+def is_diffusers_config(config: dict[str, Any]) -> bool:
+    """A config.json written by diffusers (it names its ``_class_name`` and ``_diffusers_version``)."""
+    return "_class_name" in config or "_diffusers_version" in config
+
+
+def pickle_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+
+
+# ------------------------------------------------------------------ local folders
+def is_diffusers_folder(folder: Path) -> bool:
+    """A folder saved by diffusers (its config.json names a ``_class_name``)."""
+    return (folder / CONFIG_NAME).is_file() and is_diffusers_config(read_config(folder))
+
+
+def check_folder(folder: str | Path) -> Path:
+    """Raise `CheckpointError` unless ``folder`` holds config.json and model.safetensors (or is a
+    diffusers autoencoder folder, checked when it is loaded)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist or is not a folder")
+    if not (folder / WEIGHTS_NAME).is_file() and is_diffusers_folder(folder):
+        return folder
+    if not (folder / WEIGHTS_NAME).is_file() and (folder / "model_index.json").is_file():
+        raise CheckpointError(f"{str(folder)!r} is a diffusers pipeline; load its autoencoder with "
+                              f"load_vae({str(folder)!r}, subfolder='vae')")
+    if not (folder / WEIGHTS_NAME).is_file():
+        pickles = pickle_files(folder)
+        if pickles:
+            raise CheckpointError(
+                f"checkpoint folder {str(folder)!r} offers only pickle weights ({', '.join(pickles)}); vae-augment "
+                f"loads weights only from {WEIGHTS_NAME} because unpickling a file can run arbitrary code. "
+                "Convert it with safetensors.torch.save_file(state_dict, 'model.safetensors') from code you trust."
+            )
+        raise CheckpointError(f"checkpoint folder {str(folder)!r} has no {WEIGHTS_NAME} (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
+    if not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(
+            f"checkpoint folder {str(folder)!r} has no {CONFIG_NAME}; it is needed to rebuild the model "
+            "(save checkpoints with VAE.save_pretrained)"
+        )
+    return folder
+
+
+# ------------------------------------------------------------------ reading
+def read_config(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON ({err}); expected the model's constructor arguments") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON object of constructor arguments, got {type(config).__name__}")
+    return config
+
+
+def read_metrics(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / METRICS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+
+
+def read_latent_bank(folder: str | Path, latent_dim: int, device: str | torch.device = "cpu") -> torch.Tensor | None:
+    """The optional ``latent_bank.safetensors`` ([N, latent_dim] training codes), or None."""
+    path = Path(folder) / BANK_NAME
+    if not path.is_file():
+        return None
+    try:
+        bank = load_file(str(path), device=str(device))["latent_bank"]
+    except (SafetensorError, OSError, KeyError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a readable latent bank (truncated or corrupt?): {err}") from None
+    if bank.ndim != 2 or bank.shape[1] != latent_dim:
+        raise CheckpointError(f"{str(path)!r} must hold [N, {latent_dim}] codes, got {tuple(bank.shape)}")
+    return bank.float()
+
+
+def load_safetensors_into(model: torch.nn.Module, path: str | Path, strict: bool = True, device: str | torch.device = "cpu") -> None:
+    """Load a safetensors file into ``model``; a corrupt file or a config/weights mismatch raises `CheckpointError`."""
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if strict and (missing or unexpected or shapes):
+        details = []
+        if missing:
+            details.append(f"missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            details.append(f"unexpected weights {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            details.append(f"shape mismatches {shapes[:3]}{' ...' if len(shapes) > 3 else ''}")
+        raise CheckpointError(f"config.json does not match the weights in {str(path)!r}: " + "; ".join(details))
+    model.load_state_dict(state, strict=strict)
+    model.to(device)
+
+
+def read_statistics(folder: str | Path) -> dict[str, Any]:
+    """A diffusers folder's ``vae_augment.json``: ``latent_loc``/``latent_scale`` (``[C]`` float tensors,
+    absent before calibration) and saved options (``max_pixels``, ``tiling``); {} when there is none."""
+    path = Path(folder) / STATS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        stats = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(stats, dict):
+            raise TypeError(f"expected a JSON object, got {type(stats).__name__}")
+        loc = torch.tensor(stats["latent_loc"], dtype=torch.float32)
+        scale = torch.tensor(stats["latent_scale"], dtype=torch.float32)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a valid {STATS_NAME} ({type(err).__name__}: {err})") from None
+    if loc.ndim != 1 or loc.shape != scale.shape or not bool((scale > 0).all()):
+        raise CheckpointError(f"{str(path)!r} must hold as many latent_loc values as positive latent_scale values, "
+                              f"got {loc.numel()} and {scale.numel()}")
+    return {**stats, "latent_loc": loc, "latent_scale": scale}
+
+
+def read_trainer_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and the ``trainer`` metadata of a training run's state file (see `vae_augment.training`)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["trainer"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises several kinds for truncated files
+        raise CheckpointError(f"cannot resume from {str(path)!r} (truncated or corrupt?): {err}") from None
+    return tensors, meta
+
+
+# ------------------------------------------------------------------ writing
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # created 0666 minus the process's umask, by the kernel (mkstemp would make it 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def staged_folder(folder: str | Path, remove: tuple[str, ...] = SAVED_FILES) -> Iterator[Path]:
+    """Save a checkpoint's files as one unit.
+
+    Write every file into the yielded staging folder (hidden, inside ``folder``). When the block
+    ends without an error, the staged files are fsynced and renamed over their namesakes in
+    ``folder``; then the files matching the glob patterns in ``remove`` that were not staged (left
+    from an earlier save, e.g. a latent bank the new model lacks) are deleted. An error while
+    writing leaves ``folder`` as it was; an error while renaming puts back the files already
+    replaced (kept as hard links until then), so weights and config never mismatch. A process
+    killed outright (SIGKILL, power loss) can leave a ``.staging-*`` folder behind, safe to delete.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
+    try:
+        yield stage
+        staged = sorted(p for p in stage.iterdir() if p.is_file())
+        for path in staged:
+            with open(path, "r+b") as f:
+                os.fsync(f.fileno())
+        backups = stage / ".previous"
+        backups.mkdir()
+        for path in staged:
+            if (folder / path.name).is_file():
+                _link_or_copy(folder / path.name, backups / path.name)
+        done: list[str] = []
+        try:
+            for path in staged:
+                os.replace(path, folder / path.name)
+                done.append(path.name)
+        except BaseException:
+            for name in done:  # put the previous files back (or remove files that are new)
+                if (backups / name).exists():
+                    os.replace(backups / name, folder / name)
+                else:
+                    (folder / name).unlink(missing_ok=True)
+            raise
+        names = {p.name for p in staged}
+        for pattern in remove:
+            for old in folder.glob(pattern):
+                if old.name not in names and old.is_file():
+                    old.unlink()
+        _fsync_folder(folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where the platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    atomic_write_bytes(path, safetensors.torch.save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
+
+
+def write_statistics(folder: str | Path, latent_loc: torch.Tensor, latent_scale: torch.Tensor, **options: Any) -> None:
+    """Write a diffusers folder's ``vae_augment.json`` (see `read_statistics`)."""
+    atomic_write_json(Path(folder) / STATS_NAME, {"latent_loc": latent_loc.flatten().tolist(),
+                                                  "latent_scale": latent_scale.flatten().tolist(), **options})
+
+
+def model_card(config: dict[str, Any], metrics: dict[str, Any], repo_id: str | None = None) -> str:
+    """A model card (README.md) with the dataset, the training command and the measured figures."""
+    lines = [
+        "---",
+        "library_name: vae-augment",
+        "tags:",
+        "- vae",
+        "- data-augmentation",
+        "- image",
+        "---",
+        "",
+        f"# {repo_id or 'vae-augment checkpoint'}",
+        "",
+        "A convolutional variational autoencoder for data augmentation with "
+        "[vae-augment](https://github.com/vae-augment/vae-augment).",
+        "",
+        "```python",
+        "from vae_augment import load_vae",
+        f"vae = load_vae({(repo_id or 'path/to/this/folder')!r})",
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- dataset: {metrics.get('dataset', 'unknown')}",
+    ]
+    if metrics.get("command"):
+        lines += ["- command:", "", "```bash", metrics["command"], "```", ""]
+    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
+    test = metrics.get("test")
+    if test:
+        lines += ["## Test figures", "", "| metric | value |", "| --- | --- |"]
+        for key, value in test.items():
+            lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the Hub
+def download_file(repo_id: str, filename: str, revision: str | None = None, **kwargs) -> Path:
+    """hf_hub_download with errors that say what went wrong (offline, missing repo, missing file)."""
+
+    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, **kwargs))
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
+        if constants.HF_HUB_OFFLINE:
+            reason = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
+        else:
+            reason = f"the Hub ({constants.ENDPOINT}) cannot be reached (no network?) and the file is not in the local cache"
+        raise OfflineError(f"cannot fetch {filename} of Hub repo {where}: {reason}. ({type(err).__name__})") from None
+    except GatedRepoError:
+        raise CheckpointError(f"Hub repo {where} is gated: accept its terms on the Hub and log in with `hf auth login`") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(f"Hub repo {where} was not found (or is private: log in with `hf auth login`)") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
+    except EntryNotFoundError:
+        hint = ""
+        if filename in (WEIGHTS_NAME, DIFFUSERS_WEIGHTS):
+            hint = " vae-augment loads weights only from safetensors (pickle files such as pytorch_model.bin can run code when loaded)."
+        raise MissingFileError(f"Hub repo {where} has no {filename}.{hint}") from None
+    except HfHubHTTPError as err:
+        raise CheckpointError(f"downloading {filename} of Hub repo {where} failed: {err}") from None
+
+
+def fetch_files(repo_id: str, required: Sequence[str], optional: Sequence[str] = (), revision: str | None = None,
+                **kwargs) -> Path:
+    """Download ``required`` files (in this order; a missing one raises `MissingFileError`) and whichever
+    of ``optional`` exist into the huggingface_hub cache; returns the snapshot folder that holds them."""
+    paths = [download_file(repo_id, name, revision=revision, **kwargs) for name in required]
+    for name in optional:
+        try:
+            download_file(repo_id, name, revision=revision, **kwargs)
+        except CheckpointError:
+            pass
+    if len({p.parent for p in paths}) > 1:  # all from one snapshot; guard against a moved cache
+        raise CheckpointError(f"{' and '.join(required)} of {repo_id!r} resolved to different snapshots")
+    return paths[0].parent
+
+
+def resolve(spec: str | os.PathLike, fetch: Callable[[str], Path]) -> Path:
+    """A bundled name, local folder or Hub repo id -> a local checkpoint folder; a repo id is passed
+    to ``fetch`` (which downloads the files of the kind it expects)."""
+    text = os.fspath(spec)
+    if not isinstance(text, str) or not text:
+        raise CheckpointError(f"a checkpoint spec must be a non-empty name, folder or repo id, got {spec!r}")
+    if text in bundled_names():
+        return check_folder(bundled_dir() / text)
+    path = Path(text).expanduser()
+    if path.exists():
+        return check_folder(path)
+    if is_repo_id(text) and not text.startswith((".", "/", "~")):
+        return fetch(text)
+    names = ", ".join(repr(n) for n in bundled_names()) or "none installed"
+    raise CheckpointError(
+        f"cannot find checkpoint {text!r}: it is not a bundled name ({names}), an existing folder, "
+        "or a Hugging Face Hub repo id of the form 'org/name'"
+    )
+
+
+def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
+    """Upload config.json, model.safetensors, metrics.json and a model card of a local checkpoint."""
+    folder = check_folder(checkpoint)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{str(folder)!r} is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' "
+                         "own push_to_hub (and copy vae_augment.json, its calibrated latent statistics, along)")
+    if not is_repo_id(repo_id):
+        raise CheckpointError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    config, metrics = read_config(folder), read_metrics(folder)
+    api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        staging = Path(tmp)
+        for name in (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, BANK_NAME):
+            if (folder / name).is_file():
+                (staging / name).symlink_to((folder / name).resolve())
+        (staging / CARD_NAME).write_text(model_card(config, metrics, repo_id), encoding="utf-8")
+        info = api.upload_folder(repo_id=repo_id, folder_path=staging, revision=revision, commit_message="Upload vae-augment checkpoint")
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,190 @@
+"""DataLoader helpers: a posterior cache, whole-batch augmentation in the collate function, and the
+seeding of augmentation randomness inside DataLoader workers.
+
+`worker_seed` is what the torchvision and albumentations adapters use to give each worker its
+own draws; `PosteriorCache` and `AugmentCollate` wrap a `VAEAugment` (any object with its
+``vae``, ``draw`` and settings: this module sits below the adapters so that they can use it).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset, default_collate, get_worker_info
+
+from .augment import augment_batch, latent_shape, to_model_space
+from .models import DiagonalGaussian
+from .pixels import float_to_image, image_size_of, image_to_float
+
+
+class WorkerSeed:
+    """Re-seeding of an explicit random generator once per DataLoader worker.
+
+    `next_seed` returns a new seed the first time it is called in a worker (a worker process of a
+    new epoch counts as new), mixing the base seed (the user's, recorded at the first call) with the
+    worker's own seed, so workers draw different variants, different user seeds give different
+    runs, and a run repeats under the same ``torch.manual_seed``. It returns None outside workers
+    and on later calls in the same worker.
+    """
+
+    def __init__(self):
+        self.base: int | None = None
+        self.worker: tuple[int, int] | None = None
+
+    def next_seed(self, base: int) -> int | None:
+        if self.base is None:
+            self.base = int(base)
+        info = get_worker_info()
+        if info is None or self.worker == (info.id, info.seed):
+            return None
+        self.worker = (info.id, info.seed)
+        return (self.base * 1_000_003 + info.seed) % (2**63)
+
+
+def reseed_in_worker(generator: torch.Generator | None, seed: WorkerSeed) -> torch.Generator | None:
+    """``generator`` (None: the global torch RNG, which DataLoader seeds itself), re-seeded by ``seed`` in a new worker."""
+    if generator is not None:
+        new = seed.next_seed(generator.initial_seed())
+        if new is not None:
+            generator.manual_seed(new)
+    return generator
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one intra-op thread per worker, so workers don't oversubscribe cores."""
+    torch.set_num_threads(1)
+
+
+def _is_vae_augment(augment) -> bool:
+    return all(hasattr(augment, name) for name in ("vae", "draw", "mode", "strength", "residual", "precision")) and callable(augment)
+
+
+class PosteriorCache(Dataset):
+    """A dataset wrapper that applies a `VAEAugment` and caches each image's posterior the first time
+    it is seen, so later epochs only decode.
+
+    Valid when nothing random happens to the image before the VAE (``dataset`` must return the same
+    image for an index every time). The cache lives in shared memory, so DataLoader workers fill
+    and reuse one cache across epochs. Items of ``dataset`` are images or tuples whose first entry
+    is the image; the rest passes through.
+
+    ``batched=True`` decodes whole batches instead of single images (several times faster on CPU):
+    items are then handed to ``collate_fn=cache.collate``, which collates them, encodes the images
+    not cached yet, and augments the batch inside the DataLoader worker. Images must be tensors of
+    one size; without ``cache.collate`` the DataLoader refuses the items.
+    """
+
+    def __init__(self, dataset: Dataset, augment, batched: bool = False):
+        if not _is_vae_augment(augment):
+            raise TypeError(f"augment must be a VAEAugment, got {type(augment).__name__}")
+        self.dataset, self.augment, self.batched = dataset, augment, bool(batched)
+        n, vae = len(dataset), augment.vae
+        # latents of the first image's size; for a model whose latents depend on the size (spatial
+        # latents), every image must then give latents of that shape
+        self.size = image_size_of(self._split(dataset[0])[0]) if n else vae.sample_size
+        shape = latent_shape(vae, self.size)
+        self.mean = torch.zeros(n, *shape).share_memory_()
+        self.logvar = torch.zeros(n, *shape).share_memory_()
+        self.cached = torch.zeros(n, dtype=torch.bool).share_memory_()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @torch.inference_mode()
+    def precompute(self, batch_size: int = 512) -> "PosteriorCache":
+        """Encode every image now (batched), instead of on first sight."""
+        for start in range(0, len(self), batch_size):
+            indices = torch.arange(start, min(start + batch_size, len(self)))
+            self._fill(indices, torch.cat([image_to_float(self._split(self.dataset[int(i)])[0])[0] for i in indices]))
+        return self
+
+    @staticmethod
+    def _split(item):
+        return (item[0], tuple(item[1:])) if isinstance(item, tuple) else (item, None)
+
+    def _fill(self, indices: torch.Tensor, x: torch.Tensor) -> None:
+        """Encode the images ``x`` of the dataset rows ``indices`` that are not cached yet, into the cache."""
+        missing = (~self.cached[indices]).nonzero().squeeze(1)
+        if missing.numel():
+            vae = self.augment.vae
+            with torch.inference_mode():
+                posterior = vae.encode(to_model_space(vae, x[missing].to(vae.device)))
+            self.mean[indices[missing]] = posterior.mean.cpu()
+            self.logvar[indices[missing]] = posterior.logvar.cpu()
+            self.cached[indices[missing]] = True
+
+    def _augment(self, indices: torch.Tensor, image, where: str):
+        """Augment ``image`` (one image or a collated batch, rows ``indices`` of the dataset) from cached posteriors."""
+        aug, vae = self.augment, self.augment.vae
+        x, meta = image_to_float(image)
+        if x.shape[0] != len(indices):
+            raise ValueError(f"PosteriorCache expects one image per item, got a batch of {x.shape[0]}")
+        if latent_shape(vae, x.shape[-2:]) != tuple(self.mean.shape[1:]):
+            raise ValueError(f"PosteriorCache with a model of spatial latents needs images of one size, {tuple(self.size)}; "
+                             f"{where} {tuple(x.shape[-2:])} (resize or crop them first)")
+        self._fill(indices, x)
+        posterior = DiagonalGaussian(self.mean[indices], self.logvar[indices])
+        params = aug.draw(len(indices), tuple(x.shape[-2:]))
+        aug.last_params = params
+        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
+                          precision=aug.precision)
+        return float_to_image(y, meta, image)
+
+    def __getitem__(self, index: int):
+        if self.batched:
+            return UseCollateFnCacheCollate(index, self.dataset[index])
+        image, rest = self._split(self.dataset[index])
+        out = self._augment(torch.tensor([index]), image, f"item {index} is")
+        return out if rest is None else (out, *rest)
+
+    def collate(self, samples: list["UseCollateFnCacheCollate"]):
+        """The DataLoader ``collate_fn`` of a ``batched=True`` cache: collate, encode what is not cached
+        yet, draw one set of parameters per image and decode the whole batch."""
+        if not all(isinstance(s, UseCollateFnCacheCollate) for s in samples):
+            raise TypeError("PosteriorCache.collate collates the items of a PosteriorCache(..., batched=True)")
+        split = [self._split(s.item) for s in samples]
+        shapes = {tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__ for image, _ in split}
+        if len(shapes) != 1 or not all(isinstance(image, torch.Tensor) and image.ndim == 3 for image, _ in split):
+            raise TypeError(f"a batched PosteriorCache needs image tensors [C, H, W] of one shape, got {sorted(map(str, shapes))}")
+        indices = torch.tensor([s.index for s in samples], dtype=torch.long)
+        out = self._augment(indices, default_collate([image for image, _ in split]), "got")
+        if split[0][1] is None:
+            return out
+        return [out, *default_collate([rest for _, rest in split])]
+
+
+class UseCollateFnCacheCollate:
+    """An item of a ``batched=True`` `PosteriorCache`, waiting for `PosteriorCache.collate`. It is
+    deliberately not collatable by torch's default_collate, whose error then names this class: the
+    DataLoader needs ``collate_fn=cache.collate``."""
+
+    __slots__ = ("index", "item")
+
+    def __init__(self, index: int, item):
+        self.index, self.item = index, item
+
+
+class AugmentCollate:
+    """A DataLoader ``collate_fn`` that collates a batch, then applies a `VAEAugment` to its images at once.
+
+    Inside DataLoader workers this runs the VAE on whole batches (one draw per image) instead of
+    one image at a time, several times faster on CPU. Samples are images or tuples whose first
+    entry is the image (uint8 or float ``[C, H, W]`` tensors); the rest is collated as usual.
+    """
+
+    def __init__(self, augment):
+        if not _is_vae_augment(augment):
+            raise TypeError(f"augment must be a VAEAugment, got {type(augment).__name__}")
+        self.augment = augment
+
+    def __call__(self, samples):
+        batch = default_collate(samples)
+        if isinstance(batch, list):  # what default_collate makes of (image, label, ...) samples
+            return [self.augment(batch[0]), *batch[1:]]
+        return self.augment(batch)
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one intra-op thread per worker, so workers don't oversubscribe cores."""
+    torch.set_num_threads(1)
+
+

@@ -1,0 +1,348 @@
+"""The library's own convolutional VAE: encoder -> diagonal Gaussian posterior -> decoder.
+
+Shapes throughout: model-space images ``x: [B, C, H, W]`` float in [0, 1] at ``image_size``,
+latents ``z: [B, latent_dim]``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .. import checkpoint, losses
+from .base import Autoencoder, DiagonalGaussian
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    return (-0.5 * z.square() - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def _feature_sizes(size: int, stages: int) -> list[int]:
+    """Spatial sizes after each stride-2 conv (k=3, p=1 gives ceil(n / 2))."""
+    sizes = [size]
+    for _ in range(stages):
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes
+
+
+def _fast_layout(h: torch.Tensor) -> torch.Tensor:
+    """Channels-last activations make oneDNN's (transposed) convolutions 2-3x faster on CPU batches,
+    but send batches of a few images to a slow fallback kernel; so only for batches of 16 or more."""
+    if h.shape[0] >= 16:
+        return h.contiguous(memory_format=torch.channels_last)
+    return h.contiguous()
+
+
+class Encoder(nn.Module):
+    """``[B, C, H, W]`` -> (mean, logvar), each ``[B, latent_dim]``."""
+
+    def __init__(self, channels: int, widths: Sequence[int], flat_size: int, hidden: int, latent_dim: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = channels
+        for width in widths:
+            layers += [nn.Conv2d(in_ch, width, 3, stride=2, padding=1), nn.SiLU(inplace=True)]
+            in_ch = width
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(flat_size, hidden), nn.SiLU(inplace=True), nn.Linear(hidden, 2 * latent_dim))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = _fast_layout(self.convs[:2](x))
+        return self.fc(self.convs[2:](h)).chunk(2, dim=-1)
+
+
+class Decoder(nn.Module):
+    """``[B, latent_dim]`` -> likelihood parameters ``[B, C, H, W]`` (logits or means, pre-activation)."""
+
+    def __init__(self, channels: int, widths: Sequence[int], heights: list[int], widths_px: list[int], hidden: int, latent_dim: int):
+        super().__init__()
+        widths = list(widths)
+        self.start_shape = (widths[-1], heights[-1], widths_px[-1])
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, hidden), nn.SiLU(inplace=True), nn.Linear(hidden, widths[-1] * heights[-1] * widths_px[-1]), nn.SiLU(inplace=True)
+        )
+        layers: list[nn.Module] = []
+        outs = widths[-2::-1] + [channels]
+        for i, (in_ch, out_ch) in enumerate(zip(widths[::-1], outs)):
+            stage = len(widths) - i  # index into sizes of this stage's input
+            target_h, target_w = heights[stage - 1], widths_px[stage - 1]
+            pad = (target_h - (2 * heights[stage] - 1), target_w - (2 * widths_px[stage] - 1))
+            layers.append(nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=pad))
+            if i < len(widths) - 1:
+                layers.append(nn.SiLU(inplace=True))
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = _fast_layout(self.fc(z).view(-1, *self.start_shape))
+        return self.deconvs(h).contiguous()
+
+
+class VAE(
+    Autoencoder,
+    PyTorchModelHubMixin,
+    library_name="vae-augment",
+    tags=["vae", "data-augmentation", "image"],
+    repo_url="https://github.com/vae-augment/vae-augment",
+):
+    """A convolutional variational autoencoder (Kingma & Welling, 2013).
+
+    Args:
+        channels: image channels, 1 (gray) or 3 (RGB).
+        image_size: side of a square image, or ``[height, width]``; 8 to 512 pixels.
+        latent_dim: size of the latent code z.
+        widths: channels of the stride-2 conv stages of the encoder (mirrored in the decoder).
+        hidden: width of the fully connected layer between conv features and latents.
+        likelihood: ``"bernoulli"`` (images in [0, 1], the MNIST default) or ``"gaussian"`` (a
+            Gaussian with a learned per-channel scale, for natural images).
+        beta: weight of the KL term during training (1 gives the ELBO).
+
+    Every argument is stored in ``config.json`` by ``save_pretrained`` so that
+    ``VAE.from_pretrained(folder_or_repo)`` rebuilds the model without code. Images of another size
+    or channel count are resized and converted by `to_model` (see `Autoencoder`).
+    """
+
+    kind = "VAE"
+    score_unit = "nats per image"
+    usage_unit = "KL (nats)"
+    precisions = ("bf16", "fp16")
+    has_elbo = True
+    checkpoint_files = (checkpoint.WEIGHTS_NAME, checkpoint.CONFIG_NAME)  # weights first: a pickle-only repo is refused with the reason
+    optional_files = (checkpoint.METRICS_NAME, checkpoint.BANK_NAME)
+
+
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int | list[int] = 28,
+        latent_dim: int = 16,
+        widths: Sequence[int] = (32, 64),
+        hidden: int = 256,
+        likelihood: str = "bernoulli",
+        beta: float = 1.0,
+    ):
+        super().__init__()
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+        if len(size) != 2 or not all(isinstance(s, int) and 8 <= s <= 512 for s in size):
+            raise ValueError(f"image_size must be an int or [height, width] with sides in [8, 512], got {image_size!r}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        widths = [int(w) for w in widths]
+        if not widths or any(w < 1 for w in widths):
+            raise ValueError(f"widths must be a non-empty list of positive ints, got {widths!r}")
+        if latent_dim < 1 or hidden < 1:
+            raise ValueError(f"latent_dim and hidden must be positive, got {latent_dim!r} and {hidden!r}")
+        if not beta >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta!r}")
+        self.channels = channels
+        self.image_size = self.sample_size = tuple(size)
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.beta = float(beta)
+        heights = _feature_sizes(size[0], len(widths))
+        widths_px = _feature_sizes(size[1], len(widths))
+        flat = widths[-1] * heights[-1] * widths_px[-1]
+        self.encoder = Encoder(channels, widths, flat, hidden, latent_dim)
+        self.decoder = Decoder(channels, widths, heights, widths_px, hidden, latent_dim)
+        if likelihood == "gaussian":
+            # per-channel log standard deviation of p(x|z), learned (the sigma-VAE of Rybkin et al., 2021)
+            self.log_scale = nn.Parameter(torch.full((channels,), -2.0))
+        # Spread of posterior means over the training set, per latent dimension; written by
+        # training (`latent_statistics`) and used by the augmentation to measure strength.
+        self.register_buffer("latent_loc", torch.zeros(latent_dim))
+        self.register_buffer("latent_scale", torch.ones(latent_dim))
+        # Posterior means of (a sample of) the training images, [N, latent_dim], for the "neighbour"
+        # augmentation; kept out of the state dict, in latent_bank.safetensors beside the weights.
+
+    # ----------------------------------------------------------------- the interface
+    def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int]:
+        """Shape of one image's latent: ``(latent_dim,)`` whatever the input size (inputs are resized)."""
+        return (self.latent_dim,)
+
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """Every image is processed at ``image_size``."""
+        return self.image_size
+
+    def prior_sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """Standard normal ``noise`` -> a sample of the prior p(z) = N(0, I): the noise itself."""
+        return noise
+
+    def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian) -> tuple[torch.Tensor, torch.Tensor]:
+        """Deterministic negative ELBO at the posterior mean, nats per image: -log p(x | z = mean) +
+        KL(q(z|x) || p(z)), large when the image reconstructs badly or its code lies far from the prior."""
+        out = self.decoder_output(posterior.mean)
+        return -(self.log_likelihood(x, out) - posterior.kl()), torch.sigmoid(out)
+
+    def dimension_usage(self, posterior: DiagonalGaussian) -> torch.Tensor:
+        """KL of each latent dimension from the prior for the first image, ``[latent_dim]``: the dimensions
+        the model ignores keep the prior (KL near 0) and change nothing when moved."""
+        return posterior[:1].kl_terms()[0]
+
+    def describe(self) -> str:
+        height, width = self.image_size
+        return f"{height}x{width} {'gray' if self.channels == 1 else 'RGB'} images, {self.latent_dim} latent dimensions"
+
+    @property
+    def num_pixels(self) -> int:
+        return self.channels * self.image_size[0] * self.image_size[1]
+
+    def check_input(self, x: torch.Tensor, name: str = "x") -> None:
+        """Raise a clear error unless ``x`` is a float ``[B, C, H, W]`` batch this model accepts."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of shape [B, C, H, W], got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"{name} must have 4 dimensions [B, C, H, W], got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a float tensor in [0, 1], got dtype {x.dtype} (divide uint8 images by 255)")
+        expected = (self.channels, *self.image_size)
+        if tuple(x.shape[1:]) != expected:
+            raise ValueError(f"{name} must have shape [B, {', '.join(map(str, expected))}] for this model, got {tuple(x.shape)}")
+        if x.numel() and not torch.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or infinite values; images must be finite floats in [0, 1]")
+
+    def encode(self, x: torch.Tensor) -> DiagonalGaussian:
+        """Posterior q(z|x) for ``x: [B, C, H, W]`` float in [0, 1]."""
+        self.check_input(x)
+        mean, logvar = self.encoder(x)
+        return DiagonalGaussian(mean, logvar)
+
+    def decoder_output(self, z: torch.Tensor) -> torch.Tensor:
+        """Pre-activation decoder output (Bernoulli logits or Gaussian mean logits), ``[B, C, H, W]``."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape [B, {self.latent_dim}], got {tuple(z.shape)}")
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean image of p(x|z), ``[B, C, H, W]`` in [0, 1]."""
+        return torch.sigmoid(self.decoder_output(z))
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
+        """Returns (decoder output for a reparameterized sample, posterior)."""
+        posterior = self.encode(x)
+        return self.decoder_output(posterior.sample(generator)), posterior
+
+    def log_likelihood(self, x: torch.Tensor, decoder_out: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) in nats per image, ``[..., B]``."""
+        if self.likelihood == "bernoulli":
+            return losses.bernoulli_log_likelihood(x, decoder_out)
+        return losses.gaussian_log_likelihood(x, torch.sigmoid(decoder_out), self.log_scale)
+
+    def loss(self, x: torch.Tensor, beta: float | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Training objective: mean over the batch of -(log p(x|z) - beta * KL); see `losses.elbo`."""
+        out, posterior = self(x, generator)
+        return self.objective(x, out, posterior, self.beta if beta is None else beta)
+
+    def objective(self, x: torch.Tensor, decoder_out: torch.Tensor, posterior: DiagonalGaussian, beta: float) -> dict[str, torch.Tensor]:
+        """`losses.elbo` for a forward pass already made, in float32 whatever precision it ran in."""
+        return losses.elbo(self.log_likelihood(x, decoder_out.float()), posterior.to(torch.float32).kl(), beta)
+
+    # ------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-image ELBO in nats, ``[B]`` (one reparameterized sample, beta = 1)."""
+        out, posterior = self(x, generator)
+        return self.log_likelihood(x, out) - posterior.kl()
+
+    @torch.no_grad()
+    def iw_nll(self, x: torch.Tensor, k: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Importance-weighted estimate of -log p(x) in nats per image, ``[B]`` (Burda et al., 2015).
+
+        -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x); an upper bound on the NLL that
+        tightens as k grows (k = 1 is the negative ELBO).
+        """
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        posterior = self.encode(x)
+        z = torch.stack([posterior.sample(generator) for _ in range(k)])  # [k, B, D]
+        out = self.decoder_output(z.flatten(0, 1)).unflatten(0, (k, x.shape[0]))
+        log_w = self.log_likelihood(x.unsqueeze(0), out) + standard_normal_log_prob(z) - posterior.log_prob(z)
+        return -(torch.logsumexp(log_w, dim=0) - math.log(k))
+
+    def bits_per_dim(self, nats: torch.Tensor) -> torch.Tensor:
+        """Convert nats per image to bits per dimension (see `losses.bits_per_dim`)."""
+        return losses.bits_per_dim(nats, self.num_pixels, self.likelihood)
+
+    # ------------------------------------------------------------ persistence
+    @classmethod
+    def claims(cls, config: dict[str, Any]) -> bool:
+        """Whether a folder's config.json is one of this kind (the loader's kind table asks)."""
+        return not checkpoint.is_diffusers_config(config)
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, config: dict[str, Any] | None = None, *, device: str | torch.device | None = None,
+                    strict: bool = True, **unused) -> "VAE":
+        """Rebuild a VAE from a local checkpoint folder's ``config.json`` and load ``model.safetensors`` strictly."""
+        folder = Path(folder)
+        config = checkpoint.read_config(folder) if config is None else config
+        if not cls.claims(config):
+            raise checkpoint.CheckpointError(f"{str(folder)!r} holds a diffusers {config.get('_class_name', 'model')}, not a "
+                                             "vae-augment VAE; load it with vae_augment.load_vae, which wraps diffusers autoencoders")
+        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise checkpoint.CheckpointError(f"{folder / checkpoint.CONFIG_NAME} has unknown keys {unknown}; accepted keys are {sorted(known)}")
+        try:
+            model = cls(**config)
+        except (TypeError, ValueError) as err:
+            raise checkpoint.CheckpointError(f"{folder / checkpoint.CONFIG_NAME} does not describe a valid VAE: {err}") from None
+        model.latent_bank = checkpoint.read_latent_bank(folder, model.latent_dim)
+        checkpoint.load_safetensors_into(model, folder / checkpoint.WEIGHTS_NAME, strict=strict, device=str(device or "cpu"))
+        model.metrics = checkpoint.read_metrics(folder)
+        model.name_or_path = str(folder)
+        return model.eval()
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        map_location: str | torch.device = "cpu", strict: bool = True, **download_kwargs) -> "VAE":
+        """Rebuild a VAE from ``config.json`` and load ``model.safetensors`` strictly.
+
+        ``pretrained_model_name_or_path`` is a bundled name (``"mnist"``), a local folder or a Hub
+        repo id (``"org/name"``, at ``revision``). Pickle weights are never read. `vae_augment.load_vae`
+        loads every kind of model; this loads vae-augment VAEs only.
+        """
+        def fetch(repo_id: str) -> Path:
+            return checkpoint.fetch_files(repo_id, cls.checkpoint_files, cls.optional_files, revision=revision, **download_kwargs)
+
+        folder = checkpoint.resolve(pretrained_model_name_or_path, fetch)
+        model = cls.from_folder(folder, device=map_location, strict=strict)
+        model.name_or_path = os.fspath(pretrained_model_name_or_path)
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, config: dict | None = None, refresh_card: bool = False,
+                        **kwargs) -> None:
+        """Write ``config.json`` and ``model.safetensors``, the latent bank and ``metrics.json`` where the
+        model has them, and a model card if the folder has none (or ``refresh_card``).
+
+        The files are written as one unit (`checkpoint.staged_folder`): an interrupted save leaves the
+        previous checkpoint intact, never new weights beside an old config; a latent bank, metrics or
+        diffusers files left from an earlier save are removed when this model has none.
+        """
+        folder = Path(save_directory)
+        config = dict(config or self._hub_mixin_config)
+        with checkpoint.staged_folder(folder) as stage:
+            checkpoint.atomic_save_tensors(stage / checkpoint.WEIGHTS_NAME, self.state_dict(), metadata={"format": "pt"})
+            checkpoint.atomic_write_json(stage / checkpoint.CONFIG_NAME, config)
+            if self.latent_bank is not None:
+                # float16 halves the file; that precision (~1e-3 of the codes' spread) is ample for finding neighbours
+                checkpoint.atomic_save_tensors(stage / checkpoint.BANK_NAME, {"latent_bank": self.latent_bank.half()})
+            if self.metrics:
+                checkpoint.atomic_write_json(stage / checkpoint.METRICS_NAME, self.metrics)
+            if refresh_card or not (folder / checkpoint.CARD_NAME).exists():
+                checkpoint.atomic_write_bytes(stage / checkpoint.CARD_NAME, checkpoint.model_card(config, self.metrics).encode())
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
+        """Save to a temporary folder and upload it (config, weights, metrics, model card) to ``repo_id``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp)
+            return checkpoint.push(tmp, repo_id, private=private, token=token, revision=revision)

@@ -1,0 +1,186 @@
+"""Pixel conversion at the edges: PIL images, numpy arrays and tensors <-> float ``[B, C, H, W]`` in [0, 1].
+
+Every adapter (the torchvision and albumentations transforms, the datasets, the app, offline
+generation) converts here and nowhere else. Nothing in this module knows about models.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+from torch.nn import functional as F
+from torchvision import tv_tensors
+
+RANGE_TOLERANCE = 1e-3  # float images may exceed [0, 1] by rounding, not more
+GRAY_MODES = ("L", "1", "I", "I;16", "I;16B", "I;16L", "F", "LA")
+ALPHA_MODES = ("RGBA", "LA", "PA")
+
+
+# ------------------------------------------------------------------ channels and size
+def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Gray <-> RGB for ``[..., C, H, W]`` float images (ITU-R 601 luma for RGB -> gray); RGBA drops alpha."""
+    c = x.shape[-3]
+    if c == channels:
+        return x
+    if c == 1 and channels == 3:
+        return x.expand(*x.shape[:-3], 3, *x.shape[-2:]).contiguous()
+    if c == 3 and channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device).view(3, 1, 1)
+        return (x * weights).sum(-3, keepdim=True)
+    if c == 4 and channels in (1, 3):
+        return convert_channels(x[..., :3, :, :], channels)
+    raise ValueError(f"cannot convert images with {c} channels to {channels}; accepted: 1 (gray), 3 (RGB), 4 (RGBA)")
+
+
+def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear (antialiased) resize of ``[B, C, H, W]`` float images to ``size = (H', W')``, clamped to [0, 1]."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+
+
+def resize_change(delta: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of a signed change ``[B, C, H, W]`` (not clamped: it may be negative)."""
+    if tuple(delta.shape[-2:]) == tuple(size):
+        return delta
+    return F.interpolate(delta, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def change_to_channels(delta: torch.Tensor, channels: int) -> torch.Tensor:
+    """A change in one channel layout -> ``channels`` (1, 3, or 4 with a zero alpha change); a gray
+    change applies to every colour."""
+    if delta.shape[1] == 1 and channels in (3, 4):
+        delta = delta.expand(-1, 3, -1, -1)
+    elif delta.shape[1] == 3 and channels == 1:
+        delta = convert_channels(delta, 1)
+    if channels == 4:
+        delta = torch.cat([delta, torch.zeros_like(delta[:, :1])], 1)
+    return delta
+
+
+# ------------------------------------------------------------------ float <-> 8 bits
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float in [0, 1] -> uint8 in [0, 255], rounded to nearest (the one place this rounding is written)."""
+    return x.detach().float().mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def to_pil(image: torch.Tensor) -> PIL.Image.Image:
+    """``[C, H, W]`` float in [0, 1] (C = 1 or 3) -> an 8-bit PIL image (L or RGB)."""
+    array = to_uint8(image).permute(1, 2, 0).cpu().numpy()
+    if array.shape[2] == 1:
+        return PIL.Image.fromarray(np.ascontiguousarray(array[..., 0]), mode="L")
+    return PIL.Image.fromarray(np.ascontiguousarray(array), mode="RGB")
+
+
+def float_images(array, channels: int | None = None) -> torch.Tensor:
+    """uint8 ``[N, H, W]`` / ``[N, H, W, C]`` / ``[N, C, H, W]`` (as a dataset stores them) -> float ``[N, C, H, W]``."""
+    x = torch.as_tensor(np.asarray(array))
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    return convert_channels(x, channels) if channels else x
+
+
+def pil_to_float(image: PIL.Image.Image, channels: int) -> torch.Tensor:
+    """A PIL image of any mode -> ``[channels, H, W]`` float in [0, 1] (transparency composited on white)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float32)
+        scale = 65535.0 if array.max(initial=0) > 255 else 255.0
+        return convert_channels(torch.from_numpy(array / scale).clamp_(0, 1).unsqueeze(0), channels)
+    if image.mode == "F":
+        gray = torch.from_numpy(np.array(image, dtype=np.float32)).clamp_(0, 1).unsqueeze(0)
+        return convert_channels(gray, channels)
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        # composite on white, the usual background of scanned or drawn images
+        rgba = image.convert("RGBA")
+        image = PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).float().div_(255.0)
+    return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+
+
+# ------------------------------------------------------------------ any image <-> a float batch, and back
+def image_to_float(inpt: Any) -> tuple[torch.Tensor, dict[str, Any]]:
+    """PIL / tensor ``[H, W]``, ``[C, H, W]``, ``[B, C, H, W]`` (uint8 or float) -> float ``[B, C, H, W]`` + how to undo."""
+    if isinstance(inpt, PIL.Image.Image):
+        channels = 1 if inpt.mode in GRAY_MODES else 3
+        meta = {"kind": "pil", "mode": inpt.mode}
+        if inpt.mode in ALPHA_MODES:
+            meta["alpha"] = inpt.getchannel("A")
+        return pil_to_float(inpt, channels).unsqueeze(0), meta
+    if not isinstance(inpt, torch.Tensor):
+        raise TypeError(f"expected a PIL image or a torch.Tensor image, got {type(inpt).__name__}")
+    if inpt.ndim not in (2, 3, 4):
+        raise ValueError(f"image tensors must have 2 ([H, W]), 3 ([C, H, W]) or 4 ([B, C, H, W]) dimensions, got shape {tuple(inpt.shape)}")
+    meta = {"kind": "tensor", "ndim": inpt.ndim, "dtype": inpt.dtype, "device": inpt.device}
+    x = inpt.as_subclass(torch.Tensor)
+    x = x.reshape(1, 1, *x.shape) if x.ndim == 2 else x.unsqueeze(0) if x.ndim == 3 else x
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    elif x.is_floating_point():
+        if x.numel():
+            low, high = (v.item() for v in torch.aminmax(x))  # NaN and inf propagate into min/max
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError("image contains NaN or infinite values; expected finite floats in [0, 1]")
+            if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
+                raise ValueError(f"float images must be in [0, 1] (got values in [{low:.4g}, {high:.4g}]); "
+                                 "scale them first, or pass uint8 images in [0, 255]")
+        x = x.float().clamp(0, 1)
+    else:
+        raise TypeError(f"image tensors must be uint8 in [0, 255] or float in [0, 1], got dtype {x.dtype}")
+    return x, meta
+
+
+def float_to_image(y: torch.Tensor, meta: dict[str, Any], like: Any) -> Any:
+    """Undo `image_to_float`: same type, dtype, shape and device as ``like``."""
+    if meta["kind"] == "pil":
+        image = to_pil(y[0])
+        if "alpha" in meta:
+            image = image.convert("RGBA" if meta["mode"] != "LA" else "LA")
+            image.putalpha(meta["alpha"])
+        if image.mode != meta["mode"]:
+            image = image.convert(meta["mode"])
+        return image
+    y = to_uint8(y) if meta["dtype"] == torch.uint8 else y.to(meta["dtype"])
+    y = y.to(meta["device"])
+    if meta["ndim"] == 2:
+        y = y[0, 0]
+    elif meta["ndim"] == 3:
+        y = y[0]
+    return tv_tensors.wrap(y, like=like) if isinstance(like, tv_tensors.TVTensor) else y
+
+
+def hwc_to_batch(img: np.ndarray) -> torch.Tensor:
+    """HWC / HW numpy (uint8 or float in [0, 1], as albumentations passes them) -> float ``[1, C, H, W]``."""
+    if not isinstance(img, np.ndarray) or img.ndim not in (2, 3):
+        raise ValueError(f"expected an HWC or HW numpy image, got {type(img).__name__} with shape {getattr(img, 'shape', None)}")
+    x = torch.from_numpy(np.ascontiguousarray(img))
+    x = x.unsqueeze(-1) if x.ndim == 2 else x
+    return image_to_float(x.permute(2, 0, 1))[0]  # the same dtype, range and finiteness checks as for tensors
+
+
+def batch_to_hwc(y: torch.Tensor, like: np.ndarray) -> np.ndarray:
+    """Undo `hwc_to_batch`: the shape and dtype of ``like``."""
+    if like.dtype == np.uint8:
+        out = to_uint8(y[0]).permute(1, 2, 0).cpu().numpy()
+    else:
+        out = y[0].permute(1, 2, 0).cpu().numpy().astype(like.dtype)
+    return out[..., 0] if like.ndim == 2 else out
+
+
+def batch_size_of(inpt: Any) -> int:
+    """Images in ``inpt``: B for a ``[B, C, H, W]`` tensor, else 1."""
+    return inpt.shape[0] if isinstance(inpt, torch.Tensor) and inpt.ndim == 4 else 1
+
+
+def image_size_of(inpt: Any) -> tuple[int, int]:
+    """``(H, W)`` of a PIL image or an image tensor (``(0, 0)`` for anything else)."""
+    if isinstance(inpt, PIL.Image.Image):
+        return inpt.height, inpt.width
+    return tuple(inpt.shape[-2:]) if isinstance(inpt, torch.Tensor) and inpt.ndim >= 2 else (0, 0)
