@@ -396,3 +396,30 @@ def test_traverse_moves_one_latent_dimension_at_a_time():
         vae.traverse(x, [4], torch.zeros(3))
     with pytest.raises(ValueError, match=r"values must have shape \[T\] or \[2, T\]"):
         vae.traverse(x, [0, 1], torch.zeros(3, 2))
+
+
+# ------------------------------------------------------------------ the unit of the anomaly score comes from the model
+def test_anomaly_score_is_shown_in_the_models_own_unit(checkpoint, png, tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    tiny = diffusers.AutoencoderTiny(in_channels=1, out_channels=1, encoder_block_out_channels=(8,) * 4,
+                                     decoder_block_out_channels=(8,) * 4, num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
+    backbone = load_vae(tiny)
+    backbone.save_pretrained(tmp_path / "taesd")
+    app = load_app_module()
+    demo = app.build_app({"tiny": checkpoint, "taesd": tmp_path / "taesd"})
+    _, url, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(url, verbose=False)
+        vae_score, _, vae_summary, *_ = client.predict(handle_file(png()), "tiny", api_name="/anomaly")
+        score, percentile, summary, *_ = client.predict(handle_file(png()), "taesd", api_name="/anomaly")
+        augment_summary = client.predict(handle_file(png()), "taesd", "data", 0.2, False, 2, 0, False, api_name="/augment")[4]
+    finally:
+        demo.close()
+    assert backbone.score_unit == "mean squared error per pixel x 1000" and load_vae(checkpoint).score_unit == "nats per image"
+    assert "nats per image" in vae_summary
+    for text in (summary, augment_summary):
+        assert "mean squared error per pixel x 1000" in text and "nats" not in text, text
+    assert percentile is None  # a backbone has no training percentiles
+    x = torch.from_numpy(pixels(png()).astype(np.float32) / 255)[None, None]
+    assert score == pytest.approx(load_vae(tmp_path / "taesd").anomaly_score(x).item(), abs=0.005)

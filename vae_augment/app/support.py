@@ -24,7 +24,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import torch
+from huggingface_hub import constants
 from PIL import Image, ImageDraw, ImageOps
+from torchvision.utils import make_grid
 
 from ..augment import augment_batch, latent_shape
 from ..checkpoint import CheckpointError, bundled_dir, bundled_names, is_repo_id
@@ -121,8 +123,6 @@ class ModelCache:
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether a TCP connection to the Hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds;
     True under ``HF_HUB_OFFLINE``, which huggingface_hub handles itself."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return True
     url = urlsplit(constants.ENDPOINT)
@@ -269,8 +269,6 @@ def for_display(image: Image.Image, min_side: int = DISPLAY_MIN_SIDE) -> Image.I
 
 def grid(images: torch.Tensor, nrow: int) -> Image.Image:
     """``[N, C, H, W]`` -> one PIL image, ``nrow`` images per row, 2-pixel gray gutters."""
-    from torchvision.utils import make_grid
-
     return to_pil(make_grid(images.float().cpu(), nrow=nrow, padding=2, pad_value=0.5))
 
 
