@@ -52,7 +52,11 @@ def prepare_model(vae, device) -> Autoencoder:
 
 
 def check_mode_supported(vae: Autoencoder, mode: str) -> None:
-    """Refuse a mode this model cannot do: "neighbour" without a latent bank, "posterior" on deterministic latents."""
+    """Refuse a mode this model cannot do: one outside its ``modes``, "neighbour" without a latent bank,
+    "posterior" on deterministic latents."""
+    if mode not in vae.modes:
+        raise ValueError(f"mode {mode!r} is not available for a {vae.kind} (its modes: {', '.join(vae.modes)}); "
+                         "'class' needs flat latents, such as those of vae-augment's own VAEs")
     if mode == "neighbour" and vae.latent_bank is None:
         raise ValueError("mode 'neighbour' needs a checkpoint with a latent bank (latent_bank.safetensors, written by "
                          "vae-augment train); this model has none")
@@ -101,7 +105,8 @@ def latent_shape(vae: Autoencoder, size) -> tuple[int, ...]:
 # ------------------------------------------------------------------ VAE augmentation
 def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: str = "data", strength: float = DEFAULT_STRENGTH,
                   residual: bool = False, apply: torch.Tensor | None = None,
-                  posterior: DiagonalGaussian | None = None, precision: str | None = None) -> torch.Tensor:
+                  posterior: DiagonalGaussian | None = None, precision: str | None = None,
+                  class_factor: torch.Tensor | None = None) -> torch.Tensor:
     """Encode, perturb the latent, decode: the augmentation on ``x: [B, C, H, W]`` float in [0, 1].
 
     ``noise: [B, *latent_shape(vae, x.shape[-2:])]`` standard normal draws, ``[B, latent_dim]`` for a
@@ -112,8 +117,9 @@ def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: 
     and the result converted back. ``posterior`` (for the rows of ``x``) skips the encoder when
     already known. ``precision="bf16"`` (or ``"fp16"``, where the model lists it in ``precisions``)
     runs the model under autocast: about twice as fast on CPUs with AVX512-BF16 or AMX and on GPUs,
-    with pixels a few 1/255 steps from the float32 result. The result has ``x``'s dtype and device
-    and is an ordinary tensor (usable by autograd downstream).
+    with pixels a few 1/255 steps from the float32 result. ``class_factor`` ``[D, D]`` is the square
+    root of the within-class covariance that ``mode="class"`` draws from (`VAEAugment.fit`). The
+    result has ``x``'s dtype and device and is an ordinary tensor (usable by autograd downstream).
     """
     if x.ndim != 4:
         raise ValueError(f"x must be [B, C, H, W], got {tuple(x.shape)}")
@@ -122,11 +128,11 @@ def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: 
         raise ValueError(f"noise must have shape {list(expected)} for x of shape {list(x.shape)}, got {list(noise.shape)}")
     check_precision(vae, precision)
     with torch.inference_mode(), _autocast(vae, precision):
-        out = _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior)
+        out = _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, class_factor)
     return out.clone()
 
 
-def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) -> torch.Tensor:
+def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, class_factor) -> torch.Tensor:
     rows = None  # None: every image changes (the fast path, no gather/scatter)
     if apply is not None and not bool(apply.all()):
         rows = apply.nonzero().squeeze(1)
@@ -146,7 +152,7 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior) ->
     noise = noise.to(device, posterior.mean.dtype)
     if mode == "prior":
         noise = vae.prior_sample(noise)
-    z = perturb(posterior.mean, posterior.std, noise, mode, strength, vae.latent_scale, vae.latent_bank)
+    z = perturb(posterior.mean, posterior.std, noise, mode, strength, vae.latent_scale, vae.latent_bank, class_factor)
     result = _decode_to_input(vae, z, posterior.mean, selected, residual)
     if rows is None:
         return result

@@ -194,6 +194,19 @@ def load_safetensors_into(model: torch.nn.Module, path: str | Path, strict: bool
     model.to(device)
 
 
+def read_tensors(path: str | Path, names: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors ``names`` and the metadata of a safetensors file, or a `CheckpointError` that says what is wrong."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            missing = [name for name in names if name not in f.keys()]
+            if missing:
+                raise KeyError(f"no tensors {missing}")
+            return {name: f.get_tensor(name) for name in names}, metadata
+    except (SafetensorError, OSError, KeyError) as err:
+        raise CheckpointError(f"{str(path)!r} is not a readable statistics file (expected the tensors {list(names)}): {err}") from None
+
+
 def read_statistics(folder: str | Path) -> dict[str, Any]:
     """A diffusers folder's ``vae_augment.json``: ``latent_loc``/``latent_scale`` (``[C]`` float tensors,
     absent before calibration) and saved options (``max_pixels``, ``tiling``); {} when there is none."""

@@ -12,8 +12,9 @@ from typing import Sequence
 import torch
 from torch.nn import functional as F
 
-MODES = ("data", "posterior", "prior", "neighbour")
-MAX_STRENGTH = {"data": 4.0, "posterior": 4.0, "prior": 1.0, "neighbour": 1.0}
+MODES = ("data", "posterior", "prior", "neighbour", "class")
+MAX_STRENGTH = {"data": 4.0, "posterior": 4.0, "prior": 1.0, "neighbour": 1.0, "class": 4.0}
+DEFAULT_SHRINKAGE = 0.1  # of the within-class covariance towards its diagonal
 NEIGHBOURS = 10  # candidates for the "neighbour" mode
 
 
@@ -25,7 +26,8 @@ def check_mode_strength(mode: str, strength: float) -> None:
 
 
 def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: str, strength: float,
-            latent_scale: torch.Tensor | None = None, bank: torch.Tensor | None = None) -> torch.Tensor:
+            latent_scale: torch.Tensor | None = None, bank: torch.Tensor | None = None,
+            class_factor: torch.Tensor | None = None) -> torch.Tensor:
     """Latents near the posteriors N(mean, std^2).
 
     - ``"data"``: z = mean + strength * latent_scale * noise, where ``latent_scale: [D]`` is the spread
@@ -38,6 +40,11 @@ def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: st
       codes in ``bank: [N, D]`` (posterior means of training images, the image itself excluded),
       chosen by Phi(noise[:, 0]); strength 1 decodes that training image's code. It moves along the
       data manifold the VAE learnt from unlabelled data, assuming near codes share the label.
+    - ``"class"``: z = mean + strength * L noise, where ``class_factor`` L ``[D, D]`` is a square root
+      (L L^T) of the pooled within-class covariance of labelled codes (`within_class_covariance`):
+      the noise follows the directions in which codes vary *within* a class (slant, width, style)
+      rather than towards another class (the idea of ISDA, Wang et al., NeurIPS 2019, in a VAE's
+      latent space). Strength 1 is one within-class standard deviation along each direction.
 
     ``noise: [B, D]`` standard normal draws. Strength 0 returns ``mean`` (the reconstruction).
     """
@@ -53,6 +60,11 @@ def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: st
             raise ValueError("mode 'neighbour' needs the checkpoint's latent bank (latent_bank.safetensors, written by "
                              "vae-augment train); this model has none")
         return mean + strength * (nearest_codes(mean, bank.to(mean), noise) - mean)
+    if mode == "class":
+        if class_factor is None:
+            raise ValueError("mode 'class' needs the within-class covariance of labelled codes: call fit(images, labels) "
+                             "on the transform first")
+        return mean + strength * noise @ class_factor.to(mean).T
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
@@ -153,3 +165,42 @@ def lerp_latents(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, method: st
     omega = torch.acos(cos)
     so = torch.sin(omega)
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+# ------------------------------------------------------------------ class-aware noise
+def within_class_covariance(codes: torch.Tensor, labels: torch.Tensor, shrinkage: float = DEFAULT_SHRINKAGE) -> torch.Tensor:
+    """Pooled within-class covariance of ``codes: [N, D]`` with class ``labels: [N]``, ``[D, D]`` (float64).
+
+    S = sum_k sum_{i in k} (c_i - m_k)(c_i - m_k)^T / (N - K), shrunk towards its diagonal:
+    (1 - shrinkage) S + shrinkage diag(S), which keeps it well conditioned when there are fewer
+    labelled codes than dimensions. Every class needs at least 2 codes, and there must be 2 classes.
+    """
+    if not isinstance(codes, torch.Tensor) or codes.ndim != 2:
+        raise ValueError(f"codes must be a [N, D] tensor of flat latents, got {getattr(codes, 'shape', type(codes).__name__)}")
+    labels = torch.as_tensor(labels).reshape(-1)
+    if labels.shape[0] != codes.shape[0]:
+        raise ValueError(f"got {codes.shape[0]} images but {labels.shape[0]} labels; give one label per image")
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if not bool(torch.isfinite(codes).all()):
+        raise ValueError("the codes of these images contain NaN or infinite values; check the images and the model")
+    if not 0 <= shrinkage <= 1:
+        raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
+    classes, inverse, counts = torch.unique(labels.to(codes.device), return_inverse=True, return_counts=True)
+    if classes.numel() < 2:
+        raise ValueError(f"the within-class covariance needs labelled images of at least 2 classes, got only class {classes.tolist()}")
+    if int(counts.min()) < 2:
+        few = classes[counts < 2].tolist()
+        raise ValueError(f"every class needs at least 2 labelled images for its within-class spread; classes {few} have 1")
+    c = codes.double()
+    centres = torch.zeros(classes.numel(), c.shape[1], dtype=c.dtype, device=c.device).index_add_(0, inverse, c)
+    centred = c - (centres / counts.unsqueeze(1).to(c))[inverse]
+    covariance = centred.T @ centred / (c.shape[0] - classes.numel())
+    return (1 - shrinkage) * covariance + shrinkage * torch.diag(torch.diagonal(covariance))
+
+
+def covariance_factor(covariance: torch.Tensor) -> torch.Tensor:
+    """A square root L (L L^T = covariance) of a symmetric positive semi-definite ``[D, D]`` matrix, float32;
+    from its eigendecomposition, so a rank-deficient covariance (a latent dimension the data never uses) works."""
+    values, vectors = torch.linalg.eigh(covariance.double())
+    return (vectors * values.clamp_min(0).sqrt()).float()

@@ -126,7 +126,7 @@ class PosteriorCache(Dataset):
         params = aug.draw(len(indices), tuple(x.shape[-2:]))
         aug.last_params = params
         y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
-                          precision=aug.precision)
+                          precision=aug.precision, class_factor=aug.class_factor)
         return float_to_image(y, meta, image)
 
     def __getitem__(self, index: int):

@@ -16,8 +16,18 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import Transform
 from torchvision.transforms.v2._utils import _parse_labels_getter, has_any, is_pure_tensor
 
-from .augment import DEFAULT_STRENGTH, augment_batch, check_mode_supported, check_precision, latent_mix_batch, latent_shape, prepare_model
-from .latent import check_mode_strength, same_class_partners
+from .augment import (
+    DEFAULT_STRENGTH,
+    augment_batch,
+    check_mode_supported,
+    check_precision,
+    latent_mix_batch,
+    latent_shape,
+    prepare_model,
+    to_model_space,
+)
+from .checkpoint import CheckpointError, atomic_save_tensors, read_tensors
+from .latent import DEFAULT_SHRINKAGE, check_mode_strength, covariance_factor, same_class_partners, within_class_covariance
 from .loaders import WorkerSeed, reseed_in_worker
 from .pixels import batch_size_of, float_to_image, image_size_of, image_to_float
 
@@ -35,7 +45,8 @@ class VAEAugment(Transform):
             posterior means over the training set (0 to 4); in ``"posterior"`` mode in posterior
             standard deviations (0 to 4); in ``"prior"`` mode the weight of a prior sample (0 to 1).
             Strength 0 gives the reconstruction (or, with ``residual``, the input).
-        mode: ``"data"``, ``"posterior"``, ``"prior"`` or ``"neighbour"`` (see `latent.perturb`).
+        mode: ``"data"``, ``"posterior"``, ``"prior"``, ``"neighbour"`` or ``"class"`` (noise along the
+            within-class covariance of labelled codes, learnt by `fit`; see `latent.perturb`).
         residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives.
         p: probability of augmenting each image.
         same_on_batch: one draw for the whole batch instead of one per image.
@@ -77,7 +88,65 @@ class VAEAugment(Transform):
         self.last_params: dict[str, Any] | None = None
         self._replaying: dict[str, Any] | None = None
         self._worker_seed = WorkerSeed()
+        self.class_factor: torch.Tensor | None = None  # square root of the within-class covariance (mode "class"), from `fit`
+        self.class_statistics: dict[str, Any] = {}
 
+    # ------------------------------------------------------------------ class-aware noise
+    def fit(self, images, labels=None, shrinkage: float = DEFAULT_SHRINKAGE, batch_size: int = 256) -> "VAEAugment":
+        """Learn the within-class covariance of latent codes from labelled images, for ``mode="class"``.
+
+        ``images``: ``[N, C, H, W]`` (uint8 or float in [0, 1]) or a sequence of PIL images / image
+        tensors, with ``labels: [N]`` class indices; or a dataset of ``(image, label)`` items with
+        ``labels`` None. A few labelled images per class are enough (10 per class estimate the pooled
+        covariance of MNIST as well as all 60,000 do). The statistics travel with the transform
+        (pickling, DataLoader workers) and are saved by `save_statistics`. Returns ``self``.
+        """
+        if "class" not in self.vae.modes:
+            raise ValueError(f"fit learns the within-class covariance of flat latents; a {self.vae.kind} has spatial "
+                             "latents (mode 'class' is not available for it)")
+        if labels is None:
+            items = [images[i] for i in range(len(images))]
+            if not items or not all(isinstance(item, (tuple, list)) and len(item) >= 2 for item in items):
+                raise ValueError("fit(dataset) needs a dataset of (image, label) items; or pass images and labels")
+            images, labels = [item[0] for item in items], [int(item[1]) for item in items]
+        labels = torch.as_tensor(labels)
+        n = images.shape[0] if isinstance(images, torch.Tensor) and images.ndim == 4 else len(images)
+        if labels.ndim != 1 or labels.shape[0] != n:
+            raise ValueError(f"labels must be [N] class indices for N = {n} images, got shape {tuple(labels.shape)}")
+        codes = []
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                chunk = images[start : start + batch_size]
+                x = image_to_float(chunk)[0] if isinstance(chunk, torch.Tensor) and chunk.ndim == 4 else \
+                    torch.cat([image_to_float(image)[0] for image in chunk])
+                codes.append(self.vae.encode(to_model_space(self.vae, x.to(self.vae.device))).mean.float().cpu())
+        covariance = within_class_covariance(torch.cat(codes) if codes else torch.zeros(0, 1), labels, shrinkage)
+        self.class_factor = covariance_factor(covariance)
+        self.class_statistics = {"covariance": covariance.float(), "shrinkage": float(shrinkage), "images": int(n),
+                                 "classes": int(labels.unique().numel())}
+        return self
+
+    def save_statistics(self, path) -> None:
+        """Write what `fit` learnt to a safetensors file (atomically); `load_statistics` reads it back."""
+        if self.class_factor is None:
+            raise ValueError("nothing to save: call fit(images, labels) first")
+        stats = self.class_statistics
+        atomic_save_tensors(path, {"class_factor": self.class_factor, "covariance": stats["covariance"]},
+                            metadata={"shrinkage": str(stats["shrinkage"]), "images": str(stats["images"]), "classes": str(stats["classes"])})
+
+    def load_statistics(self, path) -> "VAEAugment":
+        """Read statistics written by `save_statistics` (for a model with the same latent size); returns ``self``."""
+        tensors, metadata = read_tensors(path, ("class_factor", "covariance"))
+        size = self.vae.latent_shape()[0]
+        if tensors["class_factor"].shape != (size, size) or tensors["covariance"].shape != (size, size):
+            raise CheckpointError(f"{str(path)!r} holds statistics of {tensors['class_factor'].shape[0]}-dimensional latents; "
+                                  f"this {self.vae.kind} has {size}")
+        self.class_factor = tensors["class_factor"].float()
+        self.class_statistics = {"covariance": tensors["covariance"].float(), "shrinkage": float(metadata.get("shrinkage", "nan")),
+                                 "images": int(metadata.get("images", 0)), "classes": int(metadata.get("classes", 0))}
+        return self
+
+    # ------------------------------------------------------------------ drawing and applying
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """Draw ``noise: [B, latent_dim]`` and ``apply: [B]`` for the images in ``flat_inputs``."""
         sizes = {batch_size_of(inpt) for inpt in flat_inputs}
@@ -111,7 +180,7 @@ class VAEAugment(Transform):
         if x.shape[0] != params["noise"].shape[0]:
             raise ValueError(f"params were drawn for {params['noise'].shape[0]} images, got a batch of {x.shape[0]}")
         y = augment_batch(self.vae, x, params["noise"], self.mode, self.strength, self.residual, params["apply"],
-                          precision=self.precision)
+                          precision=self.precision, class_factor=self.class_factor)
         return float_to_image(y, meta, inpt)
 
     def replay(self, *inputs: Any) -> Any:

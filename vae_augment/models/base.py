@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..latent import check_dims, column_mean_std, lerp_latents, shift_latents
+from ..latent import MODES, check_dims, column_mean_std, lerp_latents, shift_latents
 from ..pixels import convert_channels, resize, resize_change
 
 
@@ -89,6 +89,7 @@ class Autoencoder(nn.Module, ABC):
     - ``deterministic``: True when the posterior has no variance (``mode="posterior"`` is refused).
     - ``score_unit``: the unit of ``anomaly_score``, shown next to every score.
     - ``usage_unit``: the unit of ``dimension_usage`` (how much an image uses each latent dimension).
+    - ``modes``: the augmentation modes it supports (`latent.MODES`; "class" needs flat latents).
     - ``precisions``: the autocast precisions (``"bf16"``, ``"fp16"``) ``augment_batch`` may run it in.
     - ``has_elbo``: whether ``elbo``/``iw_nll`` (and so ``vae-augment eval``) are defined.
     - ``sample_size``: the ``(H, W)`` that ``sample`` decodes at by default.
@@ -107,6 +108,7 @@ class Autoencoder(nn.Module, ABC):
     deterministic: bool = False
     score_unit: ClassVar[str] = ""
     usage_unit: ClassVar[str] = ""
+    modes: ClassVar[tuple[str, ...]] = MODES
     precisions: ClassVar[tuple[str, ...]] = ()
     has_elbo: ClassVar[bool] = False
     size_multiple: int = 1

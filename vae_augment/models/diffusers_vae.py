@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
+from ..latent import MODES
 from .base import Autoencoder, DiagonalGaussian
 
 KINDS = ("AutoencoderKL", "AutoencoderTiny")
@@ -74,6 +75,7 @@ class DiffusersVAE(Autoencoder):
     moves one latent channel at every position; the anomaly score is a reconstruction error.
     """
 
+    modes = tuple(m for m in MODES if m != "class")  # class-aware noise needs flat latents (a covariance over them)
     score_unit = "mean squared error per pixel x 1000"
     usage_unit = "spread over the image (data units)"
     sample_size = (256, 256)
