@@ -97,6 +97,8 @@ def _run_eval(args) -> int:
     else:
         print(f"{info['dataset']} held-out ({figures['images']} images): -ELBO {figures['neg_elbo_nats']:.2f} nats/image, "
               f"{figures['neg_elbo_bits_per_dim']:.4f} bits/dim")
+        print(f"reconstructions keep {figures['reconstruction_r2']:.1%} of the held-out images' variation "
+              f"(mean absolute pixel error {figures['reconstruction_mae']:.4f})")
         if args.iw_k:
             print(f"importance-weighted NLL (k={args.iw_k}): {figures['iw_nll_nats']:.2f} nats/image, "
                   f"{figures['iw_nll_bits_per_dim']:.4f} bits/dim")

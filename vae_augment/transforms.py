@@ -25,6 +25,7 @@ from .augment import (
     latent_shape,
     prepare_model,
     to_model_space,
+    warn_if_blurry,
 )
 from .checkpoint import CheckpointError, atomic_save_tensors, read_tensors
 from .latent import DEFAULT_SHRINKAGE, check_mode_strength, covariance_factor, same_class_partners, within_class_covariance
@@ -78,6 +79,7 @@ class VAEAugment(Transform):
         self.vae = prepare_model(vae, device)
         check_mode_supported(self.vae, mode)
         check_precision(self.vae, precision)
+        warn_if_blurry(self.vae, residual)
         self.precision = precision
         self.strength = float(strength)
         self.mode = mode

@@ -1,0 +1,67 @@
+"""Do no harm: held-out reconstruction fidelity is measured by train/evaluate and VAEAugment warns on a blurry checkpoint."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from vae_augment import VAE, VAEAugment, evaluate, train
+from vae_augment.augment import FIDELITY_WARNING
+
+TINY = dict(channels=1, image_size=16, latent_dim=4, widths=(4, 8), hidden=16)
+
+
+def images(n: int = 40, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def test_evaluate_reports_the_share_of_variation_reconstructions_keep():
+    torch.manual_seed(0)
+    vae = VAE(**TINY).eval()
+    x = images()
+    figures = evaluate(vae, TensorDataset(x, torch.zeros(len(x))), batch_size=16)  # several batches, summed exactly
+    with torch.no_grad():
+        recon = vae.reconstruct(x)
+    expected = 1 - ((recon - x).square().sum() / (x - x.mean(0)).square().sum()).item()
+    assert figures["reconstruction_r2"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert figures["reconstruction_mae"] == pytest.approx((recon - x).abs().mean().item(), rel=1e-5)
+    assert figures["reconstruction_r2"] < 0.5  # an untrained model keeps little of the images' variation
+
+
+def test_train_stores_the_fidelity_with_the_checkpoint(tmp_path):
+    x = images(64)
+    train(TensorDataset(x, torch.zeros(64)), tmp_path / "run", test_data=TensorDataset(images(16, 1), torch.zeros(16)),
+          epochs=1, batch_size=32, latent_dim=4, widths=(4, 8), hidden=16, iw_k=0, progress=False, log=False)
+    test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
+    assert set(test) >= {"reconstruction_r2", "reconstruction_mae"} and test["reconstruction_r2"] < 1
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_blurry_checkpoint_gets_a_warning(residual):
+    vae = VAE(**TINY)
+    vae.metrics = {"test": {"reconstruction_r2": 0.24}}
+    with pytest.warns(UserWarning, match=r"keep only 24% of its held-out images' variation") as caught:
+        VAEAugment(vae, residual=residual)
+    assert ("use residual=True" in str(caught[0].message)) is not residual
+
+
+@pytest.mark.parametrize("metrics", [{"test": {"reconstruction_r2": FIDELITY_WARNING + 0.2}}, {}, {"test": {}}],
+                         ids=["sharp", "no-metrics", "older-checkpoint"])
+def test_a_sharp_or_unmeasured_checkpoint_gets_none(metrics):
+    vae = VAE(**TINY)
+    vae.metrics = metrics
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VAEAugment(vae)
+
+
+def test_the_bundled_checkpoint_is_sharp_enough():
+    from vae_augment import bundled_names, load_vae
+
+    if "mnist" not in bundled_names():
+        pytest.skip("needs the bundled checkpoint")
+    assert load_vae("mnist").metrics["test"]["reconstruction_r2"] > FIDELITY_WARNING
