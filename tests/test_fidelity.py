@@ -65,3 +65,17 @@ def test_the_bundled_checkpoint_is_sharp_enough():
     if "mnist" not in bundled_names():
         pytest.skip("needs the bundled checkpoint")
     assert load_vae("mnist").metrics["test"]["reconstruction_r2"] > FIDELITY_WARNING
+
+
+def test_every_adapter_warns_on_a_blurry_checkpoint():
+    from vae_augment import LatentMix
+
+    vae = VAE(**TINY)
+    vae.metrics = {"test": {"reconstruction_r2": 0.3}}
+    with pytest.warns(UserWarning, match="keep only 30%"):
+        LatentMix(vae)
+    pytest.importorskip("albumentations")
+    from vae_augment import AlbuVAEAugment
+
+    with pytest.warns(UserWarning, match="keep only 30%"):
+        AlbuVAEAugment(vae)

@@ -22,7 +22,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
 
-from .augment import DEFAULT_STRENGTH, augment_batch, check_mode_supported, latent_shape, prepare_model
+from .augment import DEFAULT_STRENGTH, augment_batch, check_mode_supported, latent_shape, prepare_model, warn_if_blurry
 from .hub import load_vae
 from .latent import check_mode_strength
 from .loaders import WorkerSeed
@@ -59,6 +59,7 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         self.vae = prepare_model(load_vae(checkpoint, **options) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint, None)
         self.checkpoint_options = options or dict(self.vae.load_options)
         check_mode_supported(self.vae, mode)
+        warn_if_blurry(self.vae, residual)
         self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else self.vae.name_or_path
         self._worker_seed = WorkerSeed()
         self.strength, self.mode, self.residual = float(strength), mode, bool(residual)

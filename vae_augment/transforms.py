@@ -241,6 +241,7 @@ class LatentMix(Transform):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.vae = prepare_model(vae, None)
+        warn_if_blurry(self.vae, residual)
         self.method, self.lam_range, self.p, self.residual = method, (float(low), float(high)), float(p), bool(residual)
         self.generator = generator
         self._labels_getter = _parse_labels_getter(labels_getter)
