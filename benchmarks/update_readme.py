@@ -1,11 +1,13 @@
-"""Render the README's tables from the committed results files (never typed by hand).
+"""Render the benchmark tables from the committed results files (never typed by hand).
 
-    python benchmarks/update_readme.py          # rewrite the marked sections of README.md
-    python benchmarks/update_readme.py --check  # exit 1 if README.md is out of date
+    python benchmarks/update_readme.py          # rewrite the marked sections of README.md and docs/benchmarks.md
+    python benchmarks/update_readme.py --check  # exit 1 if either file is out of date
 
-Sections between ``<!-- name:start -->`` and ``<!-- name:end -->`` are replaced: ``checkpoints``
-(from checkpoints/*/metrics.json), ``throughput``, ``quality``, ``utility``, ``backbones`` and
-``backbone_strength`` (benchmarks/results/<name>.json).
+Sections between ``<!-- name:start -->`` and ``<!-- name:end -->`` are replaced. `FILES` says which
+file holds which section: the README the checkpoints table and the short summaries (``summary``,
+``strengths``), docs/benchmarks.md the full tables (``utility``, ``quality``, ``throughput``,
+``backbone_strength``, ``backbones``), each from benchmarks/results/<name>.json (the checkpoints
+table from checkpoints/*/metrics.json). A file that lacks one of its sections' markers is an error.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+BENCHMARKS_DOC = "docs/benchmarks.md"  # the README links to its sections
+
+# The project's goals, as the README has stated them; the summary says whether the latest run meets each.
+UTILITY_GOALS = {"vae": ("none", 6), "classic+vae": ("classic", 1)}  # condition: (baseline, points gained at 100 labels)
+BATCH_GOAL_IMG_S = 10_000  # VAEAugment on batches of 256, 2 CPU threads
+PER_SAMPLE_GOAL_IMG_S = 1_500  # VAEAugment one image at a time
+EPOCH_GOAL, CACHED_EPOCH_GOAL = 1.3, 1.15  # a training epoch with the VAE / plain epoch, without and with PosteriorCache
+UNCACHED_EPOCHS = ("dataloader_epoch_ratio", "dataloader_epoch_ratio_batched", "dataloader_epoch_ratio_worker_batched",
+                   "dataloader_epoch_ratio_batched_bf16")
+CACHED_EPOCHS = ("dataloader_epoch_ratio_cached", "dataloader_epoch_ratio_worker_batched_cached",
+                 "dataloader_epoch_ratio_worker_batched_cached_bf16")
 
 
 def _load(path: Path) -> dict | None:
@@ -120,11 +133,18 @@ def _seeds(rows: list[dict]) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
-def _paired_gain(row: dict, base: dict) -> str:
-    """Mean +- std over seeds of a condition's accuracy minus its baseline's on the same seed, in points."""
+def _paired_diffs(row: dict, base: dict) -> list[float] | None:
+    """A condition's accuracy minus its baseline's on the same seed, in points, per seed (None if the seeds differ)."""
     if len(row["runs"]) != len(base["runs"]):
+        return None
+    return [100 * (a - b) for a, b in zip(row["runs"], base["runs"])]
+
+
+def _paired_gain(row: dict, base: dict) -> str:
+    """Mean +- std over seeds of `_paired_diffs`."""
+    d = _paired_diffs(row, base)
+    if d is None:
         return "-"  # not measured on the same seeds
-    d = [100 * (a - b) for a, b in zip(row["runs"], base["runs"])]
     return f"{statistics.fmean(d):+.1f} +- {statistics.stdev(d) if len(d) > 1 else 0:.1f}"
 
 
@@ -153,7 +173,7 @@ def utility_table() -> str:
             r = rows.get(name)
             cells.append(f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} %" if r else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    gains = [(name, base, goal) for name, base, goal in (("vae", "none", 6), ("classic+vae", "classic", 1)) if name in names and base in names]
+    gains = [(name, base, goal) for name, (base, goal) in UTILITY_GOALS.items() if name in names and base in names]
     if gains:
         lines += ["", "The goal's measure, paired by seed (each seed draws the same labelled images and the same classifier "
                   "initialisation for every condition), in points of accuracy, mean +- std over seeds:", "",
@@ -214,31 +234,111 @@ def backbone_strength_table() -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"checkpoints": checkpoints_table, "throughput": throughput_table, "quality": quality_table,
-            "utility": utility_table, "backbones": backbones_table, "backbone_strength": backbone_strength_table}
+def _met(ok: bool) -> str:
+    return "met" if ok else "**missed**"
 
 
-def render(text: str) -> str:
-    for name, make in SECTIONS.items():
+def summary_table() -> str:
+    """The headline figures of every results file, for the README, each row linked to its full table."""
+    doc = BENCHMARKS_DOC
+    rows = ["| figure | latest run | goal | status |", "| --- | --- | --- | --- |"]
+    u = _load(RESULTS / "utility.json")
+    if u and "100" in u.get("results", {}):
+        runs = u["results"]["100"]
+        for name, (base, goal) in UTILITY_GOALS.items():
+            d = _paired_diffs(runs[name], runs[base]) if name in runs and base in runs else None
+            if d is None:
+                continue
+            what = "VAE alone, over no augmentation" if base == "none" else "VAE after a classic affine, over the affine alone"
+            rows.append(f"| [{what}]({doc}#does-it-help): test accuracy, 100 MNIST labels | {_paired_gain(runs[name], runs[base])} "
+                        f"points ({100 * runs[base]['mean']:.1f}% -> {100 * runs[name]['mean']:.1f}%) | +{goal} | "
+                        f"{_met(statistics.fmean(d) >= goal)} |")
+    q = _load(RESULTS / "quality.json")
+    if q:
+        p = q["protocol"]
+        kept = q["sweep"][p["default_mode"]][f"{p['default_strength']:g}"]["label_preservation"]
+        rows.append(f"| [Variants that keep their label]({doc}#choosing-a-strength), MNIST, default strength {p['default_strength']:g} "
+                    f"| {kept:.1%} (the judge on originals: {p['judge_test_accuracy']:.1%}) | - | |")
+    b = _load(RESULTS / "backbone_strength.json")
+    if b:
+        kept = b["sweep"]["data"]["0.2"]["label_preservation"]
+        rows.append(f"| [The same, calibrated diffusers AutoencoderKL]({doc}#pretrained-diffusers-autoencoders) (a small proxy "
+                    f"trained here), strength 0.2 | {kept:.1%} (reconstructions: "
+                    f"{b['protocol']['reconstruction_label_preservation']:.1%}) | - | |")
+    t = _load(RESULTS / "throughput.json")
+    if t:
+        bf16 = f" (bf16: {t['vae_batch_bf16_img_s']:,.0f})" if "vae_batch_bf16_img_s" in t else ""
+        rows.append(f"| [VAEAugment on batches of 256]({doc}#speed), {t['threads']} CPU threads | {t['vae_batch_img_s']:,.0f} "
+                    f"images/s{bf16} | {BATCH_GOAL_IMG_S:,} | {_met(t['vae_batch_img_s'] >= BATCH_GOAL_IMG_S)} |")
+        rows.append(f"| [VAEAugment one image at a time]({doc}#speed) | {t['vae_per_sample_img_s']:,.0f} images/s | "
+                    f"{PER_SAMPLE_GOAL_IMG_S:,} | {_met(t['vae_per_sample_img_s'] >= PER_SAMPLE_GOAL_IMG_S)} |")
+        best = min(t[k] for k in UNCACHED_EPOCHS if k in t)
+        best_cached = min(t[k] for k in CACHED_EPOCHS if k in t)
+        rows.append(f"| [Training epoch with the VAE / plain epoch]({doc}#speed), best pipeline without / with "
+                    f"`PosteriorCache` | {best:.2f}x / {best_cached:.2f}x | {EPOCH_GOAL:g}x / {CACHED_EPOCH_GOAL:g}x | "
+                    f"{_met(best <= EPOCH_GOAL)} / {_met(best_cached <= CACHED_EPOCH_GOAL)} |")
+    bb = _load(RESULTS / "backbones.json")
+    if bb:
+        sd = bb["results"].get("sd-vae-ft-mse", {})
+        if "256px_img_s" in sd:
+            gpu = "no GPU figure yet" if bb["device"].startswith("CPU") else ""
+            rows.append(f"| [SD autoencoder architecture (random weights), 256x256]({doc}#pretrained-diffusers-autoencoders), "
+                        f"{bb['device']} | {sd['256px_img_s']:,.2f} images/s | - | {gpu} |")
+    return "\n".join(rows)
+
+
+def strengths_table() -> str:
+    """A few rows of the quality sweep in the default mode, for the README."""
+    q = _load(RESULTS / "quality.json")
+    if not q:
+        return "_not measured yet: run `python benchmarks/quality.py`_"
+    p = q["protocol"]
+    sweep = q["sweep"][p["default_mode"]]
+    lines = [f"MNIST test digits, mode `{p['default_mode']}` (`python benchmarks/quality.py`; all modes in "
+             f"[{BENCHMARKS_DOC}]({BENCHMARKS_DOC}#choosing-a-strength)):", "",
+             "| strength | label kept | change from the source | between two variants |", "| --- | --- | --- | --- |"]
+    for s in ("0", "0.1", "0.2", "0.3", "0.5", "1", "2"):
+        if s in sweep:
+            r = sweep[s]
+            bold = "**" if float(s) == p["default_strength"] else ""
+            lines.append(f"| {bold}{s}{bold} | {r['label_preservation']:.3f} | {r['mean_abs_change']:.3f} | "
+                         f"{r['mean_abs_between_variants']:.3f} |")
+    return "\n".join(lines)
+
+
+SECTIONS = {"checkpoints": checkpoints_table, "summary": summary_table, "strengths": strengths_table,
+            "throughput": throughput_table, "quality": quality_table, "utility": utility_table,
+            "backbones": backbones_table, "backbone_strength": backbone_strength_table}
+FILES = {"README.md": ("checkpoints", "summary", "strengths"),
+         BENCHMARKS_DOC: ("utility", "quality", "throughput", "backbone_strength", "backbones")}
+
+
+def render(text: str, names, where: str = "text") -> str:
+    """``text`` with the sections ``names`` rendered between their markers."""
+    for name in names:
         pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda m, body=make(): m.group(1) + body + "\n" + m.group(2), text)
+        if not pattern.search(text):
+            raise SystemExit(f"{where} has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
+        text = pattern.sub(lambda m, body=SECTIONS[name](): m.group(1) + body + "\n" + m.group(2), text)
     return text
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is out of date, writing nothing")
     args = parser.parse_args()
-    readme = REPO / "README.md"
-    old = readme.read_text()
-    new = render(old)
-    if args.check:
+    stale = []
+    for name, sections in FILES.items():
+        path = REPO / name
+        old = path.read_text()
+        new = render(old, sections, name)
         if new != old:
-            print("README.md is out of date: run python benchmarks/update_readme.py", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(new)
+            stale.append(name)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        print(f"{', '.join(stale)} out of date: run python benchmarks/update_readme.py", file=sys.stderr)
+        return 1
     return 0
 
 
