@@ -23,6 +23,24 @@ torch.set_num_threads(1)
 TINY = {"latent_dim": 4, "widths": [4, 8], "hidden": 16}
 
 
+def tiny_kl():
+    """A randomly initialised diffusers AutoencoderKL with 3 blocks (downscale 4) and a few channels: ~40k parameters
+    (diffusers is an optional extra: without it the calling test is skipped)."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    return diffusers.AutoencoderKL(block_out_channels=(8, 8, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+                                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                                   sample_size=32)
+
+
+def tiny_taesd():
+    """A randomly initialised diffusers AutoencoderTiny with 4 blocks (downscale 8), as TAESD, but 8 channels wide."""
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    return diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                                     num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
+
+
 def make_images(n: int, channels: int = 1, size=(28, 28), seed: int = 0) -> torch.Tensor:
     """``n`` learnable images ``[n, C, H, W]`` in [0, 1]: one bright rectangle each, at a random place, on a dark background."""
     height, width = (size, size) if isinstance(size, int) else size

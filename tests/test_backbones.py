@@ -1,6 +1,8 @@
 """Pretrained diffusers autoencoders as backbones: tiny randomly initialised AutoencoderKL and
 AutoencoderTiny configs saved with save_pretrained, loaded through a local folder (the Hub path is
-in test_hub.py). Real weights are never downloaded."""
+in test_hub.py). Real weights are never downloaded. What every model kind shares (the interface,
+the checkpoint round trip, the transforms and the DataLoader helpers) is in test_contract.py; this
+file tests what is particular to the diffusers wrapper."""
 
 from __future__ import annotations
 
@@ -17,26 +19,12 @@ from PIL import Image
 
 diffusers = pytest.importorskip("diffusers")
 
-from vae_augment import CheckpointError, LatentMix, PosteriorCache, VAEAugment, augment_batch, load_vae  # noqa: E402
-from vae_augment.checkpoint import DIFFUSERS_WEIGHTS
+from conftest import tiny_kl, tiny_taesd  # noqa: E402 (test_hub.py imports them from here)
+
+from vae_augment import CheckpointError, VAEAugment, augment_batch, load_vae  # noqa: E402
+from vae_augment.checkpoint import DIFFUSERS_WEIGHTS  # noqa: E402
 from vae_augment.models.diffusers_vae import DiffusersVAE, require_diffusers  # noqa: E402
 from vae_augment.augment import latent_shape  # noqa: E402
-
-
-def tiny_kl() -> torch.nn.Module:
-    """AutoencoderKL with 3 blocks (downscale 4) and a few channels: ~40k parameters."""
-    torch.manual_seed(0)
-    return diffusers.AutoencoderKL(block_out_channels=(8, 8, 16), layers_per_block=1, norm_num_groups=8, latent_channels=4,
-                                   down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                                   sample_size=32)
-
-
-def tiny_taesd() -> torch.nn.Module:
-    """AutoencoderTiny with 4 blocks (downscale 8), as TAESD, but 8 channels wide."""
-    torch.manual_seed(0)
-    return diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                     num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
-
 
 MAKERS = {"kl": tiny_kl, "tiny": tiny_taesd}
 
@@ -133,42 +121,7 @@ def test_a_diffusers_model_can_be_given_directly_and_is_left_as_it_was():
         DiffusersVAE(torch.nn.Linear(2, 2))
 
 
-# ------------------------------------------------------------------ VAEAugment through the same interface
-def test_vae_augment_returns_the_callers_type_at_any_size(loaded):
-    augment = VAEAugment(loaded, generator=torch.Generator().manual_seed(0))
-    image = torch.randint(0, 256, (3, 30, 45), dtype=torch.uint8)
-    before = image.clone()
-    out = augment(image)
-    assert out.shape == image.shape and out.dtype == torch.uint8 and torch.equal(image, before)
-    assert (out.float() - image.float()).abs().mean() > 1  # it changed the image
-    pil = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 21, 3), dtype=np.uint8))
-    out = augment(pil)
-    assert isinstance(out, Image.Image) and out.size == pil.size and out.mode == "RGB"
-    gray = torch.rand(1, 20, 20)
-    assert augment(gray).shape == gray.shape  # gray images go through the RGB model and come back gray
-
-
-def test_batched_equals_unbatched_and_seeds_repeat(loaded):
-    x = rgb(3, size=(24, 40))
-    augment = VAEAugment(loaded, strength=0.5, generator=torch.Generator().manual_seed(3))
-    batch = augment(x)
-    params = augment.last_params
-    assert params["noise"].shape == (3, *latent_shape(loaded, (24, 40)))
-    singles = torch.cat([augment_batch(loaded, x[i : i + 1], params["noise"][i : i + 1], "data", 0.5) for i in range(3)])
-    torch.testing.assert_close(batch, singles, atol=1e-5, rtol=0)
-    again = VAEAugment(loaded, strength=0.5, generator=torch.Generator().manual_seed(3))(x)
-    assert torch.equal(batch, again)
-    assert torch.equal(augment.replay(x), batch)
-
-
-def test_identities_residual_p0_and_strength0(loaded):
-    x = rgb(2, size=(30, 45))
-    assert torch.equal(VAEAugment(loaded, p=0.0)(x), x)
-    torch.testing.assert_close(VAEAugment(loaded, strength=0.0, residual=True)(x), x, atol=1e-6, rtol=0)
-    torch.testing.assert_close(VAEAugment(loaded, strength=0.0)(x), loaded.reconstruct(x), atol=1e-6, rtol=0)
-    assert VAEAugment(loaded)(x[:0]).shape == (0, 3, 30, 45)
-
-
+# ------------------------------------------------------------------ augmentation: what is particular to the wrapper
 def test_strength_is_in_units_of_the_calibrated_data_spread(saved):
     """After `calibrate`, strength 1 in data mode moves each latent channel by that channel's spread over the images."""
     vae = load_vae(str(saved[1]))
@@ -186,26 +139,11 @@ def test_strength_is_in_units_of_the_calibrated_data_spread(saved):
     torch.testing.assert_close(moved.std(1), vae.latent_scale.flatten(), rtol=0.15, atol=0)
 
 
-def test_posterior_mode_needs_a_posterior(saved, loaded):
-    kind = saved[0]
-    if kind == "tiny":
-        with pytest.raises(ValueError, match="mode 'posterior' needs a posterior with a variance; this AutoencoderTiny has deterministic"):
-            VAEAugment(loaded, mode="posterior")
-    else:
-        x = rgb(1, size=(32, 32))
-        assert not torch.equal(VAEAugment(loaded, mode="posterior", strength=4.0)(x), VAEAugment(loaded, strength=0.0)(x))
-
-
 def test_latent_statistics_start_on_the_autoencoders_device():
     # a model already moved (e.g. to CUDA) and then wrapped: its statistics must be there too, or the
     # prior mode and the app's latent explorer mix devices ("meta" stands in for CUDA here)
     wrapped = DiffusersVAE(tiny_kl().to("meta"))
     assert wrapped.latent_scale.device.type == wrapped.latent_loc.device.type == "meta"
-
-
-def test_autocast_precision_is_for_our_own_vaes(loaded):
-    with pytest.raises(ValueError, match="a diffusers backbone takes dtype= when loaded"):
-        VAEAugment(loaded, precision="bf16")
 
 
 def test_large_images_are_bounded_and_residual_keeps_full_resolution(saved):
@@ -270,42 +208,6 @@ def test_float16_overflow_in_the_encoder_inside_the_transform(saved):
 
 
 # ------------------------------------------------------------------ the rest of the library on it
-def test_latent_mix_and_posterior_cache(loaded):
-    x = rgb(4, size=(24, 24))
-    mixed, labels = LatentMix(loaded, generator=torch.Generator().manual_seed(0))(x, torch.tensor([0, 0, 1, 1]))
-    assert mixed.shape == x.shape and not torch.equal(mixed, x)
-
-    dataset = [(img, i) for i, img in enumerate(x)]
-    augment = VAEAugment(loaded, generator=torch.Generator().manual_seed(0))
-    cache = PosteriorCache(dataset, augment)
-    first = cache[1]
-    assert first[1] == 1 and first[0].shape == x[1].shape and bool(cache.cached[1])
-    torch.testing.assert_close(cache.mean[1], loaded.encode(loaded.to_model(x[1:2])).mean[0])
-    cache2 = PosteriorCache([(rgb(1, size=(24, 24))[0], 0), (rgb(1, size=(16, 16))[0], 1)], augment)
-    with pytest.raises(ValueError, match=r"needs images of one size, \(24, 24\); item 1 is \(16, 16\)"):
-        cache2[1]
-    batched = PosteriorCache(dataset, augment, batched=True)
-    out, labels = batched.collate([batched[i] for i in range(4)])
-    assert out.shape == x.shape and torch.equal(labels, torch.arange(4)) and bool(batched.cached.all())
-    torch.testing.assert_close(batched.mean, loaded.encode(loaded.to_model(x)).mean, atol=1e-5, rtol=0)
-
-
-def test_albumentations_adapter_on_hwc_rgb(saved):
-    A = pytest.importorskip("albumentations")
-    from vae_augment import AlbuVAEAugment
-
-    folder = str(saved[1])
-    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
-    mask = np.zeros((30, 45), dtype=np.uint8)
-    pipeline = A.Compose([AlbuVAEAugment(folder, strength=0.5, p=1.0)], seed=7)
-    out = pipeline(image=image, mask=mask)
-    assert out["image"].shape == image.shape and out["image"].dtype == np.uint8 and not np.array_equal(out["image"], image)
-    again = A.Compose([AlbuVAEAugment(folder, strength=0.5, p=1.0)], seed=7)(image=image, mask=mask)
-    assert np.array_equal(out["image"], again["image"])
-    rebuilt = A.from_dict(A.to_dict(pipeline))
-    assert rebuilt.transforms[0].checkpoint == folder
-
-
 def test_app_helpers_work_on_a_backbone(loaded):
     from vae_augment.app import support as app_support
 
@@ -321,18 +223,6 @@ def test_app_helpers_work_on_a_backbone(loaded):
     assert traversal.shape == (2, 3, *x.shape) and len(set(dims)) == 2
     assert app_support.sample(loaded, 2, 1.0, 0).shape[:2] == (2, 3)
     assert "any size" in app_support.describe(loaded, "tiny")
-
-
-def test_calibrate_and_save_round_trip(saved, tmp_path):
-    vae = load_vae(str(saved[1]))
-    images = [rgb(2, size=(24, 32), seed=s) for s in range(3)]
-    loc, scale = vae.calibrate(images)
-    latents = torch.cat([vae.encode(vae.to_model(x)).mean for x in images]).transpose(0, 1).flatten(1)
-    torch.testing.assert_close(scale.flatten(), latents.std(1))
-    torch.testing.assert_close(loc.flatten(), latents.mean(1))
-    vae.save_pretrained(tmp_path / "calibrated")
-    again = load_vae(str(tmp_path / "calibrated"))
-    assert torch.equal(again.latent_scale, vae.latent_scale) and torch.equal(again.latent_loc, vae.latent_loc)
 
 
 def test_an_interrupted_save_leaves_the_previous_backbone_files(saved, tmp_path, monkeypatch):
@@ -439,15 +329,12 @@ def test_explicit_dtype_changes_stick_and_device_moves_keep_the_statistics_float
     assert not vae.auto_dtype and vae.dtype == torch.float16 and vae.latent_scale.dtype == torch.float32
 
 
-def test_shared_checks_pickle_and_workers(loaded):
+def test_workers_differ_by_epoch_and_seeded_runs_repeat(loaded):
     from torch.utils.data import DataLoader
 
     from vae_augment import worker_init_fn
 
     augment = VAEAugment(loaded, strength=0.5, generator=torch.Generator().manual_seed(0))
-    x = rgb(2, size=(16, 24))
-    again = pickle.loads(pickle.dumps(augment))
-    assert torch.equal(again(x), augment(x))
 
     class Photos(torch.utils.data.Dataset):
         def __len__(self):
