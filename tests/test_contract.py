@@ -311,22 +311,13 @@ def test_dimension_usage(model):
     assert not torch.allclose(model.dimension_usage(posterior[1:]), usage)
 
 
-def test_float64_images_work_as_float32(model, kind, request):
-    if kind == "conv":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-            "VAE.encode accepts float64 images (check_input asks only for a float tensor) but runs them through "
-            "float32 weights: 'Input type (double) and bias type (float) should be the same'; DiffusersVAE casts "
-            "them (_run), and augment_batch casts before encoding")))
+def test_float64_images_work_as_float32(model):
     x = images(model, 2)
     close(model.reconstruct(x.double()).float(), model.reconstruct(x))
     close(model.anomaly_score(x.double()).float(), model.anomaly_score(x), atol=1e-4)
 
 
-def test_an_empty_batch_gives_empty_results(model, kind, request):
-    if kind == "kl":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-            "DiffusersVAE._run passes an empty batch to the AutoencoderKL, whose attention mid-block cannot reshape "
-            "0 images: encode, decode, reconstruct, anomaly_score and sample(0) raise 'cannot reshape tensor of 0 elements'")))
+def test_an_empty_batch_gives_empty_results(model):
     x = images(model, 0)
     assert model.encode(model.to_model(x)).mean.shape == (0, *model.latent_shape(*SIZE))
     assert model.reconstruct(x).shape == x.shape
@@ -353,11 +344,7 @@ def test_save_pretrained_load_vae_round_trip(model, tmp_path):
     assert loaded.describe() == model.describe()
 
 
-def test_load_vae_returns_the_model_in_eval_mode(folder, kind, request):
-    if kind != "conv":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "DiffusersVAE.__init__ puts the wrapped autoencoder in eval mode but leaves the DiffusersVAE module itself "
-            "in training mode (model.training is True) after load_vae, which documents 'returned in eval mode'")))
+def test_load_vae_returns_the_model_in_eval_mode(folder):
     loaded = load_vae(folder)
     assert not any(module.training for module in loaded.modules())
 
@@ -517,17 +504,12 @@ def test_class_mode_where_a_kind_lists_it(model):
     assert torch.equal(pickle.loads(pickle.dumps(augment)).replay(x), out), "the fitted statistics travel with the transform"
 
 
-def test_bf16_precision_where_a_kind_lists_it(model, kind, request):
+def test_bf16_precision_where_a_kind_lists_it(model):
     x = images(model, 2)  # SIZE: not the conv VAE's image_size
     if "bf16" not in model.precisions:
         with pytest.raises(ValueError, match=re.escape(f"precision 'bf16' does not apply to a {model.kind}") + ".*takes dtype= when loaded"):
             VAEAugment(model, precision="bf16")
         return
-    if kind == "conv":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=NotImplementedError, reason=(
-            "augment._decode_to_input (residual=False) hands the bfloat16 output of vae.decode under autocast to "
-            "from_model_space, whose antialiased F.interpolate has no CPU bfloat16 kernel: precision='bf16' fails "
-            "for images not at the VAE's image_size (the residual path casts with .float() first)")))
     fast = VAEAugment(model, strength=1.0, generator=seeded(0), precision="bf16")(x)
     full = VAEAugment(model, strength=1.0, generator=seeded(0))(x)
     assert fast.dtype == x.dtype and fast.shape == x.shape

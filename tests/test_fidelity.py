@@ -45,8 +45,23 @@ def test_a_blurry_checkpoint_gets_a_warning(residual):
     vae = VAE(**TINY)
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}
     with pytest.warns(UserWarning, match=r"keep only 24% of its held-out images' variation") as caught:
-        VAEAugment(vae, residual=residual)
+        augment = VAEAugment(vae, residual=residual)
     assert ("use residual=True" in str(caught[0].message)) is not residual
+    assert augment.residual is residual  # an explicit choice is kept
+
+
+def test_the_default_is_the_residual_mode_for_a_blurry_checkpoint_only():
+    vae = VAE(**TINY)
+    vae.metrics = {"test": {"reconstruction_r2": 0.24}}
+    with pytest.warns(UserWarning, match="residual=True was chosen for you"):
+        blurry = VAEAugment(vae)
+    assert blurry.residual
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(VAEAugment(vae, strength=0.0, residual=None)(x), x)  # residual at strength 0: the input itself
+    vae.metrics = {"test": {"reconstruction_r2": 0.9}}
+    assert not VAEAugment(vae).residual
+    vae.metrics = {}
+    assert not VAEAugment(vae).residual  # unmeasured (older checkpoints, diffusers backbones): as before
 
 
 @pytest.mark.parametrize("metrics", [{"test": {"reconstruction_r2": FIDELITY_WARNING + 0.2}}, {}, {"test": {}}],

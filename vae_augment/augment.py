@@ -30,16 +30,30 @@ DEFAULT_STRENGTH = 0.2  # data-relative units: on MNIST ~96% of variants keep th
 FIDELITY_WARNING = 0.7
 
 
-def warn_if_blurry(vae: Autoencoder, residual: bool) -> None:
-    """Warn when the checkpoint's held-out reconstructions (measured by `vae_augment.train`) are far from its
-    data: its variants would then be unlike the images a classifier is tested on."""
+def reconstruction_fidelity(vae: Autoencoder) -> float | None:
+    """The checkpoint's held-out ``reconstruction_r2`` (measured by `vae_augment.train`), or None when unmeasured."""
     fidelity = (vae.metrics.get("test") or {}).get("reconstruction_r2")
-    if isinstance(fidelity, (int, float)) and math.isfinite(fidelity) and fidelity < FIDELITY_WARNING:
-        advice = "" if residual else "use residual=True (only the decoded change is added, so your images' detail survives), "
+    return float(fidelity) if isinstance(fidelity, (int, float)) and math.isfinite(fidelity) else None
+
+
+def choose_residual(vae: Autoencoder, residual: bool | None) -> bool:
+    """``residual`` as given; None (the default) chooses it from the checkpoint: the residual mode, which
+    adds only the decoded change to the image, for a blurry checkpoint (held-out ``reconstruction_r2``
+    below `FIDELITY_WARNING`), the plain mode otherwise. A blurry checkpoint gets a warning."""
+    fidelity = reconstruction_fidelity(vae)
+    blurry = fidelity is not None and fidelity < FIDELITY_WARNING
+    if blurry:
+        if residual is None:
+            advice = "residual=True was chosen for you (only the decoded change is added, so your images' detail survives); "
+        elif residual:
+            advice = ""
+        else:
+            advice = "use residual=True (only the decoded change is added, so your images' detail survives), "
         warnings.warn(f"this checkpoint's reconstructions keep only {fidelity:.0%} of its held-out images' variation "
                       f"(reconstruction_r2 {fidelity:.2f}; below {FIDELITY_WARNING:.0%} variants are blurrier than the "
                       f"images and can make a classifier worse): {advice}lower the strength, or train the VAE longer or "
                       "on more images, and compare against no augmentation on a validation split", UserWarning, stacklevel=3)
+    return blurry if residual is None else bool(residual)
 
 
 # ------------------------------------------------------------------ the model
@@ -185,7 +199,7 @@ def _decode_to_input(vae: Autoencoder, z: torch.Tensor, mean: torch.Tensor, like
         decoded = vae.decode(torch.cat([z, mean])).float()
         delta = change_to_input(vae, decoded[: z.shape[0]] - decoded[z.shape[0]:], like)
         return (like + delta.to(like)).clamp_(0, 1)
-    result = from_model_space(vae, vae.decode(z), like).to(like)
+    result = from_model_space(vae, vae.decode(z).float(), like).to(like)  # float: no bfloat16 antialiased resize on CPU
     if like.shape[1] == 4:  # keep the alpha channel
         result = torch.cat([result, like[:, 3:]], 1)
     return result

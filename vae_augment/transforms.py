@@ -25,7 +25,7 @@ from .augment import (
     latent_shape,
     prepare_model,
     to_model_space,
-    warn_if_blurry,
+    choose_residual,
 )
 from .checkpoint import CheckpointError, atomic_save_tensors, read_tensors
 from .latent import DEFAULT_SHRINKAGE, check_mode_strength, covariance_factor, same_class_partners, within_class_covariance
@@ -48,7 +48,10 @@ class VAEAugment(Transform):
             Strength 0 gives the reconstruction (or, with ``residual``, the input).
         mode: ``"data"``, ``"posterior"``, ``"prior"``, ``"neighbour"`` or ``"class"`` (noise along the
             within-class covariance of labelled codes, learnt by `fit`; see `latent.perturb`).
-        residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives.
+        residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives. None
+            (default): chosen from the checkpoint, True when its held-out reconstructions are blurry
+            (``reconstruction_r2`` in its metrics below `augment.FIDELITY_WARNING`, with a warning),
+            else False.
         p: probability of augmenting each image.
         same_on_batch: one draw for the whole batch instead of one per image.
         generator: a `torch.Generator` (CPU) for the draws; default: the global torch RNG, so
@@ -67,7 +70,7 @@ class VAEAugment(Transform):
 
     _transformed_types = (is_pure_tensor, tv_tensors.Image, PIL.Image.Image)
 
-    def __init__(self, vae, strength: float = DEFAULT_STRENGTH, mode: str = "data", residual: bool = False, p: float = 1.0,
+    def __init__(self, vae, strength: float = DEFAULT_STRENGTH, mode: str = "data", residual: bool | None = None, p: float = 1.0,
                  same_on_batch: bool = False, generator: torch.Generator | None = None, device: str | torch.device | None = None,
                  precision: str | None = None):
         super().__init__()
@@ -79,11 +82,10 @@ class VAEAugment(Transform):
         self.vae = prepare_model(vae, device)
         check_mode_supported(self.vae, mode)
         check_precision(self.vae, precision)
-        warn_if_blurry(self.vae, residual)
         self.precision = precision
         self.strength = float(strength)
         self.mode = mode
-        self.residual = bool(residual)
+        self.residual = choose_residual(self.vae, residual)
         self.p = float(p)
         self.same_on_batch = bool(same_on_batch)
         self.generator = generator
@@ -215,7 +217,8 @@ class LatentMix(Transform):
         method: ``"extrapolate"`` (default) or ``"interpolate"``.
         lam: a float, or ``(low, high)`` to draw lam uniformly per image (0 to 2).
         p: probability of changing each image.
-        residual: add only the decoded change to the input.
+        residual: add only the decoded change to the input; None (default): chosen from the checkpoint,
+            as for `VAEAugment`.
         generator: a CPU `torch.Generator`; default: the global torch RNG.
         labels_getter: how to find the labels in the input, as for ``v2.MixUp``: ``"default"`` (the
             second entry of a tuple, or the "labels" key of a dict) or a callable.
@@ -229,7 +232,7 @@ class LatentMix(Transform):
     _transformed_types = (is_pure_tensor, tv_tensors.Image)
 
     def __init__(self, vae, method: str = "extrapolate", lam: float | tuple[float, float] = 0.5, p: float = 1.0,
-                 residual: bool = False, generator: torch.Generator | None = None, labels_getter="default"):
+                 residual: bool | None = None, generator: torch.Generator | None = None, labels_getter="default"):
         super().__init__()
         if method not in ("extrapolate", "interpolate"):
             raise ValueError(f"method must be 'extrapolate' or 'interpolate', got {method!r}")
@@ -241,8 +244,8 @@ class LatentMix(Transform):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.vae = prepare_model(vae, None)
-        warn_if_blurry(self.vae, residual)
-        self.method, self.lam_range, self.p, self.residual = method, (float(low), float(high)), float(p), bool(residual)
+        self.method, self.lam_range, self.p = method, (float(low), float(high)), float(p)
+        self.residual = choose_residual(self.vae, residual)
         self.generator = generator
         self._labels_getter = _parse_labels_getter(labels_getter)
         self.last_params: dict[str, Any] | None = None

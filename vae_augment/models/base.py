@@ -212,7 +212,10 @@ class Autoencoder(nn.Module, ABC):
     def to_model(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` in [0, 1] (C = 1, 3 or 4) -> model space: the model's channels (gray <->
         RGB), resized to `working_size`, padded (replicating the edge) to a multiple of ``size_multiple``."""
-        x = convert_channels(x, self.channels)
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"images must be a float tensor in [0, 1], got {f'dtype {x.dtype}' if isinstance(x, torch.Tensor) else type(x).__name__}"
+                            " (divide uint8 images by 255)")
+        x = convert_channels(x.float(), self.channels)  # float64 images too: models compute in float32 (or autocast)
         h, w = self.working_size(*x.shape[-2:])
         x = resize(x, (h, w))
         pad_h, pad_w = -h % self.size_multiple, -w % self.size_multiple

@@ -214,7 +214,7 @@ class VAE(
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """Posterior q(z|x) for ``x: [B, C, H, W]`` float in [0, 1]."""
         self.check_input(x)
-        mean, logvar = self.encoder(x)
+        mean, logvar = self.encoder(x if x.dtype == self.dtype or torch.is_autocast_enabled(x.device.type) else x.to(self.dtype))
         return DiagonalGaussian(mean, logvar)
 
     def decoder_output(self, z: torch.Tensor) -> torch.Tensor:

@@ -120,6 +120,7 @@ class DiffusersVAE(Autoencoder):
             dtype = torch.float16 if next(autoencoder.parameters()).is_cuda else torch.float32
         if dtype != self.dtype:
             self.autoencoder.to(dtype)
+        self.eval()  # like the autoencoder it wraps (and as load_vae promises)
 
     def _apply(self, fn, *args, **kwargs):
         """Behind ``.to``/``.cuda``/``.cpu``/``.half`` (also of a parent module): with the automatic dtype,
@@ -191,6 +192,9 @@ class DiffusersVAE(Autoencoder):
         """Posterior over scaled latents for ``x: [B, C, H, W]`` in [0, 1] (sides multiples of ``downscale``);
         mean and logvar ``[B, C_latent, H / f, W / f]``."""
         self.check_input(x)
+        if x.shape[0] == 0:  # the autoencoders' attention blocks cannot reshape an empty batch
+            empty = x.new_zeros(0, self.latent_channels, x.shape[-2] // self.downscale, x.shape[-1] // self.downscale)
+            return DiagonalGaussian(empty, empty.clone())
         if self.deterministic:
             mean = self._run(lambda v: self.autoencoder.encode(v * 2 - 1).latents, x)
             logvar = torch.full_like(mean, DETERMINISTIC_LOGVAR)
@@ -202,6 +206,8 @@ class DiffusersVAE(Autoencoder):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents ``[B, C_latent, h, w]`` -> images ``[B, C, h * f, w * f]`` in [0, 1]."""
+        if z.shape[0] == 0:
+            return z.new_zeros(0, self.channels, z.shape[-2] * self.downscale, z.shape[-1] * self.downscale).float()
         z = z / self.scaling_factor + self.shift_factor
         return self._run(lambda v: self.autoencoder.decode(v).sample, z).add_(1).div_(2).clamp_(0, 1)
 
