@@ -16,9 +16,8 @@ import os
 import warnings
 
 import torch
-from torch import nn
 
-from .hub import load_vae
+from .hub import MODEL_KINDS, load_vae
 from .latent import feature_space_mix, perturb
 from .models import Autoencoder, DiagonalGaussian
 from .pixels import change_to_channels, convert_channels
@@ -64,11 +63,8 @@ def as_model(vae) -> Autoencoder:
         return vae
     if isinstance(vae, (str, os.PathLike)):
         return load_vae(vae)
-    if isinstance(vae, nn.Module):
-        try:
-            return load_vae(copy.deepcopy(vae))
-        except TypeError:
-            pass
+    if any(kind.wraps(vae) for kind in MODEL_KINDS):
+        return load_vae(copy.deepcopy(vae))
     raise TypeError("vae must be a vae_augment model (VAE, DiffusersVAE), a diffusers AutoencoderKL/AutoencoderTiny, or a "
                     f"checkpoint name/folder/Hub id, got {type(vae).__name__}")
 
@@ -199,7 +195,7 @@ def _decode_to_input(vae: Autoencoder, z: torch.Tensor, mean: torch.Tensor, like
         decoded = vae.decode(torch.cat([z, mean])).float()
         delta = change_to_input(vae, decoded[: z.shape[0]] - decoded[z.shape[0]:], like)
         return (like + delta.to(like)).clamp_(0, 1)
-    result = from_model_space(vae, vae.decode(z).float(), like).to(like)  # float: no bfloat16 antialiased resize on CPU
+    result = from_model_space(vae, vae.decode(z), like).to(like)
     if like.shape[1] == 4:  # keep the alpha channel
         result = torch.cat([result, like[:, 3:]], 1)
     return result

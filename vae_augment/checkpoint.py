@@ -108,31 +108,34 @@ def is_diffusers_folder(folder: Path) -> bool:
 
 
 def check_folder(folder: str | Path) -> Path:
-    """Raise `CheckpointError` unless ``folder`` holds config.json and model.safetensors (or is a
-    diffusers autoencoder folder, checked when it is loaded)."""
+    """Raise `CheckpointError` unless ``folder`` is a checkpoint folder: it exists and holds config.json
+    (each kind then checks its own weights file when it loads, `require_weights`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {str(folder)!r} does not exist or is not a folder")
-    if not (folder / WEIGHTS_NAME).is_file() and is_diffusers_folder(folder):
+    if (folder / CONFIG_NAME).is_file():
         return folder
-    if not (folder / WEIGHTS_NAME).is_file() and (folder / "model_index.json").is_file():
+    if (folder / PIPELINE_INDEX).is_file():
         raise CheckpointError(f"{str(folder)!r} is a diffusers pipeline; load its autoencoder with "
                               f"load_vae({str(folder)!r}, subfolder='vae')")
-    if not (folder / WEIGHTS_NAME).is_file():
-        pickles = pickle_files(folder)
-        if pickles:
-            raise CheckpointError(
-                f"checkpoint folder {str(folder)!r} offers only pickle weights ({', '.join(pickles)}); vae-augment "
-                f"loads weights only from {WEIGHTS_NAME} because unpickling a file can run arbitrary code. "
-                "Convert it with safetensors.torch.save_file(state_dict, 'model.safetensors') from code you trust."
-            )
-        raise CheckpointError(f"checkpoint folder {str(folder)!r} has no {WEIGHTS_NAME} (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    if not (folder / CONFIG_NAME).is_file():
+    require_weights(folder, WEIGHTS_NAME)  # a folder of pickles says so
+    raise CheckpointError(f"checkpoint folder {str(folder)!r} has no {CONFIG_NAME}; it is needed to rebuild the model "
+                          "(save checkpoints with VAE.save_pretrained)")
+
+
+def require_weights(folder: Path, name: str) -> Path:
+    """``folder / name``, or a `CheckpointError` that names what the folder offers instead (pickle files are refused)."""
+    path = Path(folder) / name
+    if path.is_file():
+        return path
+    pickles = pickle_files(Path(folder))
+    if pickles:
         raise CheckpointError(
-            f"checkpoint folder {str(folder)!r} has no {CONFIG_NAME}; it is needed to rebuild the model "
-            "(save checkpoints with VAE.save_pretrained)"
+            f"checkpoint folder {str(folder)!r} offers only pickle weights ({', '.join(pickles)}); vae-augment "
+            f"loads weights only from {name} because unpickling a file can run arbitrary code. "
+            f"Convert it with safetensors.torch.save_file(state_dict, {name!r}) from code you trust."
         )
-    return folder
+    raise CheckpointError(f"checkpoint folder {str(folder)!r} has no {name} (expected {CONFIG_NAME} + {name})")
 
 
 # ------------------------------------------------------------------ reading
@@ -208,8 +211,8 @@ def read_tensors(path: str | Path, names: Sequence[str]) -> tuple[dict[str, torc
 
 
 def read_statistics(folder: str | Path) -> dict[str, Any]:
-    """A diffusers folder's ``vae_augment.json``: ``latent_loc``/``latent_scale`` (``[C]`` float tensors,
-    absent before calibration) and saved options (``max_pixels``, ``tiling``); {} when there is none."""
+    """A diffusers folder's ``vae_augment.json``: ``latent_loc``/``latent_scale`` (``[C]`` float tensors) and saved
+    options (``max_pixels``, ``tiling``); {} when the folder has none (a folder diffusers saved, never calibrated)."""
     path = Path(folder) / STATS_NAME
     if not path.is_file():
         return {}
@@ -442,9 +445,10 @@ def resolve(spec: str | os.PathLike, fetch: Callable[[str], Path]) -> Path:
 def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
     """Upload config.json, model.safetensors, metrics.json and a model card of a local checkpoint."""
     folder = check_folder(checkpoint)
-    if not (folder / WEIGHTS_NAME).is_file():
+    if is_diffusers_config(read_config(folder)):
         raise CheckpointError(f"{str(folder)!r} is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' "
                          "own push_to_hub (and copy vae_augment.json, its calibrated latent statistics, along)")
+    require_weights(folder, WEIGHTS_NAME)
     if not is_repo_id(repo_id):
         raise CheckpointError(f"repo_id must look like 'org/name', got {repo_id!r}")
     config, metrics = read_config(folder), read_metrics(folder)

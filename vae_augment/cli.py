@@ -83,8 +83,8 @@ def _run_eval(args) -> int:
     device = torch.device(args.device) if args.device else default_device()
     vae = load_vae(args.checkpoint, device=device)
     if not vae.has_elbo:
-        raise ValueError(f"{args.checkpoint!r} is a pretrained diffusers {vae.kind}; eval measures the ELBO of vae-augment's own "
-                         "VAEs, which these autoencoders (trained with a near-zero KL weight) do not have")
+        raise ValueError(f"{args.checkpoint!r} is a {vae.kind}, which has no ELBO (a pretrained diffusers autoencoder was trained "
+                         "with a near-zero KL weight); eval measures the ELBO of vae-augment's own VAEs")
     height, width = vae.sample_size
     _, test_set, info = load_splits(args.data, args.root, image_size=height if height == width else None,
                                     channels=vae.channels, seed=args.seed)
@@ -126,8 +126,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--per-image", type=int, default=4, help="variants per image (default: 4)")
     p.add_argument("--out", required=True, help="output folder (ImageFolder layout: OUT/<class>/<index>_<k>.png)")
     p.add_argument("--strength", type=float, default=None, help="default: the transform's default")
-    p.add_argument("--mode", choices=list(MODES), default="data")
-    p.add_argument("--residual", action="store_true")
+    p.add_argument("--mode", choices=[m for m in MODES if m != "class"], default="data",
+                   help="'class' needs labelled images to fit on: use VAEAugment(..., mode='class').fit in Python")
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="add only the decoded change (default: chosen from the checkpoint's reconstruction fidelity)")
     p.add_argument("--split", choices=["train", "test"], default="train", help="split of a torchvision dataset")
     p.add_argument("--image-size", type=int, help="resize images to this size (needed for folders of mixed sizes)")
     p.add_argument("--limit", type=int, help="only the first N images")

@@ -15,7 +15,7 @@ from .transforms import DEFAULT_STRENGTH, VAEAugment
 
 
 def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, root=None, strength: float = DEFAULT_STRENGTH,
-                      mode: str = "data", residual: bool = False, seed: int = 0, batch_size: int = 256,
+                      mode: str = "data", residual: bool | None = None, seed: int = 0, batch_size: int = 256,
                       limit: int | None = None, split: str = "train", image_size: int | None = None,
                       progress: bool = True, device: str | torch.device | None = None) -> int:
     """Write ``per_image`` variants of every image of ``data`` to ``out/<class>/<name>_<k>.png``.

@@ -4,7 +4,7 @@
 folder, a Hub repo or a model object of another library becomes: each class says whether it
 claims a config.json (`Autoencoder.claims`), which files to download (``checkpoint_files``,
 ``optional_files``) and how to build itself from a folder (`Autoencoder.from_folder`). A new kind
-of model is a new class in `vae_augment.models` and one entry here.
+of model is a new class in `vae_augment.models` and one entry here, before `VAE`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from .checkpoint import (
 from .checkpoint import resolve as resolve_spec
 from .models import Autoencoder, DiffusersVAE, VAE
 
-MODEL_KINDS: tuple[type[Autoencoder], ...] = (VAE, DiffusersVAE)  # asked in this order
+# asked in this order; the conv VAE last, as it reads every config no other kind claims (a new kind goes before it)
+MODEL_KINDS: tuple[type[Autoencoder], ...] = (DiffusersVAE, VAE)
 BACKBONE_OPTIONS = ("max_pixels", "tiling", "max_batch")  # options of a model kind, passed to its loader
 
 

@@ -1,7 +1,7 @@
 """DataLoader helpers: a posterior cache, whole-batch augmentation in the collate function, and the
 seeding of augmentation randomness inside DataLoader workers.
 
-`worker_seed` is what the torchvision and albumentations adapters use to give each worker its
+`WorkerSeed` is what the torchvision and albumentations adapters use to give each worker its
 own draws; `PosteriorCache` and `AugmentCollate` wrap a `VAEAugment` (any object with its
 ``vae``, ``draw`` and settings: this module sits below the adapters so that they can use it).
 """
@@ -126,7 +126,7 @@ class PosteriorCache(Dataset):
         params = aug.draw(len(indices), tuple(x.shape[-2:]))
         aug.last_params = params
         y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
-                          precision=aug.precision, class_factor=aug.class_factor)
+                          precision=aug.precision, class_factor=getattr(aug, "class_factor", None))
         return float_to_image(y, meta, image)
 
     def __getitem__(self, index: int):
@@ -181,10 +181,3 @@ class AugmentCollate:
         if isinstance(batch, list):  # what default_collate makes of (image, label, ...) samples
             return [self.augment(batch[0]), *batch[1:]]
         return self.augment(batch)
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one intra-op thread per worker, so workers don't oversubscribe cores."""
-    torch.set_num_threads(1)
-
-

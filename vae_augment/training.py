@@ -59,8 +59,8 @@ def evaluate(vae: Autoencoder, data: Dataset | DataLoader, iw_k: int = 0, batch_
     ELBO (``has_elbo``: vae-augment's own VAEs).
     """
     if not vae.has_elbo:
-        raise ValueError(f"a {vae.kind} has no ELBO to evaluate (pretrained diffusers autoencoders were trained with a "
-                         "near-zero KL weight); evaluate measures vae-augment's own VAEs")
+        raise ValueError(f"a {vae.kind} has no ELBO to evaluate (has_elbo is False: a pretrained diffusers autoencoder, for "
+                         "one, was trained with a near-zero KL weight); evaluate measures vae-augment's own VAEs")
     loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
     was_training = vae.training
     vae.eval()

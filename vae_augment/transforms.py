@@ -33,6 +33,7 @@ from .loaders import WorkerSeed, reseed_in_worker
 from .pixels import batch_size_of, float_to_image, image_size_of, image_to_float
 
 __all__ = ["VAEAugment", "LatentMix", "DEFAULT_STRENGTH"]
+_KEYPOINTS = (tv_tensors.KeyPoints,) if hasattr(tv_tensors, "KeyPoints") else ()  # torchvision >= 0.23
 
 
 # ------------------------------------------------------------------ VAEAugment
@@ -121,9 +122,12 @@ class VAEAugment(Transform):
         with torch.inference_mode():
             for start in range(0, n, batch_size):
                 chunk = images[start : start + batch_size]
-                x = image_to_float(chunk)[0] if isinstance(chunk, torch.Tensor) and chunk.ndim == 4 else \
-                    torch.cat([image_to_float(image)[0] for image in chunk])
-                codes.append(self.vae.encode(to_model_space(self.vae, x.to(self.vae.device))).mean.float().cpu())
+                device = self.vae.device
+                if isinstance(chunk, torch.Tensor) and chunk.ndim == 4:
+                    x = to_model_space(self.vae, image_to_float(chunk)[0].to(device))
+                else:  # images of their own sizes and modes: each into the model's space first
+                    x = torch.cat([to_model_space(self.vae, image_to_float(image)[0].to(device)) for image in chunk])
+                codes.append(self.vae.encode(x).mean.float().cpu())
         covariance = within_class_covariance(torch.cat(codes) if codes else torch.zeros(0, 1), labels, shrinkage)
         self.class_factor = covariance_factor(covariance)
         self.class_statistics = {"covariance": covariance.float(), "shrinkage": float(shrinkage), "images": int(n),
@@ -140,6 +144,9 @@ class VAEAugment(Transform):
 
     def load_statistics(self, path) -> "VAEAugment":
         """Read statistics written by `save_statistics` (for a model with the same latent size); returns ``self``."""
+        if "class" not in self.vae.modes:
+            raise ValueError(f"class statistics are for flat latents; a {self.vae.kind} has spatial latents (mode 'class' "
+                             "is not available for it)")
         tensors, metadata = read_tensors(path, ("class_factor", "covariance"))
         size = self.vae.latent_shape()[0]
         if tensors["class_factor"].shape != (size, size) or tensors["covariance"].shape != (size, size):
@@ -266,7 +273,7 @@ class LatentMix(Transform):
         """``mix(images, labels)`` or ``mix((images, labels))`` (or a dict with "labels") -> the same structure."""
         inputs = inputs if len(inputs) > 1 else inputs[0]
         flat_inputs, spec = tree_flatten(inputs)
-        if has_any(flat_inputs, PIL.Image.Image, tv_tensors.BoundingBoxes, tv_tensors.Mask, tv_tensors.KeyPoints):
+        if has_any(flat_inputs, PIL.Image.Image, tv_tensors.BoundingBoxes, tv_tensors.Mask, *_KEYPOINTS):
             raise ValueError("LatentMix() does not support PIL images, bounding boxes, keypoints and masks; "
                              "apply it after batching, to (images [B, C, H, W], labels [B])")
         labels = self._labels_getter(inputs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -25,7 +26,7 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     raise ImportError("the demo needs gradio: pip install 'vae-augment[app]'") from None
 
-from ..augment import DEFAULT_STRENGTH
+from ..augment import DEFAULT_STRENGTH, choose_residual
 from ..checkpoint import bundled_dir, bundled_names
 from ..latent import MAX_STRENGTH, MODES
 from ..models import Autoencoder
@@ -211,15 +212,20 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
         return (result["score"], result["percentile"],
                 _percentile_text(result["score"], result["percentile"], vae.score_unit), *shown)
 
-    def score_labels(checkpoint):
-        """The score boxes' labels in the chosen model's unit of anomaly score (once it is loaded)."""
+    def model_settings(checkpoint):
+        """What depends on the chosen model (once it is loaded): the score boxes' unit and the residual
+        default (`VAEAugment` chooses the residual mode for a blurry checkpoint)."""
         try:
             name = models.validate(checkpoint)
-            unit = models.get(name).score_unit if name in models.names or models.is_loaded(name) else None
+            vae = models.get(name) if name in models.names or models.is_loaded(name) else None
         except ValueError:
-            unit = None
-        unit = unit or "in the model's unit"
-        return (gr.Number(label=f"Anomaly score ({unit})"), gr.Number(label=f"Anomaly score ({unit}; higher = more unusual)"))
+            vae = None
+        unit = vae.score_unit if vae is not None else "in the model's unit"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the checkpoint line already says what the model is
+            residual_default = choose_residual(vae, None) if vae is not None else False
+        return (gr.Number(label=f"Anomaly score ({unit})"), gr.Number(label=f"Anomaly score ({unit}; higher = more unusual)"),
+                gr.Checkbox(value=residual_default))
 
     def use_drawing(drawing, checkpoint):
         known = checkpoint in models.names or models.is_loaded(checkpoint)  # never download for a drawing
@@ -254,8 +260,8 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
                                           brush=gr.Brush(default_size=16, colors=["#000000"], color_mode="fixed"))
                     use = gr.Button("Use drawing and augment", size="sm", elem_id="use-drawing")
                 with gr.Column():
-                    mode = gr.Radio(list(MODES), value="data", label="Mode",
-                                    info="data: noise scaled by the data's spread; posterior: by the posterior's; prior: blend towards a prior sample")
+                    mode = gr.Radio([m for m in MODES if m != "class"], value="data", label="Mode",
+                                    info="data: noise scaled by the data's spread; posterior: by the posterior's; prior: blend towards a prior sample; neighbour: towards a nearby training image's code")
                     strength = gr.Slider(0, MAX_STRENGTH["data"], value=DEFAULT_STRENGTH, step=0.05, label="Strength")
                     residual = gr.Checkbox(label="Residual (add only the decoded change; keeps sharp detail)")
                     variants = gr.Slider(1, support.MAX_VARIANTS, value=8, step=1, label="Variants")
@@ -335,9 +341,9 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
                               [anomaly_score, anomaly_percentile, anomaly_text, seen, anomaly_reconstruction, diff], api_name="anomaly")
 
         checkpoint.change(checkpoint_info, checkpoint, info, api_name="checkpoint_info").then(
-            score_labels, checkpoint, [score, anomaly_score], api_visibility="private", queue=False)
+            model_settings, checkpoint, [score, anomaly_score, residual], api_visibility="private", queue=False)
         demo.load(checkpoint_info, checkpoint, info, api_visibility="private").then(
-            score_labels, checkpoint, [score, anomaly_score], api_visibility="private", queue=False)
+            model_settings, checkpoint, [score, anomaly_score, residual], api_visibility="private", queue=False)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 

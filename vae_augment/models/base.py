@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Iterable, Sequence
 
@@ -104,11 +105,11 @@ class Autoencoder(nn.Module, ABC):
     (what else it takes to load it again from ``name_or_path``: ``revision``, ``subfolder``).
     """
 
-    kind: ClassVar[str] = "autoencoder"
+    kind: str = "autoencoder"
     deterministic: bool = False
-    score_unit: ClassVar[str] = ""
-    usage_unit: ClassVar[str] = ""
-    modes: ClassVar[tuple[str, ...]] = MODES
+    score_unit: ClassVar[str] = ""  # required: checked when a model is made
+    usage_unit: ClassVar[str] = ""  # required
+    modes: ClassVar[tuple[str, ...]] = tuple(m for m in MODES if m != "class")  # "class" needs flat latents: a kind opts in
     precisions: ClassVar[tuple[str, ...]] = ()
     has_elbo: ClassVar[bool] = False
     size_multiple: int = 1
@@ -119,6 +120,9 @@ class Autoencoder(nn.Module, ABC):
 
     def __init__(self) -> None:
         super().__init__()
+        missing = [name for name in ("score_unit", "usage_unit") if not getattr(self, name)]
+        if missing:
+            raise TypeError(f"{type(self).__name__} must declare {' and '.join(missing)}: the app shows every score in its unit")
         self.metrics: dict[str, Any] = {}
         self.name_or_path: str | None = None
         self.load_options: dict[str, Any] = {}
@@ -155,9 +159,10 @@ class Autoencoder(nn.Module, ABC):
         """Standard normal ``noise`` (the shape of a latent batch) -> a sample of the model's prior."""
 
     @abstractmethod
-    def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian, area: tuple[int, int] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Anomaly score ``[B]`` (in ``score_unit``) of model-space ``x`` and its reconstruction
-        (model space), from its ``posterior``."""
+        (model space), from its ``posterior``; ``area = (h, w)``: the image's part of ``x``, the rest padding."""
 
     @abstractmethod
     def dimension_usage(self, posterior: DiagonalGaussian) -> torch.Tensor:
@@ -227,7 +232,7 @@ class Autoencoder(nn.Module, ABC):
         """Undo the geometry of `to_model` for an image of ``size = (H, W)``: crop the padding, resize back.
         Works on images and on signed changes (nothing is clamped); channels stay the model's."""
         h, w = self.working_size(*size)
-        return resize_change(y[..., :h, :w], size)
+        return resize_change(y[..., :h, :w].float(), size)  # float: CPUs have no bfloat16 antialiased resize
 
     # ------------------------------------------------------------------ written once for every kind
     @torch.no_grad()
@@ -239,14 +244,14 @@ class Autoencoder(nn.Module, ABC):
     def score_and_reconstruct(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`anomaly_score` and `reconstruct` of images ``x`` from one encode and one decode."""
         x_m = self.to_model(x)
-        score, reconstruction = self.score_model_space(x_m, self.encode(x_m))
+        score, reconstruction = self.score_model_space(x_m, self.encode(x_m), self.working_size(*x.shape[-2:]))
         return score, self.from_model(reconstruction, x.shape[-2:])
 
     @torch.no_grad()
     def anomaly_score(self, x: torch.Tensor) -> torch.Tensor:
         """How unusual each image of ``x: [B, C, H, W]`` is to the model, ``[B]`` in ``score_unit``; higher = more."""
         x_m = self.to_model(x)
-        return self.score_model_space(x_m, self.encode(x_m))[0]
+        return self.score_model_space(x_m, self.encode(x_m), self.working_size(*x.shape[-2:]))[0]
 
     def anomaly_percentile(self, scores: torch.Tensor) -> torch.Tensor:
         """Where anomaly ``scores`` fall among the training set's, as a percentile in [0, 100].
@@ -255,9 +260,9 @@ class Autoencoder(nn.Module, ABC):
         """
         reference = (self.metrics or {}).get("train_anomaly_percentiles")
         if not reference:
-            raise ValueError(f"this {self.kind} has no train_anomaly_percentiles in its metrics; train it with vae-augment "
-                             "train (or compute them with vae_augment.training.reference_statistics), or compare scores "
-                             "between your own images")
+            raise ValueError(f"this {self.kind} has no train_anomaly_percentiles in its metrics (vae-augment train records "
+                             "them for the VAEs it trains; vae_augment.training.reference_statistics computes them); compare "
+                             "scores between your own images instead")
         grid = torch.tensor(reference, dtype=torch.float64)
         levels = torch.linspace(0, 100, len(reference), dtype=torch.float64)
         s = scores.detach().double().cpu().reshape(-1)
@@ -271,8 +276,9 @@ class Autoencoder(nn.Module, ABC):
                size: Sequence[int] | None = None) -> torch.Tensor:
         """``n`` images of ``size`` (default ``sample_size``) decoded from prior samples at ``temperature``
         (the prior's noise scaled by it), ``[n, C, H, W]`` in [0, 1]."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise ValueError(f"n must be an int >= 0, got {n!r}")
+        n = int(n)
         if not temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         size = tuple(size or self.sample_size)

@@ -18,6 +18,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .. import checkpoint, losses
+from ..latent import MODES
 from .base import Autoencoder, DiagonalGaussian
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -114,6 +115,7 @@ class VAE(
     kind = "VAE"
     score_unit = "nats per image"
     usage_unit = "KL (nats)"
+    modes = MODES  # "class" included: flat latents
     precisions = ("bf16", "fp16")
     has_elbo = True
     checkpoint_files = (checkpoint.WEIGHTS_NAME, checkpoint.CONFIG_NAME)  # weights first: a pickle-only repo is refused with the reason
@@ -178,7 +180,8 @@ class VAE(
         """Standard normal ``noise`` -> a sample of the prior p(z) = N(0, I): the noise itself."""
         return noise
 
-    def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian, area: tuple[int, int] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Deterministic negative ELBO at the posterior mean, nats per image: -log p(x | z = mean) +
         KL(q(z|x) || p(z)), large when the image reconstructs badly or its code lies far from the prior."""
         out = self.decoder_output(posterior.mean)
@@ -221,7 +224,7 @@ class VAE(
         """Pre-activation decoder output (Bernoulli logits or Gaussian mean logits), ``[B, C, H, W]``."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape [B, {self.latent_dim}], got {tuple(z.shape)}")
-        return self.decoder(z)
+        return self.decoder(z if z.dtype == self.dtype or torch.is_autocast_enabled(z.device.type) else z.to(self.dtype))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean image of p(x|z), ``[B, C, H, W]`` in [0, 1]."""
@@ -276,7 +279,9 @@ class VAE(
     # ------------------------------------------------------------ persistence
     @classmethod
     def claims(cls, config: dict[str, Any]) -> bool:
-        """Whether a folder's config.json is one of this kind (the loader's kind table asks)."""
+        """Whether a folder's config.json is one of this kind (the loader's kind table asks). The conv VAE reads
+        any config that is not a diffusers one, so that a config with wrong keys is explained (unknown keys) rather
+        than refused as unknown; it is therefore the last entry of the kind table."""
         return not checkpoint.is_diffusers_config(config)
 
     @classmethod
@@ -296,8 +301,9 @@ class VAE(
             model = cls(**config)
         except (TypeError, ValueError) as err:
             raise checkpoint.CheckpointError(f"{folder / checkpoint.CONFIG_NAME} does not describe a valid VAE: {err}") from None
+        weights = checkpoint.require_weights(folder, checkpoint.WEIGHTS_NAME)
         model.latent_bank = checkpoint.read_latent_bank(folder, model.latent_dim)
-        checkpoint.load_safetensors_into(model, folder / checkpoint.WEIGHTS_NAME, strict=strict, device=str(device or "cpu"))
+        checkpoint.load_safetensors_into(model, weights, strict=strict, device=str(device or "cpu"))
         model.metrics = checkpoint.read_metrics(folder)
         model.name_or_path = str(folder)
         return model.eval()
@@ -312,7 +318,18 @@ class VAE(
         loads every kind of model; this loads vae-augment VAEs only.
         """
         def fetch(repo_id: str) -> Path:
-            return checkpoint.fetch_files(repo_id, cls.checkpoint_files, cls.optional_files, revision=revision, **download_kwargs)
+            try:
+                return checkpoint.fetch_files(repo_id, cls.checkpoint_files, cls.optional_files, revision=revision, **download_kwargs)
+            except checkpoint.MissingFileError:  # perhaps a diffusers repo: say so (from its config) rather than "no weights"
+                try:
+                    config = checkpoint.read_config(checkpoint.download_file(repo_id, checkpoint.CONFIG_NAME, revision=revision,
+                                                                             **download_kwargs).parent)
+                except checkpoint.CheckpointError:
+                    config = {}
+                if config and not cls.claims(config):
+                    raise checkpoint.CheckpointError(f"Hub repo {repo_id!r} holds a diffusers {config.get('_class_name', 'model')}, "
+                                                     "not a vae-augment VAE; load it with vae_augment.load_vae") from None
+                raise
 
         folder = checkpoint.resolve(pretrained_model_name_or_path, fetch)
         model = cls.from_folder(folder, device=map_location, strict=strict)

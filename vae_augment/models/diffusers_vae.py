@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..latent import MODES
 from .base import Autoencoder, DiagonalGaussian
 
 KINDS = ("AutoencoderKL", "AutoencoderTiny")
@@ -75,7 +74,6 @@ class DiffusersVAE(Autoencoder):
     moves one latent channel at every position; the anomaly score is a reconstruction error.
     """
 
-    modes = tuple(m for m in MODES if m != "class")  # class-aware noise needs flat latents (a covariance over them)
     score_unit = "mean squared error per pixel x 1000"
     usage_unit = "spread over the image (data units)"
     sample_size = (256, 256)
@@ -216,11 +214,13 @@ class DiffusersVAE(Autoencoder):
         these autoencoders have no prior of their own (their KL weight was near zero)."""
         return self.latent_loc + self.latent_scale * noise
 
-    def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean squared reconstruction error per pixel (x 1000), ``[B]``: these autoencoders have no
-        meaningful KL term, so unlike the VAE's score this is not an ELBO."""
+    def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian, area: tuple[int, int] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean squared reconstruction error per pixel of the image (x 1000; padding excluded), ``[B]``: these
+        autoencoders have no meaningful KL term, so unlike the VAE's score this is not an ELBO."""
         reconstruction = self.decode(posterior.mean)
-        return (reconstruction - x).square().flatten(1).mean(1) * 1000, reconstruction
+        h, w = area or x.shape[-2:]
+        return (reconstruction - x)[..., :h, :w].square().flatten(1).mean(1) * 1000, reconstruction
 
     def dimension_usage(self, posterior: DiagonalGaussian) -> torch.Tensor:
         """How much each latent channel varies over the first image, in units of the data's spread (their
