@@ -60,14 +60,14 @@ def mnist(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class SmallCNN(nn.Module):
-    """2 conv layers + a linear head: the classifier of the utility and quality benchmarks."""
+    """2 conv layers + a linear head: the classifier of the utility and quality benchmarks (``side``: the images' side)."""
 
-    def __init__(self, classes: int = 10):
+    def __init__(self, classes: int = 10, side: int = 28):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, classes),
+            nn.Flatten(), nn.Linear(32 * (side // 4) ** 2, 128), nn.ReLU(), nn.Linear(128, classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: i
     """Adam on random batches for a fixed number of steps; ``augment(images, labels) -> images`` per batch."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = SmallCNN()
+    model = SmallCNN(side=x.shape[-1])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):

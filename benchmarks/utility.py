@@ -1,96 +1,67 @@
-"""Does VAE augmentation raise accuracy when labels are scarce?
+"""Does VAE augmentation raise accuracy when labels are scarce, on top of the best classic augmentation?
 
-    python benchmarks/utility.py [--quick] [--root ../shared/data] [--phase select|test|all]   (default: test)
+    python benchmarks/utility.py [--quick] [--root ../shared/data] [--phase select|test|all] [--workers 2]
 
-Protocol: MNIST with 100 and 1,000 labelled training images (class-balanced, drawn from the first
-50,000 training images), the small CNN of benchmarks/common.py trained for a fixed budget (1,500
-steps of batch 64, Adam), test accuracy on the 10,000 test images, 3 seeds (mean and standard
-deviation). The VAE is the bundled `mnist` checkpoint, trained on the (unlabelled) MNIST training
-images. Settings are chosen on a validation split (training images 50,000-59,999), never on the
-test split: phase `select` scores every explored condition there at 100 labels (about 40 minutes);
-phase `test` then reports the four headline conditions on the test split once (about 15 minutes):
-`none`, `classic` (a RandomAffine), `vae` (the best VAE-only condition on the validation split)
-and `classic+vae` (the best combination with the affine); --test-explored adds the rest. Writes
-benchmarks/results/utility.json and benchmarks/results/utility.png.
+Protocol (issue 12). Every figure is a paired comparison: seed ``s`` draws the same class-balanced
+labelled images and the same classifier initialisation and batch order for every condition, so
+the gain of A over B is the mean over seeds of acc_A(s) - acc_B(s), reported with its standard
+deviation and a 95% t-interval.
+
+MNIST. 100 and 1,000 labelled training images (drawn from the first 50,000), the small CNN of
+benchmarks/common.py for a fixed budget (``--steps`` of batch 64, Adam), the bundled `mnist` VAE
+(trained on the unlabelled training images).
+- ``--phase select`` scores every explored condition on a validation split (training images
+  50,000-59,999) at 100 labels: first the classic candidates (RandomAffine at three magnitudes,
+  an ElasticTransform, affine + elastic), whose best is `classic`; then the VAE-only candidates,
+  whose best is `vae`; then each VAE candidate followed by the best classic, whose best is
+  `classic+vae`. The choice and where it came from are recorded in ``chosen``.
+- ``--phase test`` runs `none`, `classic`, `vae` and `classic+vae` once on the test split (other
+  seeds than selection): 10 seeds at 100 labels, 5 at 1,000; and the classification accuracy
+  score (Ravuri & Vinyals, 2019) of the chosen VAE setting: a classifier trained only on its
+  variants of the labelled images (p = 1), tested on real test images, next to `none`.
+
+Digits (a second, small dataset a user could have: the 1,797 8x8 handwritten digits that ship
+with scikit-learn, scaled to 16x16). The VAE is trained the way a user trains one on a folder of
+their own: the unlabelled training images are written as PNGs and `vae-augment train`'s function
+is called with its defaults. 5 labelled images per class, 8 seeds; conditions fixed in advance
+(no selection): none, the affine, the library's default `VAEAugment(vae)`, the same with
+``residual=False`` (the default before it was chosen from the checkpoint), class-aware noise, and
+each VAE condition followed by the affine. Test split: 30% of the digits.
+
+Writes benchmarks/results/utility.json; docs/benchmarks.md renders it (benchmarks/update_readme.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import multiprocessing
 import statistics
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
+from torch.nn import functional as F
+from torchvision.transforms.v2 import functional as TF
 
-from vae_augment import LatentMix, VAEAugment, load_vae
+from vae_augment import VAEAugment, load_vae, train
+from vae_augment.pixels import resize, to_pil
 
 VALIDATION = slice(50_000, 60_000)
-HEADLINE = ("none", "classic", "vae", "classic+vae")
-# Used by --quick and until `--phase select` has scored the candidates on the validation split;
-# after that, `vae` is the best VAE-only condition there and `classic+vae` the best combination.
-FALLBACK = {"vae": "posterior s=1.5", "classic+vae": "classic+data s=0.2"}
-
-# The VAE conditions explored: name -> (transform, keyword arguments).
-VAE_CONDITIONS = {
-    "posterior s=1.5": ("VAEAugment", dict(mode="posterior", strength=1.5)),
-    "posterior s=1.5 p=0.5": ("VAEAugment", dict(mode="posterior", strength=1.5, p=0.5)),
-    "posterior s=3 p=0.5": ("VAEAugment", dict(mode="posterior", strength=3.0, p=0.5)),
-    "data s=0.2": ("VAEAugment", dict(strength=0.2)),
-    "data s=0.35": ("VAEAugment", dict(strength=0.35)),
-    "data s=0.35 p=0.5": ("VAEAugment", dict(strength=0.35, p=0.5)),
-    "data s=0.5 p=0.5": ("VAEAugment", dict(strength=0.5, p=0.5)),
-    "residual s=0.35": ("VAEAugment", dict(strength=0.35, residual=True)),
-    "residual s=0.5 p=0.5": ("VAEAugment", dict(strength=0.5, residual=True, p=0.5)),
-    "extrapolate lam=0.5": ("LatentMix", dict(method="extrapolate", lam=0.5, p=0.5)),
-    "interpolate lam=0-1": ("LatentMix", dict(method="interpolate", lam=(0.0, 1.0), p=0.5)),
-    "neighbour s=0.5": ("VAEAugment", dict(mode="neighbour", strength=0.5)),
-    "neighbour s=0.5 p=0.5": ("VAEAugment", dict(mode="neighbour", strength=0.5, p=0.5)),
-    "neighbour s=1": ("VAEAugment", dict(mode="neighbour", strength=1.0)),
-    "neighbour s=1 p=0.5": ("VAEAugment", dict(mode="neighbour", strength=1.0, p=0.5)),
-}
-# Each of these is also combined with the affine (VAE first, then the affine): "classic+<name>".
-COMBINED = ("posterior s=1.5", "posterior s=1.5 p=0.5", "data s=0.2", "data s=0.35 p=0.5", "extrapolate lam=0.5",
-            "neighbour s=0.5", "neighbour s=1 p=0.5")
+POOL = 50_000
+# t_{0.975, n-1} for the 95% interval of a mean over n paired seeds
+T95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262, 11: 2.228, 12: 2.201,
+       15: 2.145, 20: 2.093}
 
 
-def code(name: str) -> str:
-    """The library call behind a condition, for the README."""
-    if name.startswith("classic+"):
-        return f"{code(name[len('classic+'):])}, then the affine"
-    kind, kwargs = VAE_CONDITIONS[name]
-    return f"`{kind}(vae, {', '.join(f'{k}={v!r}' for k, v in kwargs.items())})`"
-
-
-def choose(validation: dict | None) -> dict[str, dict[str, str]]:
-    """The headline `vae` and `classic+vae` conditions: the best of each group on the validation
-    split, or `FALLBACK` where that split has no scores for the group (recorded as the source)."""
-    validation = validation or {}
-    groups = {"vae": [n for n in validation if n in VAE_CONDITIONS],
-              "classic+vae": [n for n in validation if n.removeprefix("classic+") in COMBINED and n.startswith("classic+")]}
-    chosen = {}
-    for alias, names in groups.items():
-        best = max(names, key=lambda n: validation[n]["mean"], default=None)
-        name = best or FALLBACK[alias]
-        chosen[alias] = {"condition": name, "code": code(name), "source": "validation split" if best else "fallback (no validation scores)"}
-    return chosen
-
-
-def balanced_subset(y: torch.Tensor, per_class: int, seed: int, pool: int = 50_000) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    picks = []
-    for c in range(10):
-        idx = (y[:pool] == c).nonzero().squeeze(1)
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-    return torch.cat(picks)
-
-
+# ------------------------------------------------------------------ classic augmentations, one draw per image, batched
 class RandomAffineBatch:
-    """RandomAffine(degrees=15, translate=0.1, scale=(0.9, 1.1), shear=10) with one draw per image,
-    done for the whole batch at once with affine_grid/grid_sample (a per-image loop over
-    v2.RandomAffine gives the same distribution, 20x slower)."""
+    """v2.RandomAffine(degrees, translate, scale, shear) with one draw per image, done for the whole
+    batch with affine_grid/grid_sample (a per-image loop over v2.RandomAffine gives the same
+    distribution, 20x slower)."""
 
     def __init__(self, degrees=15.0, translate=0.1, scale=(0.9, 1.1), shear=10.0):
         self.degrees, self.translate, self.scale, self.shear = degrees, translate, scale, shear
@@ -103,14 +74,29 @@ class RandomAffineBatch:
         scale = self.scale[0] + u[:, 2] * (self.scale[1] - self.scale[0])
         tx, ty = (u[:, 3] * 2 - 1) * self.translate * 2, (u[:, 4] * 2 - 1) * self.translate * 2  # grid units span 2
         cos, sin = torch.cos(angle), torch.sin(angle)
-        # rotation * shear (x-shear), scaled; inverse map for grid_sample
         a = torch.stack([torch.stack([cos, -sin + cos * torch.tan(shear)], 1), torch.stack([sin, cos + sin * torch.tan(shear)], 1)], 1)
-        a = a * scale.view(-1, 1, 1)
-        inverse = torch.linalg.inv(a)
-        t = torch.stack([tx, ty], 1).unsqueeze(2)
-        theta = torch.cat([inverse, -inverse @ t], 2)
-        grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-        return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        inverse = torch.linalg.inv(a * scale.view(-1, 1, 1))
+        theta = torch.cat([inverse, -inverse @ torch.stack([tx, ty], 1).unsqueeze(2)], 2)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class ElasticBatch:
+    """v2.ElasticTransform(alpha, sigma) with one displacement field per image: uniform noise in
+    [-1, 1] blurred by a Gaussian of ``sigma`` pixels, times alpha / side, added to the sampling
+    grid (torchvision's construction, batched)."""
+
+    def __init__(self, alpha=34.0, sigma=4.0):
+        self.alpha, self.sigma = alpha, sigma
+
+    def __call__(self, x, y):
+        n, _, h, w = x.shape
+        kernel = int(8 * self.sigma + 1) | 1
+        noise = torch.rand(n, 2, h, w) * 2 - 1
+        displacement = TF.gaussian_blur(noise, [kernel, kernel], [self.sigma, self.sigma])
+        displacement = displacement * torch.tensor([self.alpha / w, self.alpha / h]).view(1, 2, 1, 1)
+        identity = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), list(x.shape), align_corners=False)
+        return F.grid_sample(x, identity + displacement.permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class Chain:
@@ -133,137 +119,224 @@ class Batch:
         return self.augment(x)
 
 
-class Mix:
-    """Same-class latent interpolation / extrapolation on (images, labels)."""
-
-    def __init__(self, mix):
-        self.mix = mix
-
-    def __call__(self, x, y):
-        return self.mix(x, y)[0]
-
-
-def conditions(vae) -> dict[str, object]:
-    """Every augmentation compared, by name: none, classic, each VAE condition and each combination."""
-    classic = RandomAffineBatch()
-
-    def build(name):
-        kind, kwargs = VAE_CONDITIONS[name]
-        return Batch(VAEAugment(vae, **kwargs)) if kind == "VAEAugment" else Mix(LatentMix(vae, **kwargs))
-
-    out = {"none": None, "classic": classic}
-    out.update({name: build(name) for name in VAE_CONDITIONS})
-    out.update({f"classic+{name}": Chain(build(name), classic) for name in COMBINED})
-    return out
+CLASSIC = {
+    "affine mild": lambda: RandomAffineBatch(8.0, 0.05, (0.95, 1.05), 5.0),
+    "affine": lambda: RandomAffineBatch(),
+    "affine strong": lambda: RandomAffineBatch(25.0, 0.15, (0.8, 1.2), 15.0),
+    "elastic": lambda: ElasticBatch(34.0, 4.0),
+    "affine+elastic": lambda: Chain(RandomAffineBatch(), ElasticBatch(34.0, 4.0)),
+}
+# VAE-only candidates: name -> VAEAugment keyword arguments ("class" is fitted on the run's labelled images)
+VAE_CANDIDATES = {
+    "data s=0.35 p=0.5": dict(strength=0.35, p=0.5),
+    "class s=0.5 p=0.5": dict(mode="class", strength=0.5, p=0.5),
+    "class s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5),
+    "class+residual s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5, residual=True),
+}
+# "default" is VAEAugment(vae) as a user writes it; "plain" is the default before the residual mode was chosen
+# from the checkpoint's fidelity (residual=False)
+DIGITS_VAE = {"default": dict(), "plain": dict(residual=False), "class s=0.5 p=0.5": dict(mode="class", strength=0.5, p=0.5)}
 
 
-def run(x, y, x_eval, y_eval, labels: int, augment, seed: int, steps: int) -> float:
-    idx = balanced_subset(y, labels // 10, seed)
-    torch.manual_seed(seed)
-    model = train_classifier(x[idx], y[idx], steps=steps, batch_size=64, seed=seed, augment=augment)
+def code(kwargs: dict) -> str:
+    return f"VAEAugment(vae{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
+
+
+def build(name: str, vae, x_lab, y_lab):
+    """The augmentation of condition ``name`` (None for "none"); "classic X+vae Y" chains the VAE, then the classic."""
+    if name == "none":
+        return None
+    if name in CLASSIC:
+        return CLASSIC[name]()
+    classic, _, vae_name = name.partition(" + ")
+    if vae_name:
+        return Chain(build(vae_name, vae, x_lab, y_lab), build(classic, vae, x_lab, y_lab))
+    kwargs = {**VAE_CANDIDATES, **DIGITS_VAE}[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the fidelity warning: it is part of what is measured
+        augment = VAEAugment(vae, **kwargs)
+    if augment.mode == "class":
+        augment.fit(x_lab, y_lab)
+    return Batch(augment)
+
+
+def balanced_subset(y: torch.Tensor, per_class: int, seed: int, pool: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(int(y.max()) + 1):
+        idx = (y[:pool] == c).nonzero().squeeze(1)
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picks)
+
+
+# ------------------------------------------------------------------ running jobs on both cores
+_STATE: dict = {}
+
+
+def _init(state):
+    torch.set_num_threads(1)
+    _STATE.update(state)
+
+
+def _job(job) -> float:
+    """One training run: (dataset, condition, labels per class, seed, split, only_variants) -> test accuracy."""
+    dataset, name, per_class, seed, split, only_variants = job
+    s = _STATE[dataset]
+    x, y = s["x"], s["y"]
+    idx = balanced_subset(y, per_class, seed, s["pool"])
+    augment = build(name, s["vae"], x[idx], y[idx])
+    if only_variants:  # classification accuracy score: every training image is a VAE variant
+        augment.augment.p = 1.0
+    model = train_classifier(x[idx], y[idx], steps=s["steps"], batch_size=64, seed=seed, augment=augment)
+    x_eval, y_eval = s[split]
     return (predict(model, x_eval) == y_eval).float().mean().item()
+
+
+def run_all(jobs: list, state: dict, workers: int) -> list[float]:
+    if workers <= 1:
+        _init(state)
+        return [_job(j) for j in jobs]
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=(state,)) as pool:
+        return pool.map(_job, jobs, chunksize=1)
 
 
 def summarize(runs: list[float]) -> dict:
     return {"mean": statistics.fmean(runs), "std": statistics.stdev(runs) if len(runs) > 1 else 0.0, "runs": runs}
 
 
+def paired(a: dict, b: dict) -> dict:
+    """Gain of a over b in points, paired by seed: mean, std and a 95% t-interval over the seeds."""
+    d = [100 * (x - y) for x, y in zip(a["runs"], b["runs"])]
+    mean = statistics.fmean(d)
+    std = statistics.stdev(d) if len(d) > 1 else 0.0
+    half = T95.get(len(d), 1.96) * std / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "seeds": len(d)}
+
+
+def scored(names, dataset, per_class, seeds, split, state, workers, seed0=0, only_variants=False) -> dict:
+    jobs = [(dataset, name, per_class, seed0 + s, split, only_variants) for name in names for s in range(seeds)]
+    accs = run_all(jobs, state, workers)
+    out = {name: summarize(accs[i * seeds:(i + 1) * seeds]) for i, name in enumerate(names)}
+    for name, r in out.items():
+        print(f"[{dataset} {split}, {per_class * 10} labels{', variants only' if only_variants else ''}] {name:<44} "
+              f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}", flush=True)
+    return out
+
+
+# ------------------------------------------------------------------ the two datasets
+def digits_state(steps: int, epochs: int | None, seed: int = 0) -> dict:
+    """scikit-learn's 8x8 digits at 16x16, a VAE trained on the unlabelled training images as a user would."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise SystemExit("the digits dataset needs scikit-learn: pip install scikit-learn") from None
+    digits = load_digits()
+    x = resize(torch.tensor(digits.images, dtype=torch.float32).div(16).unsqueeze(1), (16, 16))
+    y = torch.tensor(digits.target)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_test = int(0.3 * len(x))
+    test, rest = order[:n_test], order[n_test:]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "digits"
+        for i in rest.tolist():  # a flat folder of PNGs, labels unknown to the VAE
+            folder.mkdir(exist_ok=True)
+            to_pil(x[i]).save(folder / f"{i:04d}.png")
+        kwargs = {} if epochs is None else {"epochs": epochs}
+        train(folder, Path(tmp) / "vae", progress=False, log=False, seed=seed, **kwargs)  # the defaults of `vae-augment train`
+        vae = load_vae(Path(tmp) / "vae")
+    return {"x": x[rest], "y": y[rest], "pool": len(rest), "vae": vae, "steps": steps,
+            "test": (x[test], y[test]), "metrics": vae.metrics}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--root", default=DEFAULT_ROOT)
-    parser.add_argument("--phase", choices=["all", "select", "test"], default="test")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--conditions", help="comma-separated subset of conditions to run (results are merged into the file)")
-    parser.add_argument("--test-explored", action="store_true", help="also report every explored condition on the test split")
+    parser.add_argument("--phase", choices=["all", "select", "test"], default="all")
+    parser.add_argument("--datasets", default="mnist,digits")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--select-seeds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2, help="training runs at once (one thread each)")
     parser.add_argument("--out", default=str(RESULTS / "utility.json"))
     args = parser.parse_args()
-    torch.set_num_threads(2)
     start = time.time()
-    steps, seeds = (60, 1) if args.quick else (args.steps, args.seeds)
-
-    x, y = mnist(args.root, train=True)
-    x_test, y_test = mnist(args.root, train=False)
-    x_val, y_val = x[VALIDATION], y[VALIDATION]
-    vae = load_vae("mnist")
-    candidates = conditions(vae)
-    explored = list(candidates)
-    if args.quick:
-        explored = ["none", "classic", *FALLBACK.values()]
-    if args.conditions:
-        explored = [c.strip() for c in args.conditions.split(",")]
-        unknown = [c for c in explored if c not in candidates and c not in HEADLINE]
-        if unknown:
-            raise SystemExit(f"unknown conditions {unknown}; known: {list(HEADLINE) + list(candidates)}")
-
+    quick = args.quick
+    steps = 40 if quick else args.steps
+    seeds = {"select": 1 if quick else args.select_seeds, "100": 2 if quick else 10, "1000": 1 if quick else 5, "digits": 2 if quick else 8}
     out = Path(args.out)
-    result = json.loads(out.read_text()) if out.is_file() and not args.quick else {}
-    protocol = {
-        "dataset": "MNIST", "labelled": [100, 1000], "pool": "training images 0-49,999 (class-balanced draw per seed)",
-        "validation": "training images 50,000-59,999", "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
-        "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
-        "vae": "bundled checkpoint 'mnist', trained on the unlabelled MNIST training images", "quick": args.quick,
-    }
-    result["protocol"] = {**result.get("protocol", {}), **protocol}
+    result = {} if quick or not out.is_file() else __import__("json").loads(out.read_text())
+    datasets = [d.strip() for d in args.datasets.split(",")]
+    protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
+                "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
+                "interval": "95% t-interval of the mean paired gain over seeds"}
+    result["protocol"] = {**result.get("protocol", {}), **protocol}  # "seconds": of the last invocation
 
-    if args.phase in ("all", "select"):
-        selection = dict(result.get("validation_100", {})) if args.conditions else {}
-        for name in explored:
-            if name not in candidates:
-                continue  # the headline aliases are resolved from this table, not scored in it
-            accs = [run(x, y, x_val, y_val, 100, candidates[name], seed, steps) for seed in range(seeds)]
-            selection[name] = summarize(accs)
-            print(f"[validation, 100 labels] {name:<32} {selection[name]['mean']:.4f} +- {selection[name]['std']:.4f}", flush=True)
-        result["validation_100"] = selection
+    if "mnist" in datasets:
+        mnist_start = time.time()
+        x, y = mnist(args.root, train=True)
+        x_test, y_test = mnist(args.root, train=False)
+        state = {"mnist": {"x": x, "y": y, "pool": POOL, "vae": load_vae("mnist"), "steps": steps,
+                           "validation": (x[VALIDATION], y[VALIDATION]), "test": (x_test, y_test)}}
+        m = result.setdefault("mnist", {})
+        m["protocol"] = {"labelled": [100, 1000], "pool": "training images 0-49,999", "validation": "training images 50,000-59,999",
+                         "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
+                         "vae": "bundled checkpoint 'mnist'"}
+        if args.phase in ("all", "select"):
+            val: dict = {}
+            classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
+            val.update(scored(["none", *classic_names], "mnist", 10, seeds["select"], "validation", state, args.workers))
+            best_classic = max(classic_names, key=lambda n: val[n]["mean"])
+            vae_names = ["class s=0.5 p=0.5"] if quick else list(VAE_CANDIDATES)
+            val.update(scored(vae_names, "mnist", 10, seeds["select"], "validation", state, args.workers))
+            combined = [f"{best_classic} + {n}" for n in vae_names]
+            val.update(scored(combined, "mnist", 10, seeds["select"], "validation", state, args.workers))
+            best_vae = max(vae_names, key=lambda n: val[n]["mean"])
+            best_combined = max(combined, key=lambda n: val[n]["mean"])
+            m["validation_100"] = val
+            m["validation_gains"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
+            codes = {best_classic: best_classic, best_vae: code(VAE_CANDIDATES[best_vae]),
+                     best_combined: f"{code(VAE_CANDIDATES[best_combined.split(' + ')[1]])}, then {best_classic}"}
+            m["chosen"] = {alias: {"condition": name, "source": "validation split, 100 labels", "code": codes[name]}
+                           for alias, name in (("classic", best_classic), ("vae", best_vae), ("classic+vae", best_combined))}
+        if args.phase in ("all", "test"):
+            if "chosen" not in m:
+                raise SystemExit("run --phase select first: the test split is used for the settings chosen on validation only")
+            chosen = {alias: c["condition"] for alias, c in m["chosen"].items()}
+            names = ["none", chosen["classic"], chosen["vae"], chosen["classic+vae"]]
+            test = {}
+            for labels in (100, 1000):
+                rows = scored(names, "mnist", labels // 10, seeds[str(labels)], "test", state, args.workers, seed0=100)
+                test[str(labels)] = {alias: rows[name] for alias, name in zip(("none", "classic", "vae", "classic+vae"), names)}
+            m["test"] = test
+            m["gains"] = {labels: {"vae - none": paired(rows["vae"], rows["none"]),
+                                   "classic - none": paired(rows["classic"], rows["none"]),
+                                   "classic+vae - classic": paired(rows["classic+vae"], rows["classic"])}
+                          for labels, rows in test.items()}
+            cas_seeds = seeds["1000"]
+            cas = scored([chosen["vae"]], "mnist", 10, cas_seeds, "test", state, args.workers, seed0=100, only_variants=True)
+            m["cas_100"] = {"variants_only": cas[chosen["vae"]], "real": {**test["100"]["none"], "runs": test["100"]["none"]["runs"][:cas_seeds]},
+                            "condition": chosen["vae"], "seeds": cas_seeds}
+        m["seconds"] = round(time.time() - mnist_start, 1)
 
-    if args.phase in ("all", "test"):
-        chosen = choose(result.get("validation_100"))
-        resolved = {**candidates, **{alias: candidates[c["condition"]] for alias, c in chosen.items()}}
-        headline = [n for n in HEADLINE if not args.conditions or n in explored]
-        # the description of an alias changes only when its test results are re-measured
-        result["protocol"]["chosen"] = {**result["protocol"].get("chosen", {}), **{a: c for a, c in chosen.items() if a in headline}}
-        tested = result.get("results", {}) if args.conditions else {}
-        for labels in (100, 1000):
-            tested.setdefault(str(labels), {})
-            # other conditions reach the test split only when asked for (never while choosing)
-            names = headline + [n for n in explored if n not in HEADLINE and labels == 100 and args.test_explored]
-            for name in names:
-                # test seeds differ from selection seeds
-                accs = [run(x, y, x_test, y_test, labels, resolved[name], 100 + seed, steps) for seed in range(seeds)]
-                tested[str(labels)][name] = summarize(accs)
-                r = tested[str(labels)][name]
-                print(f"[test, {labels} labels] {name:<32} {r['mean']:.4f} +- {r['std']:.4f}", flush=True)
-        result["results"] = tested
+    if "digits" in datasets and args.phase in ("all", "test"):
+        digits_start = time.time()
+        state = {"digits": digits_state(steps, epochs=2 if quick else None)}
+        names = ["none", "affine", *DIGITS_VAE, *[f"affine + {n}" for n in DIGITS_VAE]]
+        rows = scored(names, "digits", 5, seeds["digits"], "test", state, args.workers)
+        fidelity = state["digits"]["metrics"].get("test", {})
+        result["digits"] = {
+            "protocol": {"data": "scikit-learn load_digits (1,797 8x8 digits) at 16x16; test: 30%", "labelled": "5 per class",
+                         "vae": "train(folder) with vae-augment train's defaults on the unlabelled training images",
+                         "vae_reconstruction_r2": fidelity.get("reconstruction_r2"), "classifier": "SmallCNN for 16x16"},
+            "test": rows,
+            "gains": {**{f"{n} - none": paired(rows[n], rows["none"]) for n in names if n != "none" and " + " not in n},
+                      **{f"{n} - affine": paired(rows[n], rows["affine"]) for n in names if " + " in n}},
+            "seconds": round(time.time() - digits_start, 1),
+        }
 
     result["protocol"]["seconds"] = round(time.time() - start, 1)
     write_json(out, result)
-    if "results" in result:
-        plot(result["results"], out.with_suffix(".png"))
     print(f"wrote {out} in {time.time() - start:.0f} s")
-
-
-def plot(results, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for ax, (labels, rows) in zip(axes, results.items()):
-        names = list(rows)
-        means = [rows[n]["mean"] * 100 for n in names]
-        stds = [rows[n]["std"] * 100 for n in names]
-        ax.barh(names, means, xerr=stds, color=["#888" if n in ("none", "classic") else "#4a7" for n in names])
-        ax.set_xlim(min(means) - 5, 100)
-        ax.invert_yaxis()
-        ax.set_title(f"MNIST, {labels} labels: test accuracy (%)")
-        ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

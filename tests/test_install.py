@@ -8,6 +8,7 @@ with the bundled checkpoint that ships in it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import socket
 import subprocess
@@ -41,7 +42,12 @@ def fresh_venv(tmp_path_factory) -> Path:
     # the dependencies (torch, gradio, ...) come from this environment; its .pth files (the editable
     # install of vae_augment among them) are not processed for a path added this way
     (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+    # build with this environment's setuptools when it is recent enough (no download), else in pip's isolated build
+    try:
+        isolation = [] if int(importlib.metadata.version("setuptools").split(".")[0]) < 68 else ["--no-build-isolation"]
+    except importlib.metadata.PackageNotFoundError:
+        isolation = []
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", *isolation,
                             "--target", str(site), str(REPO)], capture_output=True, text=True, cwd=root)
     assert build.returncode == 0, build.stdout + build.stderr
     return venv
