@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -540,3 +541,37 @@ def test_hub_serves_diffusers_autoencoders(hub_runs, hub_server):
     assert online.pipeline_without_subfolder["error"] == ("Hub repo 'org/pipeline' is a diffusers pipeline; load its autoencoder "
                                                           "with load_vae('org/pipeline', subfolder='vae')")
     assert not [r for r in hub_server.fake.requests if r[1].endswith(".bin") or r[1].startswith("/org/sd-unet/resolve/main/diff")]
+
+
+# ------------------------------------------------------------------ an unreachable Hub fails fast and says what to do
+@pytest.fixture
+def closed_hub(monkeypatch):
+    """HF_ENDPOINT on a loopback port nobody listens on (the Hub switched off), not offline mode."""
+    from huggingface_hub import constants
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(checkpoint, "_REACHABLE", {})
+    return f"http://127.0.0.1:{port}"
+
+
+def test_an_unreachable_hub_is_final_at_once_with_the_ways_out(closed_hub, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(checkpoint.OfflineError) as caught:
+        load_vae("org/name", cache_dir=str(tmp_path / "cache"))
+    assert time.monotonic() - start < 5  # one probe, no five retries with back-off (about 23 s)
+    message = str(caught.value)
+    assert f"cannot fetch config.json of Hub repo 'org/name': the Hub ({closed_hub}) cannot be reached" in message
+    assert "load a local folder instead" in message and "run once where the Hub can be reached" in message
+    assert "HF_HUB_OFFLINE=1" in message
+
+
+def test_push_to_an_unreachable_hub_says_what_to_do(closed_hub, finished_run):
+    start = time.monotonic()
+    with pytest.raises(checkpoint.OfflineError, match=r"cannot push .* the Hub \(http://127.0.0.1:\d+\) cannot be reached.*"
+                                                      r"push from a machine with a network"):
+        checkpoint.push(finished_run, "org/name")
+    assert time.monotonic() - start < 5

@@ -19,11 +19,14 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub import HfApi, constants, hf_hub_download
@@ -380,18 +383,61 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any], repo_id: str | N
 
 
 # ------------------------------------------------------------------ the Hub
-def download_file(repo_id: str, filename: str, revision: str | None = None, **kwargs) -> Path:
-    """hf_hub_download with errors that say what went wrong (offline, missing repo, missing file)."""
+WAYS_OUT = ("Ways out: load a local folder instead (load_vae('path/to/folder'), which needs no network); run once "
+            "where the Hub can be reached, which fills the cache; or set HF_HUB_OFFLINE=1 with a Hugging Face cache "
+            "(HF_HOME) that already holds the repo")
+_REACHABLE: dict[str, tuple[float, bool]] = {}  # endpoint -> (when probed, reachable), so one probe serves a few calls
+_PROBE_TTL_S = 30.0
 
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds.
+
+    huggingface_hub retries a host it cannot reach five times with back-off (about 23 s) before it
+    falls back to its cache; one probe instead makes an unreachable Hub final at once. True under
+    ``HF_HUB_OFFLINE``, which huggingface_hub handles itself. The answer is kept for 30 s.
+    """
+    if constants.HF_HUB_OFFLINE:
+        return True
+    endpoint = constants.ENDPOINT
+    when, reachable = _REACHABLE.get(endpoint, (0.0, False))
+    if time.monotonic() - when < _PROBE_TTL_S:
+        return reachable
+    url = urlsplit(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
+        reachable = True
+    except OSError:  # refused, no route, no DNS: no network
+        reachable = False
+    _REACHABLE[endpoint] = (time.monotonic(), reachable)
+    return reachable
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    """A failure to reach the server at all (refused, no route, no DNS, timed out), from any HTTP client."""
+    return isinstance(err, OSError) or any(cls.__name__ in ("ConnectError", "ConnectTimeout", "NetworkError", "TimeoutException")
+                                           for cls in type(err).__mro__)
+
+
+def download_file(repo_id: str, filename: str, revision: str | None = None, **kwargs) -> Path:
+    """hf_hub_download with errors that say what went wrong (offline, missing repo, missing file).
+
+    An unreachable Hub is found with one probe (`hub_reachable`) and the file then looked up in the
+    cache only, so no network means an answer within seconds, with the ways out."""
     where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+    probed_offline = not kwargs.get("local_files_only") and not hub_reachable()
+    if probed_offline:
+        kwargs = {**kwargs, "local_files_only": True}
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, **kwargs))
     except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
         if constants.HF_HUB_OFFLINE:
             reason = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
-        else:
+        elif probed_offline or not kwargs.get("local_files_only"):
             reason = f"the Hub ({constants.ENDPOINT}) cannot be reached (no network?) and the file is not in the local cache"
-        raise OfflineError(f"cannot fetch {filename} of Hub repo {where}: {reason}. ({type(err).__name__})") from None
+        else:
+            reason = "local_files_only is set and the file is not in the local Hugging Face cache"
+        raise OfflineError(f"cannot fetch {filename} of Hub repo {where}: {reason}. {WAYS_OUT}. ({type(err).__name__})") from None
     except GatedRepoError:
         raise CheckpointError(f"Hub repo {where} is gated: accept its terms on the Hub and log in with `hf auth login`") from None
     except RepositoryNotFoundError:
@@ -453,7 +499,14 @@ def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, toke
         raise CheckpointError(f"repo_id must look like 'org/name', got {repo_id!r}")
     config, metrics = read_config(folder), read_metrics(folder)
     api = HfApi(token=token)
-    api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    try:
+        api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
+    except Exception as err:  # huggingface_hub's HTTP client raises its own transport errors (httpx's ConnectError, ...)
+        if not _is_connection_error(err):
+            raise
+        raise OfflineError(f"cannot push {str(folder)!r} to Hub repo {repo_id!r}: the Hub ({constants.ENDPOINT}) cannot be "
+                           f"reached (no network? {type(err).__name__}); push from a machine with a network (the folder is "
+                           "all it needs)") from None
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         for name in (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, BANK_NAME):

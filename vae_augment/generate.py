@@ -51,6 +51,8 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
     augment = VAEAugment(vae, strength=strength, mode=mode, residual=residual, generator=torch.Generator().manual_seed(seed))
     out = Path(out)
     written, index = 0, 0
+    if progress:
+        print(f"writing {len(dataset) * per_image:,} images ({len(dataset):,} x {per_image} variants) to {out}", flush=True)
     bar = tqdm(total=len(dataset) * per_image, desc="generate", disable=not progress, unit="img")
     for images, labels in DataLoader(dataset, batch_size=batch_size):
         for k in range(per_image):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import secrets
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -20,11 +19,9 @@ import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from huggingface_hub import constants
 from PIL import Image, ImageDraw, ImageOps
 from torchvision.utils import make_grid
 
@@ -112,25 +109,10 @@ class ModelCache:
             return spec.eval().requires_grad_(False)
         if spec is not None:
             return load_vae(spec).requires_grad_(False)
-        # Offline, huggingface_hub retries for about 20 s before falling back to its cache; a quick
-        # probe goes straight to the cache, whose CheckpointError says that the Hub cannot be reached.
-        folder = fetch_checkpoint(name) if hub_reachable() else fetch_checkpoint(name, local_files_only=True)
+        folder = fetch_checkpoint(name)  # an unreachable Hub answers at once, from the cache or with the ways out
         model = load_vae(folder).requires_grad_(False)
         model.name_or_path = name
         return model
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds;
-    True under ``HF_HUB_OFFLINE``, which huggingface_hub handles itself."""
-    if constants.HF_HUB_OFFLINE:
-        return True
-    url = urlsplit(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def describe(vae: Autoencoder, name: str) -> str:
