@@ -26,3 +26,47 @@ def test_readme_names_the_two_setup_commands():
     assert "pip install -e '.[app]' && python app.py" in text, "the main job's set-up command"
     assert "pip install -e '.[test]' && python -m pytest -q" in text, "the test command that .ci/run runs"
     assert "pip install -e '.[test]' && python -m pytest -q" in (README.parent / ".ci" / "run").read_text()
+
+
+# ------------------------------------------------------------------ every Python block of the README and docs/
+DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
+BLOCKS = [(path, i, block) for path in DOCS for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S))]
+HUB_REPOS = ("stabilityai/sd-vae-ft-mse",)  # the Hub repos the blocks load: served from a pre-filled cache
+
+
+def fill_hub_cache(hf_home: Path) -> None:
+    """A Hugging Face cache (HF_HOME) holding each of HUB_REPOS as a tiny random AutoencoderKL, in the cache's own
+    layout (refs/main -> snapshots/<commit>/files), so the blocks run with HF_HUB_OFFLINE=1 and the real client."""
+    from conftest import tiny_kl
+
+    for repo in HUB_REPOS:
+        root = hf_hub_cache(hf_home) / f"models--{repo.replace('/', '--')}"
+        commit = "0" * 40
+        snapshot = root / "snapshots" / commit
+        tiny_kl().save_pretrained(snapshot, safe_serialization=True)
+        (root / "refs").mkdir(parents=True)
+        (root / "refs" / "main").write_text(commit)
+
+
+def hf_hub_cache(hf_home: Path) -> Path:
+    return hf_home / "hub"
+
+
+@pytest.mark.parametrize(("path", "index", "block"), BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])
+def test_every_python_block_runs(path, index, block, tmp_path):
+    """Each block as a user pastes it: a fresh interpreter in the repository's folder, the Hub offline with
+    a filled cache. Blocks that read MNIST from ../shared/data skip where it is absent, as the tests do."""
+    import os
+    import subprocess
+    import sys
+
+    if "../shared/data" in block and not (README.parent.parent / "shared" / "data" / "MNIST" / "raw").is_dir():
+        pytest.skip("needs MNIST in ../shared/data")
+    if any(repo in block for repo in HUB_REPOS):
+        pytest.importorskip("diffusers")
+        fill_hub_cache(tmp_path / "hf")
+    if "AlbuVAEAugment" in block:
+        pytest.importorskip("albumentations")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", block], cwd=README.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"{path.name}, Python block {index} failed:\n{block}\n{run.stderr[-3000:]}"
