@@ -34,6 +34,7 @@ Writes benchmarks/results/utility.json; docs/benchmarks.md renders it (benchmark
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing
 import statistics
@@ -266,7 +267,7 @@ def main() -> None:
     steps = 40 if quick else args.steps
     seeds = {"select": 1 if quick else args.select_seeds, "100": 2 if quick else 10, "1000": 1 if quick else 5, "digits": 2 if quick else 8}
     out = Path(args.out)
-    result = {} if quick or not out.is_file() else __import__("json").loads(out.read_text())
+    result = {} if quick or not out.is_file() else json.loads(out.read_text())
     datasets = [d.strip() for d in args.datasets.split(",")]
     protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
                 "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
@@ -316,7 +317,8 @@ def main() -> None:
                           for labels, rows in test.items()}
             cas_seeds = seeds["1000"]
             cas = scored([chosen["vae"]], "mnist", 10, cas_seeds, "test", state, args.workers, seed0=100, only_variants=True)
-            m["cas_100"] = {"variants_only": cas[chosen["vae"]], "real": {**test["100"]["none"], "runs": test["100"]["none"]["runs"][:cas_seeds]},
+            real = summarize(test["100"]["none"]["runs"][:cas_seeds])  # the same seeds as the variants-only runs
+            m["cas_100"] = {"variants_only": cas[chosen["vae"]], "real": real, "gain": paired(cas[chosen["vae"]], real),
                             "condition": chosen["vae"], "seeds": cas_seeds}
         m["seconds"] = round(time.time() - mnist_start, 1)
 

@@ -105,11 +105,6 @@ def pickle_files(folder: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ local folders
-def is_diffusers_folder(folder: Path) -> bool:
-    """A folder saved by diffusers (its config.json names a ``_class_name``)."""
-    return (folder / CONFIG_NAME).is_file() and is_diffusers_config(read_config(folder))
-
-
 def check_folder(folder: str | Path) -> Path:
     """Raise `CheckpointError` unless ``folder`` is a checkpoint folder: it exists and holds config.json
     (each kind then checks its own weights file when it loads, `require_weights`)."""

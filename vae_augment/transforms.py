@@ -102,8 +102,8 @@ class VAEAugment(Transform):
 
         ``images``: ``[N, C, H, W]`` (uint8 or float in [0, 1]) or a sequence of PIL images / image
         tensors, with ``labels: [N]`` class indices; or a dataset of ``(image, label)`` items with
-        ``labels`` None. A few labelled images per class are enough (10 per class estimate the pooled
-        covariance of MNIST as well as all 60,000 do). The statistics travel with the transform
+        ``labels`` None. A few labelled images per class are enough (benchmarks/quality.py fits it on 10
+        per class). The statistics travel with the transform
         (pickling, DataLoader workers) and are saved by `save_statistics`. Returns ``self``.
         """
         if "class" not in self.vae.modes:
