@@ -334,3 +334,32 @@ def test_bundled_mnist_test_neg_elbo_is_at_most_95_nats(bundled_mnist, mnist_roo
         library = -bundled_mnist.elbo(x, generator=torch.Generator().manual_seed(0)).mean().item()
     assert neg_elbo <= 95.0, f"test -ELBO {neg_elbo:.2f} nats/image on the first 2000 MNIST test images"
     assert library == pytest.approx(neg_elbo, rel=0.01)  # vae.elbo (from logits) agrees with encode/decode
+
+
+@pytest.mark.parametrize("config", [
+    dict(),  # the bundled MNIST shape: 28 -> 14 -> 7
+    dict(channels=3, image_size=[20, 27], widths=(8, 16, 8), latent_dim=5, hidden=12),  # odd sizes: output_padding 0
+    dict(image_size=13, widths=(3,), latent_dim=2, hidden=4),
+])
+def test_inference_path_matches_the_modules(config):
+    """CPU batches without autograd take the rearranged path (channels-last throughout, taps for the last
+    transposed convolution); it computes what the modules compute, and follows the weights when they change."""
+    torch.manual_seed(0)
+    vae = VAE(**config).eval()
+    x = torch.rand(32, vae.channels, *vae.image_size)
+    with torch.enable_grad():
+        mean, logvar = vae.encoder(x)
+        logits = vae.decoder(mean)
+    with torch.inference_mode():
+        fast_mean, fast_logvar = vae.encoder(x)
+        fast_logits = vae.decoder(mean.detach())
+    assert torch.allclose(fast_mean, mean, atol=1e-5) and torch.allclose(fast_logvar, logvar, atol=1e-5)
+    assert fast_logits.shape == logits.shape and fast_logits.is_contiguous()
+    assert torch.allclose(fast_logits, logits, atol=1e-4)
+    with torch.no_grad():
+        for parameter in vae.parameters():
+            parameter.mul_(1.5)  # in place, as an optimizer step or load_state_dict does
+        changed = vae.decoder(mean.detach())
+    with torch.enable_grad():
+        expected = vae.decoder(mean.detach())
+    assert torch.allclose(changed, expected, atol=1e-4) and not torch.allclose(changed, fast_logits, atol=1e-3)
