@@ -135,9 +135,8 @@ def _assemble(taps: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
     2m takes tap 1 of input row m, row 2m + 1 taps 2 of row m and 0 of row m + 1 (columns alike)."""
     batch, height, width, channels = taps.shape[:4]
     t = taps.permute(0, 3, 1, 2, 4, 5)  # [B, C, H, W, 3, 3]
-    shifted = nn.functional.pad(t, (0, 0, 0, 0, 0, 1, 0, 1))[:, :, 1:, 1:]  # row m + 1, column n + 1 (zero past the edge)
-    below = nn.functional.pad(t, (0, 0, 0, 0, 0, 0, 0, 1))[:, :, 1:]  # row m + 1, column n
-    beside = nn.functional.pad(t, (0, 0, 0, 0, 0, 1))[:, :, :, 1:]  # row m, column n + 1
+    padded = nn.functional.pad(t, (0, 0, 0, 0, 0, 1, 0, 1))  # zero past the last row and column
+    shifted, below, beside = padded[:, :, 1:, 1:], padded[:, :, 1:, :width], padded[:, :, :height, 1:]  # (m+1, n+1), (m+1, n), (m, n+1)
     y = t.new_empty(batch, channels, height, 2, width, 2)
     y[:, :, :, 0, :, 0] = t[..., 1, 1]
     y[:, :, :, 0, :, 1] = t[..., 1, 2] + beside[..., 1, 0]
