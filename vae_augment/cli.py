@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Subset
 
 from .augment import DEFAULT_STRENGTH
-from .checkpoint import push
+from .checkpoint import check_folder, is_diffusers_config, push, read_config
 from .data import load_splits
 from .generate import generate_variants
 from .hub import load_vae
@@ -106,14 +106,22 @@ def _run_eval(args) -> int:
 
 
 def _add_preview(sub) -> None:
-    p = sub.add_parser("preview", help="write a PNG grid of reconstructions, prior samples and an interpolation")
+    p = sub.add_parser("preview", help="write a labelled PNG grid: your images, their reconstructions, variants, an interpolation")
     p.add_argument("--checkpoint", default="mnist", help="bundled name, folder or Hub repo id (default: mnist)")
+    p.add_argument("--data", "--dataset", dest="data", help="torchvision dataset name (with --root) or image folder; "
+                   "default: the model's own prior samples")
+    p.add_argument("--root", help="folder holding the torchvision dataset")
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    p.add_argument("--mode", default="data", choices=[m for m in MODES if m != "class"])
+    p.add_argument("--variants", type=int, default=3, help="rows of variants (default: 3)")
+    p.add_argument("-n", type=int, default=8, help="images per row (default: 8)")
     p.add_argument("--out", default="preview.png")
     p.add_argument("--seed", type=int, default=0)
 
 
 def _run_preview(args) -> int:
-    path = preview_grid(args.checkpoint, args.out, seed=args.seed)
+    path = preview_grid(args.checkpoint, args.out, n=args.n, seed=args.seed, data=args.data, root=args.root,
+                        strength=args.strength, mode=args.mode, variants=args.variants)
     print(f"wrote {path}")
     return 0
 
@@ -157,6 +165,9 @@ def _add_push(sub) -> None:
 
 
 def _run_push(args) -> int:
+    folder = check_folder(args.checkpoint)  # a local folder: push never downloads
+    if not is_diffusers_config(read_config(folder)):  # push refuses those itself, with what to do instead
+        load_vae(folder)  # what cannot be loaded is not shared: the checks every user of the repo would meet
     url = push(args.checkpoint, args.repo_id, private=args.private or None, revision=args.revision)
     print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
     return 0
@@ -206,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_push(args)
         if args.command == "demo":
             return _run_demo(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        print(f"vae-augment {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as err:  # OSError: a file that cannot be read or written (FileExistsError, ...)
+        print(f"vae-augment {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vae-augment {args.command}: interrupted; the last finished epoch's checkpoint is intact", file=sys.stderr)

@@ -7,6 +7,7 @@ without class subfolders give label -1.
 from __future__ import annotations
 
 import random
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -17,8 +18,10 @@ import torchvision
 from PIL import Image
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from . import checkpoint
 from .pixels import GRAY_MODES, float_images, pil_to_float, resize
 
+MAX_UNREADABLE = 0.1  # a folder with more unreadable files than this share is refused, not trained on without them
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 # name (lower case) -> (torchvision class name, channels, how its train/test split is chosen)
@@ -60,20 +63,33 @@ def torchvision_dataset(name: str, root: str | Path, train: bool, download: bool
     return TensorDataset(images, labels)
 
 
-def _list_images(folder: Path) -> tuple[list[Path], list[int], list[str]]:
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+def _is_loop(link: Path, folder: Path) -> bool:
+    """Whether the folder ``link`` leads back to ``folder`` or a folder above it (walking it would repeat them)."""
+    target, here = link.resolve(), folder.resolve()
+    return target == here or target in here.parents
+
+
+def _list_images(folder: Path) -> tuple[list[Path], list[int], list[str], list[str]]:
+    """Image files, their labels, the class names, and what was passed over as a symlink loop (named in a warning).
+    Files with an image suffix that are not files (a dead symlink) stay in the list: the check names them."""
+    loops = [d.name + "/" for d in sorted(folder.iterdir()) if d.is_symlink() and d.is_dir() and _is_loop(d, folder)]
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name + "/" not in loops)
     files: list[Path] = []
     labels: list[int] = []
+
+    def images(paths) -> list[Path]:  # rglob does not follow symlinked folders, so walking cannot loop
+        return sorted(p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
+
     if classes:
         for index, cls in enumerate(classes):
-            found = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = images((folder / cls).rglob("*"))
             files += found
             labels += [index] * len(found)
     if not files:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = images(folder.iterdir())
         labels = [-1] * len(files)
         classes = []
-    return files, labels, classes
+    return files, labels, classes, loops
 
 
 class ImageFolderDataset(Dataset):
@@ -90,19 +106,41 @@ class ImageFolderDataset(Dataset):
         if not folder.is_dir():
             raise FileNotFoundError(f"data folder {str(folder)!r} does not exist; give a folder of images or a dataset name "
                                     f"({', '.join(dataset_names())})")
-        self.files, self.labels, self.classes = _list_images(folder)
-        if not self.files:
+        files, labels, self.classes, loops = _list_images(folder)
+        if loops:
+            warnings.warn(f"skipping {', '.join(loops)} in {str(folder)!r}: a symlink loop (a folder that leads back to "
+                          "this one, whose images would be read twice under another class)", stacklevel=2)
+        if not files:
             raise ValueError(f"data folder {str(folder)!r} holds no images (accepted: {', '.join(IMAGE_SUFFIXES)}), "
                              "neither directly nor in class subfolders")
+        # Every file is decoded in full now (a truncated file opens, then fails on its pixels), so that a bad
+        # file is named here, before training, rather than ending an epoch half way through.
         sizes: Counter = Counter()
         modes: Counter = Counter()
-        for path in self.files:
+        bad: list[str] = []
+        self.files, self.labels = [], []
+        for path, label in zip(files, labels):
             try:
                 with Image.open(path) as im:
+                    im.load()
                     sizes[(im.height, im.width)] += 1
                     modes[im.mode] += 1
-            except Exception as err:  # PIL raises several types for non-images
-                raise ValueError(f"{str(path)!r} is not a readable image: {err}") from None
+            except Exception as err:  # PIL raises several types for non-images and truncated files
+                reason = (checkpoint.dead_link_reason(path) if checkpoint.is_dead_link(path)
+                          else ' '.join(str(err).replace(repr(str(path)), '').replace(str(path), '').split()) or type(err).__name__)
+                bad.append(f"{str(path)!r} is not a readable image ({reason})")
+                continue
+            self.files.append(path)
+            self.labels.append(label)
+        if bad:
+            listing = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
+            if not self.files:
+                raise ValueError(f"none of the {len(bad)} files in {str(folder)!r} is a readable image: {listing}")
+            if len(bad) > MAX_UNREADABLE * len(files):
+                raise ValueError(f"{len(bad)} of {len(files)} files in {str(folder)!r} are not readable images, more than "
+                                 f"{MAX_UNREADABLE:.0%}: is this the right folder? Repair or remove them: {listing}")
+            warnings.warn(f"skipping {len(bad)} of {len(files)} files in {str(folder)!r} that are not readable images "
+                          f"(truncated or corrupt): {listing}", stacklevel=2)
         if image_size is None and any_size:
             self.size = next(iter(sizes)) if len(sizes) == 1 else None  # None: each image keeps its own size
         elif image_size is None:
@@ -120,8 +158,12 @@ class ImageFolderDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int):
-        with Image.open(self.files[index]) as im:
-            image = pil_to_float(im, self.channels)
+        try:
+            with Image.open(self.files[index]) as im:
+                image = pil_to_float(im, self.channels)
+        except OSError as err:  # read in full when the dataset was made: the file changed since
+            raise OSError(f"{str(self.files[index])!r} can no longer be read as an image ({err}); it was readable when "
+                          "the dataset was made") from None
         if self.size is not None:
             image = resize(image.unsqueeze(0), self.size)[0]
         return image, self.labels[index]

@@ -1,9 +1,12 @@
 """Training and evaluation: the loop, checkpoints written atomically every epoch, exact resume.
 
 A run folder holds what a user loads (``config.json``, ``model.safetensors``, ``metrics.json``,
-``README.md``) and ``trainer_state.safetensors``: the model and optimizer tensors plus the epoch
-and history in its metadata. That one file is written atomically, so a run killed at any point
-resumes from the last finished epoch.
+``README.md``) and ``trainer_state.safetensors``: the model and optimizer tensors plus the config,
+epoch and history in its metadata. That one file is written atomically, and first at every epoch,
+so a run killed at any point resumes from the last finished epoch; a run killed before its first
+state file was in place left nothing but temporary files, and starts afresh. Training writes only
+into an empty or new folder, or into a run folder of its own with ``resume``: a folder holding
+anything else is refused, so that no one's files are overwritten (`check_out_folder`).
 """
 
 from __future__ import annotations
@@ -101,8 +104,39 @@ def _save_state(path: Path, vae: VAE, optimizer: torch.optim.Optimizer, meta: di
     checkpoint.atomic_save_tensors(path, tensors, metadata={"trainer": json.dumps(meta)})
 
 
-def _load_state(path: Path, vae: VAE, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    tensors, meta = checkpoint.read_trainer_state(path)
+def check_out_folder(out: Path, resume: bool) -> None:
+    """Refuse an output folder training must not write into: a file, a dead symlink, or a folder that holds
+    files but no training run (``trainer_state.safetensors``); with ``resume``, one without a run, and without
+    it, one with a run. Leftovers of an interrupted save (`checkpoint.is_save_debris`) count as nothing."""
+    if checkpoint.is_dead_link(out):
+        raise FileExistsError(f"output folder {str(out)!r} is a symlink that cannot be followed "
+                              f"({checkpoint.dead_link_reason(out)}); choose another output folder")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output folder {str(out)!r} is a file, not a folder; choose another output folder (nothing was written)")
+    entries = sorted(out.iterdir()) if out.is_dir() else []
+    found = [p.name + ("/" if p.is_dir() else "") for p in entries if not checkpoint.is_save_debris(p.name)]
+    leftovers = len(entries) - len(found)
+    state = out / STATE_NAME
+    if state.is_file():
+        if not resume:
+            raise FileExistsError(f"{str(out)!r} already holds a training run ({STATE_NAME}); pass resume=True (--resume) to "
+                                  "continue it, or choose another output folder (nothing was overwritten)")
+        return
+    listing = ", ".join(found[:8]) + (f" and {len(found) - 8} more" if len(found) > 8 else "")
+    if resume:
+        why = (f"the folder holds files but no training run ({listing})" if found
+               else "the folder holds only the leftovers of a save interrupted before the first epoch's state was "
+                    "written, which a fresh start clears" if leftovers
+               else "the folder is empty or does not exist")
+        raise FileNotFoundError(f"cannot resume: {str(state)!r} does not exist ({why}; nothing was written); "
+                                "start without --resume" + (" in an empty or new folder" if found else ""))
+    if found:
+        raise FileExistsError(f"output folder {str(out)!r} holds files but no training run ({listing}); training writes only "
+                              f"into an empty or new folder, or continues its own run ({STATE_NAME}) with --resume, so that "
+                              "no one's files are overwritten: choose another output folder or empty this one (nothing was written)")
+
+
+def _load_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], vae: VAE, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     vae.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -214,6 +248,7 @@ def train(
         raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
 
     out = Path(out)
+    check_out_folder(out, resume)  # before the data is read: refused at once, and nothing written
     if isinstance(data, Dataset):
         if test_data is None:
             raise ValueError("a Dataset passed as data needs test_data for the held-out evaluation")
@@ -239,22 +274,27 @@ def train(
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / dist.world_size) / batch_size)
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(warmup_epochs * steps_per_epoch)
-    meta: dict[str, Any] = {"epoch": 0, "history": [], "command": command}
+    # the config travels in the state file, written first at every epoch: a run killed during its first
+    # save (the state in place, config.json not yet) resumes from that file alone
+    meta: dict[str, Any] = {"epoch": 0, "history": [], "command": command, "config": config}
     state_path = out / STATE_NAME
-    if not resume and (state_path.exists() or (out / checkpoint.WEIGHTS_NAME).exists()):
-        raise FileExistsError(f"{str(out)!r} already holds a training run; pass resume=True (--resume) to continue it, "
-                              "or choose another output folder (nothing was overwritten)")
     if resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"cannot resume: {str(state_path)!r} does not exist (start without --resume)")
-        saved_config = checkpoint.read_config(out)
+        tensors, saved = checkpoint.read_trainer_state(state_path)
+        if "config" in saved:
+            saved_config = saved["config"]
+        elif (out / checkpoint.CONFIG_NAME).is_file():  # a state file written before the config went into it
+            saved_config = checkpoint.read_config(out)
+        else:
+            raise FileNotFoundError(f"cannot resume: {str(out)!r} holds {STATE_NAME} without the run's config (neither in it "
+                                    f"nor in {checkpoint.CONFIG_NAME}); start again in a new folder")
         if saved_config != config:
             raise ValueError(f"cannot resume: the run in {str(out)!r} was started with {saved_config}, now {config}")
-        meta = _load_state(state_path, vae, optimizer)
+        meta = {**_load_state(tensors, saved, vae, optimizer), "config": config}
         if meta["epoch"] >= epochs and log:
             print(f"{out}: already trained for {meta['epoch']} epochs")
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_save_debris(out)  # temporary files of a save killed outright
 
     pin = device.type == "cuda"
     model = dist.wrap(vae)

@@ -279,6 +279,7 @@ class DiffusersVAE(Autoencoder):
                                                                    low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
         except (OSError, ValueError, RuntimeError) as err:
             raise checkpoint.CheckpointError(f"cannot load the diffusers {kind} in {str(folder)!r}: {err}") from None
+        checkpoint.check_finite(autoencoder.state_dict(), folder / checkpoint.DIFFUSERS_WEIGHTS)
         if device is not None:
             autoencoder.to(device)
         if max_pixels == "saved":

@@ -1,0 +1,278 @@
+"""Faults around training (issue 13): an --out folder that holds someone else's files, a run killed at
+each step of saving a checkpoint, unreadable images in a training folder, and the command line's
+one-line errors for them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, make_images, write_pngs
+from safetensors.torch import load_file
+from torch.utils.data import TensorDataset
+
+from vae_augment import load_vae, train
+from vae_augment.checkpoint import read_trainer_state
+from vae_augment.cli import main
+from vae_augment.data import ImageFolderDataset
+from vae_augment.training import STATE_NAME
+
+RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "README.md", STATE_NAME}
+TINY_ARGS = ["--widths", "4,8", "--hidden", "16", "--latent-dim", "4"]
+
+
+@pytest.fixture(autouse=True)
+def time_limit():
+    """Fail a case that runs past 20 s (the test extra has no pytest-timeout)."""
+    def expire(signum, frame):
+        raise TimeoutError("this case ran past its 20 s limit")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def tiny_data():
+    train_x, test_x = make_images(16, seed=0), make_images(8, seed=1)
+    return TensorDataset(train_x, torch.zeros(16, dtype=torch.long)), TensorDataset(test_x, torch.zeros(8, dtype=torch.long))
+
+
+def train_tiny(out: Path, **kwargs):
+    train_set, test_set = tiny_data()
+    options = dict(test_data=test_set, epochs=2, batch_size=8, lr=5e-3, iw_k=0, seed=3, device="cpu", progress=False, log=False, **TINY)
+    return train(train_set, out, **{**options, **kwargs})
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error_line(err: str, command: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vae-augment {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ------------------------------------------------------------------ 1. --out must be empty, new, or a run of its own
+def user_checkpoint(folder: Path) -> None:
+    from vae_augment import VAE
+
+    VAE(**TINY).save_pretrained(folder)
+
+
+@pytest.mark.parametrize(
+    ("make", "listed"),
+    [
+        (lambda f: [(f / "README.md").write_text("# my notes"), (f / "metrics.json").write_text('{"mine": 1}')],
+         "README.md, metrics.json"),
+        (lambda f: (f / "notes.txt").write_text("keep me"), "notes.txt"),
+        (lambda f: (f / "photos").mkdir(), "photos/"),
+        (user_checkpoint, "README.md, config.json, model.safetensors"),
+    ],
+    ids=["readme-and-metrics", "a-text-file", "a-subfolder", "a-saved-checkpoint"],
+)
+def test_train_refuses_an_out_folder_holding_other_files(tmp_path, make, listed):
+    out = tmp_path / "out"
+    out.mkdir()
+    make(out)
+    before = contents(out)
+    names_before = sorted(p.name for p in out.iterdir())
+    for resume in (False, True):
+        error = FileNotFoundError if resume else FileExistsError
+        with pytest.raises(error, match=re.escape(listed)) as info:
+            train_tiny(out, resume=resume)
+        message = str(info.value)
+        assert "no training run" in message and "nothing was written" in message, message
+    assert contents(out) == before  # nothing replaced
+    assert sorted(p.name for p in out.iterdir()) == names_before  # nothing added
+
+
+def test_train_writes_into_an_empty_or_a_new_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "new" / "nested"):
+        train_tiny(out, epochs=1)
+        assert RUN_FILES <= {p.name for p in out.iterdir()}
+
+
+def test_train_refuses_an_out_that_is_a_file(tmp_path):
+    out = tmp_path / "out.txt"
+    out.write_text("mine")
+    with pytest.raises(FileExistsError, match=r"output folder '.*out.txt' is a file, not a folder"):
+        train_tiny(out)
+    assert out.read_text() == "mine"
+
+
+def test_train_refuses_an_out_that_is_a_symlink_loop(tmp_path):
+    out = tmp_path / "loop"
+    out.symlink_to(out)
+    with pytest.raises(FileExistsError, match=r"output folder '.*loop' is a symlink that cannot be followed"):
+        train_tiny(out)
+
+
+def test_cli_train_into_a_folder_of_user_files_is_one_line_and_exit_2(tmp_path, capsys):
+    data = write_pngs(tmp_path / "images", make_images(10))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("# mine")
+    (out / "metrics.json").write_text("{}")
+    before = contents(out)
+    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1", *TINY_ARGS, "--iw-k", "0", "--device", "cpu", "--quiet"]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err, "train")
+    assert "README.md, metrics.json" in line and "--resume" in line
+    assert contents(out) == before
+    assert main([*argv, "--resume"]) == 2
+    assert "cannot resume" in one_error_line(capsys.readouterr().err, "train")
+
+
+# ------------------------------------------------------------------ 2. a kill at any step of saving
+def is_debris(name: str) -> bool:
+    """What an interrupted atomic write leaves: a hidden temporary file or staging folder."""
+    return name.startswith(".staging-") or (name.startswith(".") and name.endswith(".tmp"))
+
+
+@pytest.fixture(scope="module")
+def kill_points(tmp_path_factory):
+    """A 2-epoch run with a copy of its folder taken before every file-system step of saving (fsync,
+    rename, link, unlink, rmdir): what a SIGKILL at that instant leaves on disk. Returns the uninterrupted
+    run's folder and [(step, copy)], one copy per distinct state (temporary files also cut short)."""
+    root = tmp_path_factory.mktemp("kills")
+    out = root / "run"
+    seen: dict[tuple, str] = {}
+    copies: list[tuple[str, Path]] = []
+    busy = [False]
+
+    def snapshot(step: str) -> None:
+        if busy[0] or not out.is_dir():
+            return
+        busy[0] = True
+        try:
+            names = sorted(p.name for p in out.iterdir())
+            key = (tuple(sorted((n, hashlib.sha1((out / n).read_bytes()).hexdigest()) for n in names
+                                if not is_debris(n) and (out / n).is_file())), any(map(is_debris, names)))
+            if key in seen:
+                return
+            seen[key] = step
+            copy = root / f"kill{len(copies):03d}"
+            shutil.copytree(out, copy, symlinks=True)
+            for tmp in copy.rglob("*.tmp"):  # killed mid-write: the temporary file holds half its bytes
+                tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
+            copies.append((f"{step} ({', '.join(names) or 'empty'})", copy))
+        finally:
+            busy[0] = False
+
+    def hooked(name):
+        real = getattr(os, name)
+
+        def call(*args, **kwargs):
+            snapshot(f"before os.{name}{tuple(str(a)[-40:] for a in args[:2])}")
+            return real(*args, **kwargs)
+        return call
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("fsync", "replace", "link", "unlink", "rmdir"):
+            patch.setattr(os, name, hooked(name))
+        train_tiny(out)
+    return out, copies
+
+
+def test_a_kill_at_any_step_of_saving_leaves_a_folder_that_resumes_or_restarts(kill_points, assert_same_state):
+    uninterrupted, copies = kill_points
+    assert len(copies) >= 8, [step for step, _ in copies]  # the hooks saw the saves
+    final = load_file(uninterrupted / "model.safetensors")
+    first_save_states = 0
+    for step, folder in copies:
+        names = {p.name for p in folder.iterdir() if not is_debris(p.name)}
+        # earlier files are intact: whatever the folder holds loads
+        if {"config.json", "model.safetensors"} <= names:
+            load_vae(folder)
+        if STATE_NAME in names:
+            read_trainer_state(folder / STATE_NAME)
+            if "model.safetensors" not in names:
+                first_save_states += 1
+            with pytest.raises(FileExistsError, match="already holds a training run.*pass resume=True"):
+                train_tiny(folder)
+            train_tiny(folder, resume=True)
+        else:  # nothing of the run was finished: recognised as empty
+            assert names == set(), (step, names)
+            with pytest.raises(FileNotFoundError, match=r"cannot resume: .* does not exist.*start without --resume"):
+                train_tiny(folder, resume=True)
+            train_tiny(folder)
+        assert RUN_FILES <= {p.name for p in folder.iterdir()}, step
+        assert not [p.name for p in folder.iterdir() if is_debris(p.name)], step  # leftovers cleared
+        assert_same_state(load_file(folder / "model.safetensors"), final)
+    assert first_save_states >= 1  # a kill during the first save, after the trainer state was written
+
+
+# ------------------------------------------------------------------ 3. unreadable images: found before training
+def truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_a_truncated_image_is_skipped_with_a_warning_before_training(tmp_path):
+    data = write_pngs(tmp_path / "images", make_images(20))
+    write_pngs(data, make_images(1, seed=5), prefix="cut")
+    truncate(data / "cut000.png")
+    with pytest.warns(UserWarning, match=r"skipping 1 of 21 files .*'.*cut000.png' is not a readable image \(image file is truncated"):
+        train(data, tmp_path / "run", epochs=1, batch_size=8, iw_k=0, device="cpu", progress=False, log=False, **TINY)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_images"] + metrics["test"]["images"] == 20
+
+
+def test_the_dataset_checks_every_file_when_it_is_made(tmp_path):
+    data = write_pngs(tmp_path / "images" / "a", make_images(10))
+    write_pngs(tmp_path / "images" / "b", make_images(10, seed=1))
+    truncate(data / "img003.png")
+    (data / "empty.png").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"skipping 2 of 21 files .*empty.png.*img003.png") as caught:
+        dataset = ImageFolderDataset(tmp_path / "images")
+    assert len(caught) == 1
+    assert len(dataset) == 19 and dataset.labels.count(0) == 9 and dataset.labels.count(1) == 10
+    assert all(item[0].shape == (1, 28, 28) for item in dataset)  # every remaining file reads
+
+
+def test_a_folder_of_mostly_broken_images_is_refused(tmp_path):
+    data = write_pngs(tmp_path / "images", make_images(4))
+    for name in ("img000.png", "img001.png"):
+        truncate(data / name)
+    with pytest.raises(ValueError, match=r"2 of 4 files in '.*images' are not readable images, more than 10%.*img000.png"):
+        ImageFolderDataset(data)
+    for name in ("img002.png", "img003.png"):
+        truncate(data / name)
+    with pytest.raises(ValueError, match=r"none of the 4 files in '.*images' is a readable image"):
+        ImageFolderDataset(data)
+
+
+def test_symlink_loops_in_a_data_folder_are_skipped_and_named(tmp_path):
+    data = tmp_path / "images"
+    write_pngs(data / "a", make_images(6))
+    write_pngs(data / "b", make_images(6, seed=1))
+    (data / "loop").symlink_to(data)  # a class folder that is the data folder itself
+    (data / "a" / "self.png").symlink_to(data / "a" / "self.png")  # an image that is a loop
+    with pytest.warns(UserWarning) as caught:
+        dataset = ImageFolderDataset(data)
+    text = " ".join(str(w.message) for w in caught)
+    assert "loop" in text and "self.png" in text and "symlink" in text, text
+    assert dataset.classes == ["a", "b"] and len(dataset) == 12
+
+
+def test_cli_train_on_a_folder_of_broken_images_is_one_line_and_exit_2(tmp_path, capsys):
+    data = tmp_path / "images"
+    data.mkdir()
+    for i in range(3):
+        (data / f"x{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1", *TINY_ARGS, "--device", "cpu", "--quiet"]
+    assert main(argv) == 2
+    assert "none of the 3 files" in one_error_line(capsys.readouterr().err, "train")
+    assert not (tmp_path / "run").exists()
