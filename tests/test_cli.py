@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 from conftest import make_images, write_pngs
 from huggingface_hub import HfApi
@@ -74,12 +75,42 @@ def test_preview_writes_a_png_grid(cli_run, tmp_path, capsys):
     grid = tmp_path / "sub" / "grid.png"
     assert main(["preview", "--checkpoint", str(out), "--out", str(grid), "--seed", "1"]) == 0
     assert f"wrote {grid}" in capsys.readouterr().out
+    from vae_augment.preview import GAP, LABEL_WIDTH
+
     with Image.open(grid) as image:
-        # 4 rows (inputs, reconstructions, prior samples, interpolation) of 8 images of 28x28, 2 px padding
-        assert image.size == (8 * 30 + 2, 4 * 30 + 2)
+        # labelled rows (prior samples, reconstructions, 3 variants, interpolation) of 8 tiles; the model's 28x28
+        # enlarged 4x to 112 px (at least 96 px a tile)
+        assert image.size == (LABEL_WIDTH + 8 * (112 + GAP), 20 + 6 * (112 + GAP))
+        label_column = np.asarray(image.convert("L"))[20:, :LABEL_WIDTH]
+        assert (label_column < 128).any(axis=1).reshape(-1).sum() > 0  # row labels are drawn
     again = tmp_path / "again.png"
     assert main(["preview", "--checkpoint", str(out), "--out", str(again), "--seed", "1"]) == 0
     assert again.read_bytes() == grid.read_bytes()
+
+
+def test_preview_shows_the_users_own_images(cli_run, tmp_path):
+    """--data: the first training images of a folder are the inputs (its tiles are those images, enlarged)."""
+    from vae_augment.preview import GAP, LABEL_WIDTH
+
+    _, _, out = cli_run
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder / f"img{i}.png")
+    grid = tmp_path / "mine.png"
+    assert main(["preview", "--checkpoint", str(out), "--data", str(folder), "--out", str(grid), "--variants", "2",
+                 "-n", "4", "--strength", "0.5", "--mode", "posterior"]) == 0
+    with Image.open(grid) as image:
+        sheet = np.asarray(image.convert("L"))
+    tile = 96  # 16 px enlarged 6x
+    assert sheet.shape[1] >= LABEL_WIDTH + 2 * (tile + GAP)
+    first = sheet[20:20 + tile, LABEL_WIDTH:LABEL_WIDTH + tile]
+    from vae_augment.data import load_splits
+
+    image = load_splits(folder)[0][0][0]  # the first training image, as preview reads it
+    expected = (image.float().div(255) if image.dtype == torch.uint8 else image)[0].mul(255).round().to(torch.uint8).numpy()
+    assert np.array_equal(first[::6, ::6], expected)  # the user's image, enlarged with nearest neighbour
 
 
 def test_push_uploads_the_checkpoint_and_a_model_card(cli_run, monkeypatch, capsys):

@@ -106,14 +106,22 @@ def _run_eval(args) -> int:
 
 
 def _add_preview(sub) -> None:
-    p = sub.add_parser("preview", help="write a PNG grid of reconstructions, prior samples and an interpolation")
+    p = sub.add_parser("preview", help="write a labelled PNG grid: your images, their reconstructions, variants, an interpolation")
     p.add_argument("--checkpoint", default="mnist", help="bundled name, folder or Hub repo id (default: mnist)")
+    p.add_argument("--data", "--dataset", dest="data", help="torchvision dataset name (with --root) or image folder; "
+                   "default: the model's own prior samples")
+    p.add_argument("--root", help="folder holding the torchvision dataset")
+    p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    p.add_argument("--mode", default="data", choices=[m for m in MODES if m != "class"])
+    p.add_argument("--variants", type=int, default=3, help="rows of variants (default: 3)")
+    p.add_argument("-n", type=int, default=8, help="images per row (default: 8)")
     p.add_argument("--out", default="preview.png")
     p.add_argument("--seed", type=int, default=0)
 
 
 def _run_preview(args) -> int:
-    path = preview_grid(args.checkpoint, args.out, seed=args.seed)
+    path = preview_grid(args.checkpoint, args.out, n=args.n, seed=args.seed, data=args.data, root=args.root,
+                        strength=args.strength, mode=args.mode, variants=args.variants)
     print(f"wrote {path}")
     return 0
 

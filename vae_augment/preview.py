@@ -1,31 +1,81 @@
-"""A PNG grid that shows what a checkpoint does: inputs, reconstructions, prior samples, an interpolation."""
+"""A labelled PNG grid that shows what a checkpoint does to images: inputs (your own, with ``data``),
+their reconstructions, variants at the chosen strength and mode, and an interpolation."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
+from PIL import Image, ImageDraw
 
+from .augment import DEFAULT_STRENGTH
+from .data import load_splits
 from .hub import load_vae
+from .pixels import to_pil
+from .transforms import VAEAugment
+
+MIN_TILE = 96  # small images are enlarged (nearest neighbour, pixels kept crisp) to at least this many pixels a side
+LABEL_WIDTH = 120
+GAP = 4
+
+
+def _data_images(data, root, n: int) -> torch.Tensor:
+    """The first ``n`` training images of ``data`` (a dataset name with ``root``, or a folder) as floats in [0, 1]."""
+    train_set, _, _ = load_splits(data, root)
+    if len(train_set) < 2:
+        raise ValueError(f"preview needs at least 2 images from {str(data)!r}, found {len(train_set)}")
+    images = torch.stack([train_set[i][0] for i in range(min(n, len(train_set)))])
+    return images.float().div(255) if images.dtype == torch.uint8 else images.float()
 
 
 @torch.no_grad()
 def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: torch.Tensor | None = None, n: int = 8,
-                 seed: int = 0) -> Path:
-    """Write a 4-row grid to ``out``: inputs, their reconstructions, prior samples, and an interpolation
-    between the first two inputs. ``images: [N, C, H, W]`` in [0, 1]; without them the inputs are
-    the model's own prior samples (so no data set is needed)."""
+                 seed: int = 0, data=None, root=None, strength: float = DEFAULT_STRENGTH, mode: str = "data",
+                 variants: int = 3) -> Path:
+    """Write a grid to ``out``, one labelled row each: the inputs, their reconstructions, ``variants`` rows
+    of `VAEAugment` at ``strength`` and ``mode``, and an interpolation between the first two inputs.
+
+    The inputs are ``images`` (``[N, C, H, W]`` in [0, 1]), else the first ``n`` training images of
+    ``data`` (a dataset name with ``root``, or a folder of images: what ``vae-augment train`` takes),
+    else the model's own prior samples (labelled as such, so no data set is needed). Tiles smaller
+    than 96 pixels are enlarged. The same ``seed`` gives the same file."""
+    if mode == "class":
+        raise ValueError("preview cannot show mode 'class': it needs labelled images to fit (VAEAugment(...).fit); "
+                         "choose data, posterior, prior or neighbour")
+    if not isinstance(variants, int) or variants < 1:
+        raise ValueError(f"variants must be an int >= 1, got {variants!r}")
     vae = load_vae(checkpoint)
     generator = torch.Generator(device=vae.device).manual_seed(seed)
+    source = "input"
+    if images is None and data is not None:
+        images = _data_images(data, root, n)
     if images is None:
-        images = vae.sample(n, generator=generator, temperature=0.8)
+        images, source = vae.sample(n, generator=generator, temperature=0.8), "prior sample"
     images = images[:n].to(vae.device)
     if images.shape[0] < 2:
         raise ValueError(f"preview needs at least 2 images, got {images.shape[0]}")
-    rows = [images, vae.reconstruct(images), vae.sample(images.shape[0], generator=generator, size=images.shape[-2:]),
-            vae.interpolate(images[0], images[1], steps=images.shape[0])]
-    out = Path(out)
+    augment = VAEAugment(vae, strength=strength, mode=mode, generator=torch.Generator().manual_seed(seed))
+    rows = [(source, images), ("reconstruction", vae.reconstruct(images))]
+    rows += [(f"variant {k + 1}", augment(images)) for k in range(variants)]
+    rows.append(("interpolation", vae.interpolate(images[0], images[1], steps=images.shape[0])))
+    return _write_grid(rows, Path(out), f"strength {strength:g}, mode {mode}")
+
+
+def _write_grid(rows: list[tuple[str, torch.Tensor]], out: Path, caption: str) -> Path:
+    height, width = rows[0][1].shape[-2:]
+    scale = max(1, -(-MIN_TILE // min(height, width)))
+    tile_h, tile_w = height * scale, width * scale
+    columns = max(row.shape[0] for _, row in rows)
+    top = 20
+    sheet = Image.new("RGB", (LABEL_WIDTH + columns * (tile_w + GAP), top + len(rows) * (tile_h + GAP)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((GAP, 4), caption, fill="black")
+    for r, (label, row) in enumerate(rows):
+        y = top + r * (tile_h + GAP)
+        draw.text((GAP, y + tile_h // 2 - 6), label, fill="black")
+        for c, image in enumerate(row.float().clamp(0, 1).cpu()):
+            tile = to_pil(image).convert("RGB").resize((tile_w, tile_h), Image.NEAREST)
+            sheet.paste(tile, (LABEL_WIDTH + c * (tile_w + GAP), y))
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows), out, nrow=images.shape[0], padding=2, pad_value=0.5)
+    sheet.save(out)
     return out
