@@ -423,3 +423,17 @@ def test_anomaly_score_is_shown_in_the_models_own_unit(checkpoint, png, tmp_path
     assert percentile is None  # a backbone has no training percentiles
     x = torch.from_numpy(pixels(png()).astype(np.float32) / 255)[None, None]
     assert score == pytest.approx(load_vae(tmp_path / "taesd").anomaly_score(x).item(), abs=0.005)
+
+
+def test_augment_notes_an_input_unlike_the_training_images(client, tmp_path):
+    """An RGB photo of another size into the gray 28x28 model: the summary says what the model knows and what was
+    done; a gray digit of the model's size gets no note. Both say the strength the variants were made at."""
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (200, 120), (200, 30, 30)).save(photo)
+    *_, summary, _, _ = client.predict(handle_file(str(photo)), "tiny", "data", 0.3, False, 1, 0, False, api_name="/augment")
+    assert "**Note:** this model knows" in summary and "200x120 colour image was converted to gray and resized" in summary
+    assert "strength **0.3** in mode **data**" in summary
+    digit = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(digit)
+    *_, summary, _, _ = client.predict(handle_file(str(digit)), "tiny", "data", 0.3, False, 1, 0, False, api_name="/augment")
+    assert "Note:" not in summary and "strength **0.3**" in summary

@@ -101,6 +101,34 @@ def _shown(folder: Path, name: str, image) -> str:
     return support.save_png(folder, name, support.for_display(image if isinstance(image, Image.Image) else support.to_pil(image)))
 
 
+def _input_note(image, vae: Autoencoder) -> str:
+    """A note when the input is not what the model was trained on (colour into a gray model, gray into an RGB one,
+    a size more than twice or less than half the model's), saying what it was trained on and what was done."""
+    try:
+        with Image.open(image["path"] if isinstance(image, dict) else image) as picture:
+            width, height, colour = picture.width, picture.height, picture.mode not in ("1", "L", "LA", "I", "I;16", "F")
+    except (OSError, TypeError, ValueError, KeyError):  # a drawing or an array: nothing to compare
+        return ""
+    done = []
+    if colour and vae.channels == 1:
+        done.append("converted to gray")
+    elif not colour and vae.channels == 3:
+        done.append("copied to three colour channels")
+    size = getattr(vae, "image_size", None)
+    if size is not None and not (0.5 <= height / size[0] <= 2 and 0.5 <= width / size[1] <= 2):
+        done.append(f"resized to {size[0]}x{size[1]} and back")
+    if not done:
+        return ""
+    kind = "colour" if colour else "gray"
+    return (f"\n\n**Note:** this model knows {vae.describe()}; your {width}x{height} {kind} image was "
+            f"{' and '.join(done)}, so expect it to look like the model's training images.")
+
+
+def _strength_hint(mode: str, strength: float) -> str:
+    return (f"\n\nVariants at strength **{strength:g}** in mode **{mode}** (0 gives the reconstruction). Small strengths keep "
+            "the class and change details; raise it to see the change clearly.")
+
+
 def _percentile_text(score: float, percentile: float | None, unit: str) -> str:
     """The anomaly summary, with the score in the model's own unit (`Autoencoder.score_unit`)."""
     if percentile is None:
@@ -167,8 +195,8 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
         archive = support.write_zip(folder / f"vae-augment_{mode}_{strength:g}_seed{seed}.zip", files)
         gallery = [(_shown(folder, f"variant_{i + 1:02d}.png", p), f"variant {i + 1}") for i, p in enumerate(pils)]
         return (_shown(folder, "original.png", original), _shown(folder, "reconstruction.png", reconstruction), gallery,
-                result["score"], _percentile_text(result["score"], result["percentile"], vae.score_unit),
-                str(archive), seed)
+                result["score"], _percentile_text(result["score"], result["percentile"], vae.score_unit)
+                + _strength_hint(mode, strength) + _input_note(image, vae), str(archive), seed)
 
     @_ui_errors
     def interpolate(image_a, image_b, checkpoint, steps, method, progress=gr.Progress()):
