@@ -85,6 +85,7 @@ def test_draw_a_digit_augment_it_and_see_the_variants(page, url, tmp_path):
     assert len(sizes) == VARIANTS and all(w == h and w >= 140 for w, h in sizes)
     assert ".zip" in page.locator("#augment-download").inner_text()  # the download of the variants
     assert float(page.locator("#augment-score input").input_value()) > 0  # the anomaly score, in nats
+    assert "Variants at strength 0.2 in mode data" in page.locator("#augment-summary").inner_text()  # what was done, visibly
     assert not errors, errors
 
     screenshot = tmp_path / "app.png"
@@ -95,3 +96,33 @@ def test_draw_a_digit_augment_it_and_see_the_variants(page, url, tmp_path):
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, target)
+
+
+@pytest.mark.parametrize("tab, button, result", [
+    ("Sample", "Sample", "img"),  # prior samples need no input
+    ("Interpolate", None, None),
+    ("Explore latent", None, None),
+    ("Anomaly", None, None),
+])
+def test_every_tab_opens_and_shows_its_controls(page, url, tab, button, result, tmp_path):
+    """Each tab opens without a page error, shows its controls (and Sample its result); a screenshot of each is
+    written to ``$VAE_AUGMENT_SCREENSHOT_DIR/app-<tab>.png`` when that is set (the docs' pictures)."""
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("#checkpoint-info >> text=latent dimensions", timeout=30_000)
+    page.get_by_role("tab", name=tab).click()
+    panel = page.locator("[role=tabpanel]:visible")
+    panel.first.wait_for(timeout=10_000)
+    if button:
+        panel.get_by_role("button", name=button, exact=True).click()
+        panel.locator(result).nth(15).wait_for(timeout=30_000)  # the 16 samples of the default count
+        page.wait_for_timeout(1_000)  # the gallery fades its images in
+    assert panel.get_by_role("button").count() >= 1
+    assert not errors, errors
+    screenshot = tmp_path / f"app-{tab.lower().replace(' ', '-')}.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    folder = os.environ.get("VAE_AUGMENT_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, Path(folder) / screenshot.name)

@@ -302,7 +302,7 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
                 reconstruction = gr.Image(label="Reconstruction", format="png", interactive=False)
                 with gr.Column():
                     score = gr.Number(None, precision=2, label="Anomaly score (in the model's unit)", interactive=False, elem_id="augment-score")
-                    score_text = gr.Markdown(label="Anomaly summary")
+                    score_text = gr.Markdown(label="Anomaly summary", elem_id="augment-summary")
                     download = gr.File(label="Download: variants, original, reconstruction and a grid (PNG, zip)", elem_id="augment-download")
             gallery = gr.Gallery(label="Variants", format="png", columns=8, rows=1, elem_id="augment-gallery", elem_classes=["fit-gallery"])
             augment_inputs = [image, checkpoint, mode, strength, residual, variants, seed, random_seed]
