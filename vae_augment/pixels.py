@@ -87,15 +87,34 @@ def float_images(array, channels: int | None = None) -> torch.Tensor:
     return convert_channels(x, channels) if channels else x
 
 
+INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I")  # high-bit-depth gray
+FLOAT_MODE = "F"
+
+
+def pil_scale(image: PIL.Image.Image) -> float:
+    """The value that means white for a PIL image: 255 for 8-bit modes; for 16-bit and 32-bit integer
+    gray (``I;16``, ``I``) 65535 when any pixel exceeds 255, else 255 (8-bit values stored in a wider
+    mode); for float gray (``F``) 1 when every pixel is within [0, 1], 255 when within [0, 255], else
+    65535. Values outside [0, 65535] (or non-finite floats) are refused: no scale would be right."""
+    if image.mode not in INTEGER_MODES and image.mode != FLOAT_MODE:
+        return 255.0
+    low, high = image.getextrema()
+    if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high > 65535:
+        raise ValueError(f"a PIL image of mode {image.mode!r} must hold finite values in [0, 65535] (got [{low:.4g}, "
+                         f"{high:.4g}]); accepted: 8-bit modes, 16-bit gray, and float gray in [0, 1], [0, 255] or [0, 65535]")
+    if image.mode == FLOAT_MODE and high <= 1:
+        return 1.0
+    return 255.0 if high <= 255 else 65535.0
+
+
 def pil_to_float(image: PIL.Image.Image, channels: int) -> torch.Tensor:
-    """A PIL image of any mode -> ``[channels, H, W]`` float in [0, 1] (transparency composited on white)."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float32)
-        scale = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return convert_channels(torch.from_numpy(array / scale).clamp_(0, 1).unsqueeze(0), channels)
-    if image.mode == "F":
-        gray = torch.from_numpy(np.array(image, dtype=np.float32)).clamp_(0, 1).unsqueeze(0)
-        return convert_channels(gray, channels)
+    """A PIL image of any mode -> ``[channels, H, W]`` float in [0, 1] (transparency composited on white;
+    16-bit, 32-bit and float gray divided by `pil_scale`)."""
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"image must be at least 1x1 pixels, got {image.width}x{image.height}")
+    if image.mode in INTEGER_MODES or image.mode == FLOAT_MODE:
+        array = np.asarray(image, dtype=np.float32) / pil_scale(image)
+        return convert_channels(torch.from_numpy(array).clamp_(0, 1).unsqueeze(0), channels)
     if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         # composite on white, the usual background of scanned or drawn images
         rgba = image.convert("RGBA")
@@ -105,12 +124,28 @@ def pil_to_float(image: PIL.Image.Image, channels: int) -> torch.Tensor:
     return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
 
 
+def float_to_pil(y: torch.Tensor, mode: str, scale: float = 255.0) -> PIL.Image.Image:
+    """``[C, H, W]`` float in [0, 1] -> a PIL image of ``mode`` at ``scale`` (see `pil_scale`): 16-bit, 32-bit
+    and float gray at their own scale, every other mode converted from 8-bit gray or RGB."""
+    if mode in INTEGER_MODES or mode == FLOAT_MODE:
+        gray = convert_channels(y.unsqueeze(0), 1)[0, 0].detach().float().cpu().numpy() * scale
+        if mode == FLOAT_MODE:
+            return PIL.Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32))  # mode F
+        values = np.clip(np.rint(gray), 0, 65535)
+        if mode == "I":
+            return PIL.Image.fromarray(np.ascontiguousarray(values, dtype=np.int32))  # mode I
+        order = ">u2" if mode == "I;16B" else "<u2"  # I;16 and I;16L are little-endian
+        return PIL.Image.frombytes(mode, (gray.shape[1], gray.shape[0]), values.astype(order).tobytes())
+    image = to_pil(y)
+    return image if image.mode == mode else image.convert(mode)
+
+
 # ------------------------------------------------------------------ any image <-> a float batch, and back
 def image_to_float(inpt: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     """PIL / tensor ``[H, W]``, ``[C, H, W]``, ``[B, C, H, W]`` (uint8 or float) -> float ``[B, C, H, W]`` + how to undo."""
     if isinstance(inpt, PIL.Image.Image):
         channels = 1 if inpt.mode in GRAY_MODES else 3
-        meta = {"kind": "pil", "mode": inpt.mode}
+        meta = {"kind": "pil", "mode": inpt.mode, "scale": pil_scale(inpt)}
         if inpt.mode in ALPHA_MODES:
             meta["alpha"] = inpt.getchannel("A")
         return pil_to_float(inpt, channels).unsqueeze(0), meta
@@ -121,6 +156,8 @@ def image_to_float(inpt: Any) -> tuple[torch.Tensor, dict[str, Any]]:
     meta = {"kind": "tensor", "ndim": inpt.ndim, "dtype": inpt.dtype, "device": inpt.device}
     x = inpt.as_subclass(torch.Tensor)
     x = x.reshape(1, 1, *x.shape) if x.ndim == 2 else x.unsqueeze(0) if x.ndim == 3 else x
+    if 0 in x.shape[-2:]:
+        raise ValueError(f"image height and width must be at least 1 pixel, got shape {tuple(inpt.shape)}")
     if x.dtype == torch.uint8:
         x = x.float().div_(255.0)
     elif x.is_floating_point():
@@ -140,13 +177,11 @@ def image_to_float(inpt: Any) -> tuple[torch.Tensor, dict[str, Any]]:
 def float_to_image(y: torch.Tensor, meta: dict[str, Any], like: Any) -> Any:
     """Undo `image_to_float`: same type, dtype, shape and device as ``like``."""
     if meta["kind"] == "pil":
-        image = to_pil(y[0])
         if "alpha" in meta:
-            image = image.convert("RGBA" if meta["mode"] != "LA" else "LA")
+            image = to_pil(y[0]).convert("RGBA" if meta["mode"] != "LA" else "LA")
             image.putalpha(meta["alpha"])
-        if image.mode != meta["mode"]:
-            image = image.convert(meta["mode"])
-        return image
+            return image if image.mode == meta["mode"] else image.convert(meta["mode"])
+        return float_to_pil(y[0], meta["mode"], meta.get("scale", 255.0))
     y = to_uint8(y) if meta["dtype"] == torch.uint8 else y.to(meta["dtype"])
     y = y.to(meta["device"])
     if meta["ndim"] == 2:
@@ -160,6 +195,8 @@ def hwc_to_batch(img: np.ndarray) -> torch.Tensor:
     """HWC / HW numpy (uint8 or float in [0, 1], as albumentations passes them) -> float ``[1, C, H, W]``."""
     if not isinstance(img, np.ndarray) or img.ndim not in (2, 3):
         raise ValueError(f"expected an HWC or HW numpy image, got {type(img).__name__} with shape {getattr(img, 'shape', None)}")
+    if 0 in img.shape[:2]:
+        raise ValueError(f"image height and width must be at least 1 pixel, got an HWC image of shape {img.shape}")
     x = torch.from_numpy(np.ascontiguousarray(img))
     x = x.unsqueeze(-1) if x.ndim == 2 else x
     return image_to_float(x.permute(2, 0, 1))[0]  # the same dtype, range and finiteness checks as for tensors

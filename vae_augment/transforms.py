@@ -277,8 +277,11 @@ class LatentMix(Transform):
             raise ValueError("LatentMix() does not support PIL images, bounding boxes, keypoints and masks; "
                              "apply it after batching, to (images [B, C, H, W], labels [B])")
         labels = self._labels_getter(inputs)
-        if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point():
-            raise ValueError(f"labels must be a 1-D tensor of class indices, got {getattr(labels, 'shape', type(labels).__name__)}")
+        if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
+            got = (f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
+                   else type(labels).__name__)
+            raise ValueError(f"labels must be a 1-D integer tensor of class indices, one per image, got {got}; for one-hot "
+                             "or soft labels [B, classes] pass labels.argmax(1)")
         needs_transform = self._needs_transform_list(flat_inputs)
         params = {"labels": labels, **self.draw(labels)}
         self.last_params = params

@@ -173,10 +173,7 @@ def load_image(path, channels: int) -> torch.Tensor:
                 image.draft(image.mode, (MAX_SIDE, MAX_SIDE))  # decode large JPEGs at a reduced scale
             image.load()
             image = ImageOps.exif_transpose(image)
-            if image.mode == "F":  # float images in another range than [0, 1]: 8- or 16-bit values
-                high = image.getextrema()[1]
-                image = image.point(lambda v: v / (255.0 if high <= 255 else 65535.0)) if high > 1 else image
-            return pil_to_float(_bounded(image), channels)
+            return pil_to_float(_bounded(image), channels)  # 16-bit and float gray at their own scale (pixels.pil_scale)
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise ValueError(f"{name} could not be read as an image ({type(err).__name__}: {err}); "
                          "upload a PNG, JPEG, WebP, BMP, GIF or TIFF file") from None
