@@ -132,7 +132,7 @@ def as_image(value) -> Image.Image:
 # ------------------------------------------------------------------ endpoints
 def test_augment_returns_distinct_variants_their_zip_and_the_score(client, png, checkpoint):
     source = png()
-    original, reconstruction, gallery, score, summary, archive, seed = client.predict(
+    original, reconstruction, gallery, changes, score, summary, archive, seed = client.predict(
         handle_file(source), "tiny", "data", 1.5, False, 6, 7, False, api_name="/augment")
     assert seed == 7
     assert len(gallery) == 6 and [g["caption"] for g in gallery] == [f"variant {i}" for i in range(1, 7)]
@@ -155,11 +155,19 @@ def test_augment_returns_distinct_variants_their_zip_and_the_score(client, png, 
     x = torch.from_numpy(pixels(source).astype(np.float32) / 255)[None, None]
     assert score == pytest.approx(vae.anomaly_score(x).item(), abs=0.005)  # shown with 2 decimals
     assert f"**{score:.1f}** nats per image" in summary and "% of the training images" in summary  # the VAE's unit
+    # the change row: one image per variant, |variant - reconstruction| brightened by the gain the summary quotes
+    assert len(changes) == 6 and all(pixels(c["image"]).shape == (DISPLAY, DISPLAY) for c in changes)
+    gain = float(re.search(r"brightened ([\d.]+)x", summary).group(1))
+    mean = float(re.search(r"on average \*\*([\d.]+)\*\* per pixel from the reconstruction", summary).group(1))
+    expected = np.abs(shown[0] - pixels(reconstruction)) * gain
+    assert np.abs(pixels(changes[0]["image"]) - np.minimum(expected, 255)).mean() < 3
+    assert mean == pytest.approx(np.mean([np.abs(s - pixels(reconstruction)).mean() for s in shown]) / 255, abs=0.003)
 
 
 def test_augment_is_reproducible_from_its_seed_and_draws_a_random_one(client, png):
     source = handle_file(png())
     first = client.predict(source, "tiny", "posterior", 1.0, True, 3, 11, False, api_name="/augment")
+    assert "(0 gives the original)" in first[5] and "per pixel from the original" in first[5]  # residual: the change is added to it
     again = client.predict(source, "tiny", "posterior", 1.0, True, 3, 11, False, api_name="/augment")
     for a, b in zip(first[2], again[2]):
         np.testing.assert_array_equal(pixels(a["image"]), pixels(b["image"]))
@@ -171,7 +179,7 @@ def test_augment_is_reproducible_from_its_seed_and_draws_a_random_one(client, pn
 
 @pytest.mark.parametrize("mode,size", [("RGBA", (40, 30)), ("P", (28, 28)), ("I;16", (28, 28)), ("RGB", (1200, 900))])
 def test_augment_accepts_any_image_mode_and_downscales_large_ones(client, png, mode, size):
-    original, _, gallery, score, *_ = client.predict(handle_file(png(mode, size)), "tiny", "prior", 0.5, True, 2, 0, False,
+    original, _, gallery, _, score, *_ = client.predict(handle_file(png(mode, size)), "tiny", "prior", 0.5, True, 2, 0, False,
                                                      api_name="/augment")
     width, height = size
     scale = min(1.0, support.MAX_SIDE / max(size))
@@ -259,6 +267,26 @@ def test_a_non_image_upload_gets_a_clear_message(client, tmp_path):
     fake.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # a PNG signature and nothing else
     with pytest.raises(AppError, match="is not an image this app can read"):
         client.predict(handle_file(str(fake)), "tiny", api_name="/anomaly")
+
+
+def test_an_api_client_that_sends_a_path_instead_of_a_file_is_told_to_use_handle_file(client, png):
+    """view_api() says ``image: filepath``, so ``client.predict("digit.png", ...)`` is the natural first try: the
+    answer says what to do (Gradio's own answer is "the upstream Gradio app has raised an exception")."""
+    source = png()
+    for value in (source, Path(source).name, 3):
+        with pytest.raises(AppError, match=r"the image must be sent as a file, got .*: with gradio_client, pass handle_file\(path\)"):
+            client.predict(value, "tiny", "data", 1.0, False, 2, 0, False, api_name="/augment")
+    with pytest.raises(AppError, match="must be sent as a file"):
+        client.predict(source, "tiny", api_name="/anomaly")
+    result = client.predict(handle_file(source), "tiny", "data", 1.0, False, 2, 0, False, api_name="/augment")
+    assert len(result[2]) == 2  # the same file through handle_file works
+
+
+def test_a_file_object_that_names_a_server_path_is_not_opened(client, png):
+    """A file object without Gradio's "meta" key is not uploaded nor moved to Gradio's cache: the app refuses to
+    open the path it names (it could be any image on the server)."""
+    with pytest.raises(AppError, match=r"image\.png names a file on the server, which the app does not open"):
+        client.predict({"path": png()}, "tiny", "data", 1.0, False, 2, 0, False, api_name="/augment")
 
 
 @pytest.mark.parametrize("choice", ["not a repo id", "../tiny", "/etc", "org/name/extra", "org/../name", ""])
@@ -413,7 +441,7 @@ def test_anomaly_score_is_shown_in_the_models_own_unit(checkpoint, png, tmp_path
         client = Client(url, verbose=False)
         vae_score, _, vae_summary, *_ = client.predict(handle_file(png()), "tiny", api_name="/anomaly")
         score, percentile, summary, *_ = client.predict(handle_file(png()), "taesd", api_name="/anomaly")
-        augment_summary = client.predict(handle_file(png()), "taesd", "data", 0.2, False, 2, 0, False, api_name="/augment")[4]
+        augment_summary = client.predict(handle_file(png()), "taesd", "data", 0.2, False, 2, 0, False, api_name="/augment")[5]
     finally:
         demo.close()
     assert backbone.score_unit == "mean squared error per pixel x 1000" and load_vae(checkpoint).score_unit == "nats per image"
@@ -433,6 +461,8 @@ def test_augment_notes_an_input_unlike_the_training_images(client, tmp_path):
     *_, summary, _, _ = client.predict(handle_file(str(photo)), "tiny", "data", 0.3, False, 1, 0, False, api_name="/augment")
     assert "**Note:** this model knows" in summary and "200x120 colour image was converted to gray and resized" in summary
     assert "strength **0.3** in mode **data**" in summary
+    *_, anomaly_summary, _, _, _ = client.predict(handle_file(str(photo)), "tiny", api_name="/anomaly")
+    assert "200x120 colour image was converted to gray and resized" in anomaly_summary
     digit = tmp_path / "digit.png"
     Image.new("L", (28, 28)).save(digit)
     *_, summary, _, _ = client.predict(handle_file(str(digit)), "tiny", "data", 0.3, False, 1, 0, False, api_name="/augment")

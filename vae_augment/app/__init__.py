@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
+import pydantic
 from PIL import Image
 
 try:
@@ -50,21 +51,58 @@ CSS = """
 
 
 def image_input(label: str, **kwargs) -> gr.Image:
-    """An image upload whose unreadable files become a clear ``gr.Error`` instead of a stack trace.
+    """An image upload whose bad inputs become a clear ``gr.Error`` instead of a stack trace.
 
     It passes the uploaded file's path on (``type="filepath"``, no mode conversion), so Gradio
     itself only reads the header; `support.load_image` decodes the pixels, within a pixel bound.
+    API clients get the reason too: a bare path string (``gradio_client`` needs ``handle_file``),
+    a file that is not an image, or a path that was not uploaded to this app.
     """
     component = gr.Image(label=label, type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
                          height=260, elem_classes=["pixel-input"], **kwargs)
     # Wrapped on the instance: a gr.Image subclass would make Gradio write a .pyi file next to app.py.
-    component.preprocess = _readable_upload(component.preprocess)
+    component.data_model = _FilesOnly(component.data_model)
+    component.preprocess = _readable_upload(component.preprocess, component.GRADIO_CACHE)
     return component
 
 
-def _readable_upload(preprocess):
+class _FilesOnly:
+    """An image component's data model (same schema, same validation), except that a value that is not a file
+    object fails with a ``gr.Error`` saying how to send one. Gradio validates inputs before any of the app's
+    code runs, and reports its own ValidationError to API clients only as "the upstream Gradio app has raised
+    an exception"; ``client.predict("digit.png", ...)`` is the usual cause."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):  # schema, from_json, ...: the wrapped model's
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._model, name)
+
+    def model_validate(self, value, *args, **kwargs):
+        if isinstance(value, dict):
+            try:
+                return self._model.model_validate(value, *args, **kwargs)
+            except pydantic.ValidationError as err:
+                problem = f"a file object that Gradio refused ({err.errors()[0]['msg']})"
+        elif isinstance(value, str):
+            problem = f"the string {value!r}"
+        else:
+            problem = f"a value of type {type(value).__name__}"
+        raise gr.Error(f"the image must be sent as a file, got {problem}: with gradio_client, pass "
+                       "handle_file(path) (from gradio_client import handle_file), not the path itself", print_exception=False)
+
+
+def _readable_upload(preprocess, upload_folder: str):
     @functools.wraps(preprocess)
     def wrapper(payload):
+        path = getattr(payload, "path", None)
+        if path and not _inside(path, upload_folder):
+            # A file object that names a path on the server instead of an upload: Gradio moves only objects with
+            # its "meta" key to its cache and passes the others on as they are. Never open those.
+            raise gr.Error("the image must be uploaded to this app: with gradio_client, pass handle_file(path); "
+                           f"{Path(path).name} names a file on the server, which the app does not open", print_exception=False)
         try:
             return preprocess(payload)
         except gr.Error:
@@ -75,6 +113,11 @@ def _readable_upload(preprocess):
                            "upload a PNG, JPEG, WebP, BMP, GIF or TIFF file", print_exception=False) from None
 
     return wrapper
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` lies in ``folder``, after resolving links and ``..``."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
 
 
 def _ui_errors(fn):
@@ -124,9 +167,12 @@ def _input_note(image, vae: Autoencoder) -> str:
             f"{' and '.join(done)}, so expect it to look like the model's training images.")
 
 
-def _strength_hint(mode: str, strength: float) -> str:
-    return (f"\n\nVariants at strength **{strength:g}** in mode **{mode}** (0 gives the reconstruction). Small strengths keep "
-            "the class and change details; raise it to see the change clearly.")
+def _change_text(mode: str, strength: float, reference: str, change: dict) -> str:
+    """What the variants are, and how far they are from what strength 0 gives (the reconstruction, or the
+    original in the residual mode), so that a small change is not mistaken for none."""
+    return (f"\n\nVariants at strength **{strength:g}** in mode **{mode}** (0 gives the {reference}): on average "
+            f"**{change['mean']:.3f}** per pixel from the {reference} on a 0-1 scale, at most {change['max']:.2f}. "
+            f"The row below the variants shows where, brightened {change['gain']:.3g}x. Raise the strength for more change.")
 
 
 def _percentile_text(score: float, percentile: float | None, unit: str) -> str:
@@ -194,9 +240,13 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
         files.update({f"variant_{i + 1:02d}.png": p for i, p in enumerate(pils)})
         archive = support.write_zip(folder / f"vae-augment_{mode}_{strength:g}_seed{seed}.zip", files)
         gallery = [(_shown(folder, f"variant_{i + 1:02d}.png", p), f"variant {i + 1}") for i, p in enumerate(pils)]
+        reference = "original" if result["residual"] else "reconstruction"
+        change = support.change_view(result["variants"], result[reference])
+        changes = [_shown(folder, f"change_{i + 1:02d}.png", d) for i, d in enumerate(change["images"])]
+        summary = (_percentile_text(result["score"], result["percentile"], vae.score_unit)
+                   + _change_text(mode, strength, reference, change) + _input_note(image, vae))
         return (_shown(folder, "original.png", original), _shown(folder, "reconstruction.png", reconstruction), gallery,
-                result["score"], _percentile_text(result["score"], result["percentile"], vae.score_unit)
-                + _strength_hint(mode, strength) + _input_note(image, vae), str(archive), seed)
+                changes, result["score"], summary, str(archive), seed)
 
     @_ui_errors
     def interpolate(image_a, image_b, checkpoint, steps, method, progress=gr.Progress()):
@@ -238,7 +288,7 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
         folder = outputs.new()
         shown = [_shown(folder, f"{k}.png", result[k]) for k in ("seen", "reconstruction", "difference")]
         return (result["score"], result["percentile"],
-                _percentile_text(result["score"], result["percentile"], vae.score_unit), *shown)
+                _percentile_text(result["score"], result["percentile"], vae.score_unit) + _input_note(image, vae), *shown)
 
     def model_settings(checkpoint):
         """What depends on the chosen model (once it is loaded): the score boxes' unit and the residual
@@ -294,7 +344,7 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
                     residual = gr.Checkbox(label="Residual (add only the decoded change; keeps sharp detail)")
                     variants = gr.Slider(1, support.MAX_VARIANTS, value=8, step=1, label="Variants")
                     with gr.Row():
-                        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=support.MAX_SEED)
+                        seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=support.MAX_SEED, elem_id="augment-seed")
                         random_seed = gr.Checkbox(label="Random seed")
                     run = gr.Button("Augment", variant="primary", elem_id="augment-button")
             with gr.Row():
@@ -305,11 +355,13 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
                     score_text = gr.Markdown(label="Anomaly summary", elem_id="augment-summary")
                     download = gr.File(label="Download: variants, original, reconstruction and a grid (PNG, zip)", elem_id="augment-download")
             gallery = gr.Gallery(label="Variants", format="png", columns=8, rows=1, elem_id="augment-gallery", elem_classes=["fit-gallery"])
+            changes = gr.Gallery(label="Change: where each variant differs from what strength 0 gives (brightened; black = unchanged)",
+                                 format="png", columns=8, rows=1, elem_id="augment-change", elem_classes=["fit-gallery"])
             augment_inputs = [image, checkpoint, mode, strength, residual, variants, seed, random_seed]
-            augment_outputs = [original, reconstruction, gallery, score, score_text, download, seed]
-            run.click(augment, augment_inputs, augment_outputs, api_name="augment")
+            augment_outputs = [original, reconstruction, gallery, changes, score, score_text, download, seed]
+            run.click(augment, augment_inputs, augment_outputs, api_name="augment", show_progress_on=gallery)
             use.click(use_drawing, [sketch, checkpoint], image, api_visibility="private", queue=False).success(
-                augment, augment_inputs, augment_outputs, api_visibility="private")
+                augment, augment_inputs, augment_outputs, api_visibility="private", show_progress_on=gallery)
             mode.change(strength_range, [mode, strength], strength, api_visibility="private", queue=False)
 
         with gr.Tab("Interpolate"):
@@ -324,18 +376,20 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
             if len(examples) >= 2:
                 gr.Examples(examples=[[examples[i], examples[j]] for i, j in ((0, 2), (1, 3), (-1, -2)) if max(i, j) < len(examples)],
                             inputs=[image_a, image_b])
-            strip = gr.Image(label="Decoded path from the first image to the second", format="png", interactive=False)
+            strip = gr.Image(label="Decoded path from the first image to the second", format="png", interactive=False,
+                             elem_id="interpolate-result")
             run_interpolate.click(interpolate, [image_a, image_b, checkpoint, steps, method], strip, api_name="interpolate")
 
         with gr.Tab("Sample"):
             with gr.Row():
                 count = gr.Slider(1, support.MAX_SAMPLES, value=16, step=1, label="Images")
                 temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature", info="scale of the prior noise: lower is cleaner, higher more varied")
-                sample_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=support.MAX_SEED)
+                sample_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=support.MAX_SEED, elem_id="augment-seed")
                 sample_random = gr.Checkbox(label="Random seed")
             run_sample = gr.Button("Sample", variant="primary")
             samples = gr.Gallery(label="Decoded prior samples", format="png", columns=8, rows=1, elem_id="sample-gallery", elem_classes=["fit-gallery"])
-            run_sample.click(sample, [checkpoint, count, temperature, sample_seed, sample_random], [samples, sample_seed], api_name="sample")
+            run_sample.click(sample, [checkpoint, count, temperature, sample_seed, sample_random], [samples, sample_seed], api_name="sample",
+                             show_progress_on=samples)
 
         with gr.Tab("Explore latent"):
             with gr.Row():
@@ -347,9 +401,10 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
                     span = gr.Slider(0.5, support.MAX_TRAVERSE_SPAN, value=2.5, step=0.5, label="Range (x the data's spread)")
                     run_explore = gr.Button("Explore", variant="primary")
             gr.Examples(examples=[[p] for p in examples], inputs=[explore_image])
-            traversal = gr.Image(label="One row per dimension, one column per step", format="png", interactive=False)
+            traversal = gr.Image(label="One row per dimension, one column per step", format="png", interactive=False, elem_id="explore-result")
             legend = gr.Markdown(label="Dimensions")
-            run_explore.click(explore, [explore_image, checkpoint, dims, explore_steps, span], [traversal, legend], api_name="explore")
+            run_explore.click(explore, [explore_image, checkpoint, dims, explore_steps, span], [traversal, legend], api_name="explore",
+                              show_progress_on=traversal)
 
         with gr.Tab("Anomaly"):
             with gr.Row():
@@ -364,9 +419,10 @@ def build_app(checkpoints: Mapping[str, "str | Path | Autoencoder"] | None = Non
             with gr.Row():
                 seen = gr.Image(label="What the model sees", format="png", interactive=False)
                 anomaly_reconstruction = gr.Image(label="Reconstruction", format="png", interactive=False)
-                diff = gr.Image(label="Difference (brighter = worse)", format="png", interactive=False)
+                diff = gr.Image(label="Difference (brighter = worse)", format="png", interactive=False, elem_id="anomaly-difference")
             run_anomaly.click(anomaly, [anomaly_image, checkpoint],
-                              [anomaly_score, anomaly_percentile, anomaly_text, seen, anomaly_reconstruction, diff], api_name="anomaly")
+                              [anomaly_score, anomaly_percentile, anomaly_text, seen, anomaly_reconstruction, diff], api_name="anomaly",
+                              show_progress_on=diff)
 
         checkpoint.change(checkpoint_info, checkpoint, info, api_name="checkpoint_info").then(
             model_settings, checkpoint, [score, anomaly_score, residual], api_visibility="private", queue=False)

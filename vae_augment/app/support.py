@@ -322,7 +322,22 @@ def augment(vae: Autoencoder, x: torch.Tensor, n: int, mode: str, strength: floa
     zero = torch.zeros(1, *latent_shape(vae, x.shape[-2:]))
     reconstruction = augment_batch(vae, x.unsqueeze(0), zero, "data", 0.0)[0]
     score, percentile = anomaly(vae, x)
-    return {"original": x, "reconstruction": reconstruction, "variants": variants, "score": score, "percentile": percentile}
+    return {"original": x, "reconstruction": reconstruction, "variants": variants, "score": score, "percentile": percentile,
+            "residual": bool(residual)}
+
+
+def change_view(variants: torch.Tensor, reference: torch.Tensor, max_gain: float = 20.0) -> dict:
+    """Where each of ``variants: [N, C, H, W]`` differs from ``reference: [C, H, W]`` (what strength 0 gives).
+
+    ``images``: ``|variant - reference|`` averaged over channels, ``[N, 1, H, W]``, multiplied by ``gain`` so
+    that the largest change is white (the gain is at most ``max_gain``, so that rounding noise stays dark);
+    ``mean`` and ``max``: the change per pixel before the gain, in [0, 1] units.
+    """
+    difference = (variants.float() - reference.float().unsqueeze(0)).abs().mean(1, keepdim=True)
+    peak = float(difference.max()) if difference.numel() else 0.0
+    gain = min(max_gain, 1.0 / peak) if peak > 0 else 1.0
+    return {"images": (difference * gain).clamp(0, 1), "gain": gain, "mean": float(difference.mean()) if difference.numel() else 0.0,
+            "max": peak}
 
 
 def interpolate(vae: Autoencoder, a: torch.Tensor, b: torch.Tensor, steps: int, method: str) -> torch.Tensor:
