@@ -113,6 +113,32 @@ def test_preview_shows_the_users_own_images(cli_run, tmp_path):
     assert np.array_equal(first[::6, ::6], expected)  # the user's image, enlarged with nearest neighbour
 
 
+def test_preview_of_photos_keeps_tiles_small_and_resizes_mixed_sizes(cli_run, tmp_path, capsys):
+    """Large photos are reduced to MAX_TILE pixels a side (not pasted at 640x480); a folder of mixed sizes needs
+    --image-size, which the error names and preview takes. Every row carries a label."""
+    from vae_augment.preview import GAP, LABEL_WIDTH, MAX_TILE
+
+    _, _, out = cli_run
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.new("RGB", (640, 480), (200, 40 * i, 40)).save(photos / f"photo{i}.png")
+    grid = tmp_path / "photos.png"
+    assert main(["preview", "--checkpoint", str(out), "--data", str(photos), "--out", str(grid), "--variants", "1"]) == 0
+    tile_w, tile_h = MAX_TILE, MAX_TILE * 480 // 640
+    with Image.open(grid) as image:
+        assert image.size == (LABEL_WIDTH + 2 * (tile_w + GAP), 20 + 4 * (tile_h + GAP))  # 2 training images (1 held out), 4 rows
+        labels = np.asarray(image.convert("L"))[20:, :LABEL_WIDTH]
+    rows = [labels[r * (tile_h + GAP):(r + 1) * (tile_h + GAP)] for r in range(4)]
+    assert all((row < 128).any() for row in rows)  # input, reconstruction, variant 1, interpolation
+    Image.new("L", (20, 30)).save(photos / "small.png")
+    assert main(["preview", "--checkpoint", str(out), "--data", str(photos), "--out", str(grid)]) == 2
+    assert "--image-size" in capsys.readouterr().err
+    assert main(["preview", "--checkpoint", str(out), "--data", str(photos), "--out", str(grid), "--image-size", "32"]) == 0
+    with Image.open(grid) as image:
+        assert image.height == 20 + 6 * (96 + GAP)  # 32 px enlarged 3x
+
+
 def test_push_uploads_the_checkpoint_and_a_model_card(cli_run, monkeypatch, capsys):
     argv, _, out = cli_run
     uploads = []

@@ -115,13 +115,14 @@ def _add_preview(sub) -> None:
     p.add_argument("--mode", default="data", choices=[m for m in MODES if m != "class"])
     p.add_argument("--variants", type=int, default=3, help="rows of variants (default: 3)")
     p.add_argument("-n", type=int, default=8, help="images per row (default: 8)")
+    p.add_argument("--image-size", type=int, help="resize --data images to this size (needed for folders of mixed sizes)")
     p.add_argument("--out", default="preview.png")
     p.add_argument("--seed", type=int, default=0)
 
 
 def _run_preview(args) -> int:
     path = preview_grid(args.checkpoint, args.out, n=args.n, seed=args.seed, data=args.data, root=args.root,
-                        strength=args.strength, mode=args.mode, variants=args.variants)
+                        strength=args.strength, mode=args.mode, variants=args.variants, image_size=args.image_size)
     print(f"wrote {path}")
     return 0
 

@@ -15,13 +15,15 @@ from .pixels import to_pil
 from .transforms import VAEAugment
 
 MIN_TILE = 96  # small images are enlarged (nearest neighbour, pixels kept crisp) to at least this many pixels a side
+MAX_TILE = 192  # large ones (photos) are reduced to at most this many pixels on their long side
 LABEL_WIDTH = 120
 GAP = 4
 
 
-def _data_images(data, root, n: int) -> torch.Tensor:
-    """The first ``n`` training images of ``data`` (a dataset name with ``root``, or a folder) as floats in [0, 1]."""
-    train_set, _, _ = load_splits(data, root)
+def _data_images(data, root, n: int, image_size: int | None = None) -> torch.Tensor:
+    """The first ``n`` training images of ``data`` (a dataset name with ``root``, or a folder; resized to
+    ``image_size`` when given) as floats in [0, 1]."""
+    train_set, _, _ = load_splits(data, root, image_size=image_size)
     if len(train_set) < 2:
         raise ValueError(f"preview needs at least 2 images from {str(data)!r}, found {len(train_set)}")
     images = torch.stack([train_set[i][0] for i in range(min(n, len(train_set)))])
@@ -31,14 +33,15 @@ def _data_images(data, root, n: int) -> torch.Tensor:
 @torch.no_grad()
 def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: torch.Tensor | None = None, n: int = 8,
                  seed: int = 0, data=None, root=None, strength: float = DEFAULT_STRENGTH, mode: str = "data",
-                 variants: int = 3) -> Path:
+                 variants: int = 3, image_size: int | None = None) -> Path:
     """Write a grid to ``out``, one labelled row each: the inputs, their reconstructions, ``variants`` rows
     of `VAEAugment` at ``strength`` and ``mode``, and an interpolation between the first two inputs.
 
     The inputs are ``images`` (``[N, C, H, W]`` in [0, 1]), else the first ``n`` training images of
     ``data`` (a dataset name with ``root``, or a folder of images: what ``vae-augment train`` takes),
-    else the model's own prior samples (labelled as such, so no data set is needed). Tiles smaller
-    than 96 pixels are enlarged. The same ``seed`` gives the same file."""
+    else the model's own prior samples (labelled as such, so no data set is needed); ``image_size``
+    resizes a folder's images (needed when they differ in size). Tiles smaller than `MIN_TILE` pixels are
+    enlarged, larger than `MAX_TILE` reduced. The same ``seed`` gives the same file."""
     if mode == "class":
         raise ValueError("preview cannot show mode 'class': it needs labelled images to fit (VAEAugment(...).fit); "
                          "choose data, posterior, prior or neighbour")
@@ -48,7 +51,7 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
     generator = torch.Generator(device=vae.device).manual_seed(seed)
     source = "input"
     if images is None and data is not None:
-        images = _data_images(data, root, n)
+        images = _data_images(data, root, n, image_size)
     if images is None:
         images, source = vae.sample(n, generator=generator, temperature=0.8), "prior sample"
     images = images[:n].to(vae.device)
@@ -63,8 +66,12 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
 
 def _write_grid(rows: list[tuple[str, torch.Tensor]], out: Path, caption: str) -> Path:
     height, width = rows[0][1].shape[-2:]
-    scale = max(1, -(-MIN_TILE // min(height, width)))
-    tile_h, tile_w = height * scale, width * scale
+    if min(height, width) < MIN_TILE:  # a whole factor, nearest neighbour: pixels stay crisp squares
+        scale = -(-MIN_TILE // min(height, width))
+        tile_h, tile_w, resample = height * scale, width * scale, Image.Resampling.NEAREST
+    else:
+        scale = min(1.0, MAX_TILE / max(height, width))
+        tile_h, tile_w, resample = max(1, round(height * scale)), max(1, round(width * scale)), Image.Resampling.BICUBIC
     columns = max(row.shape[0] for _, row in rows)
     top = 20
     sheet = Image.new("RGB", (LABEL_WIDTH + columns * (tile_w + GAP), top + len(rows) * (tile_h + GAP)), "white")
@@ -74,7 +81,7 @@ def _write_grid(rows: list[tuple[str, torch.Tensor]], out: Path, caption: str) -
         y = top + r * (tile_h + GAP)
         draw.text((GAP, y + tile_h // 2 - 6), label, fill="black")
         for c, image in enumerate(row.float().clamp(0, 1).cpu()):
-            tile = to_pil(image).convert("RGB").resize((tile_w, tile_h), Image.NEAREST)
+            tile = to_pil(image).convert("RGB").resize((tile_w, tile_h), resample)
             sheet.paste(tile, (LABEL_WIDTH + c * (tile_w + GAP), y))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
