@@ -39,6 +39,8 @@ def choose_residual(vae: Autoencoder, residual: bool | None) -> bool:
     """``residual`` as given; None (the default) chooses it from the checkpoint: the residual mode, which
     adds only the decoded change to the image, for a blurry checkpoint (held-out ``reconstruction_r2``
     below `FIDELITY_WARNING`), the plain mode otherwise. A blurry checkpoint gets a warning."""
+    if residual is not None and not isinstance(residual, bool):  # bool("no") is True: refuse rather than guess
+        raise TypeError(f"residual must be True, False or None (chosen from the checkpoint), got {residual!r}")
     fidelity = reconstruction_fidelity(vae)
     blurry = fidelity is not None and fidelity < FIDELITY_WARNING
     if blurry:
@@ -69,11 +71,31 @@ def as_model(vae) -> Autoencoder:
                     f"checkpoint name/folder/Hub id, got {type(vae).__name__}")
 
 
+def check_device(device) -> torch.device:
+    """``device`` as a `torch.device`, if it names one that exists on this machine; else a ValueError."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            here = f"cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
+            raise ValueError(f"device {str(device)!r} is not available on this machine (it has {here}; 'cpu' always works)")
+        return device
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:
+        raise ValueError(f"device {str(device)!r} is not available on this machine ({err}); 'cpu' always works") from None
+    return device
+
+
 def prepare_model(vae, device) -> Autoencoder:
     """The model to run; a model given for another device is copied there, never moved in place,
     so the caller's model (perhaps used elsewhere, or still training) is left as it was."""
+    device = None if device is None else check_device(device)
     vae = as_model(vae)
-    if device is not None and torch.device(device) != vae.device:
+    if device is not None and device != vae.device:
         vae = copy.deepcopy(vae).to(device)
     return vae
 
@@ -110,7 +132,8 @@ def _autocast(vae: Autoencoder, precision: str | None):
 def to_model_space(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W]`` float images (C = 1, 3 or 4) -> the model's space (see `Autoencoder.to_model`)."""
     if x.shape[1] not in (1, 3, 4):
-        raise ValueError(f"images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        raise ValueError(f"images must have 1 (gray), 3 (RGB) or 4 (RGBA) channels, got {x.shape[1]} (shape {tuple(x.shape)}; "
+                         "image tensors are [C, H, W] or [B, C, H, W]: permute channels-last images first)")
     return vae.to_model(x)
 
 

@@ -8,6 +8,7 @@ own draws; `PosteriorCache` and `AugmentCollate` wrap a `VAEAugment` (any object
 
 from __future__ import annotations
 
+import PIL.Image
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
@@ -177,6 +178,10 @@ class AugmentCollate:
         self.augment = augment
 
     def __call__(self, samples):
+        first = samples[0][0] if samples and isinstance(samples[0], (tuple, list)) else samples[0] if samples else None
+        if isinstance(first, PIL.Image.Image):  # default_collate's own error would not say what to do
+            raise TypeError(f"AugmentCollate collates image tensors [C, H, W] (uint8 or float), got {type(first).__name__}: "
+                            "add v2.PILToTensor() (uint8) or v2.ToImage() to the dataset's transform, or apply VAEAugment per item")
         batch = default_collate(samples)
         if isinstance(batch, list):  # what default_collate makes of (image, label, ...) samples
             return [self.augment(batch[0]), *batch[1:]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
@@ -34,6 +35,10 @@ from .pixels import batch_size_of, float_to_image, image_size_of, image_to_float
 
 __all__ = ["VAEAugment", "LatentMix", "DEFAULT_STRENGTH"]
 _KEYPOINTS = (tv_tensors.KeyPoints,) if hasattr(tv_tensors, "KeyPoints") else ()  # torchvision >= 0.23
+
+
+def _has_numpy_image(flat_inputs: list[Any]) -> bool:
+    return any(isinstance(inpt, np.ndarray) and inpt.ndim >= 2 for inpt in flat_inputs)
 
 
 # ------------------------------------------------------------------ VAEAugment
@@ -80,6 +85,8 @@ class VAEAugment(Transform):
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if not isinstance(same_on_batch, bool):
+            raise TypeError(f"same_on_batch must be True or False, got {same_on_batch!r}")
         self.vae = prepare_model(vae, device)
         check_mode_supported(self.vae, mode)
         check_precision(self.vae, precision)
@@ -158,6 +165,13 @@ class VAEAugment(Transform):
         return self
 
     # ------------------------------------------------------------------ drawing and applying
+    def check_inputs(self, flat_inputs: list[Any]) -> None:
+        """Refuse numpy images, which a torchvision transform would pass through unchanged."""
+        if _has_numpy_image(flat_inputs) and not any(self._needs_transform_list(flat_inputs)):
+            raise TypeError("VAEAugment takes PIL images and torch tensors, got a numpy array (which it would return "
+                            "unchanged): pass torch.from_numpy(image).permute(2, 0, 1) for an HWC image, or use "
+                            "vae_augment.albu.AlbuVAEAugment in an albumentations pipeline")
+
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         """Draw ``noise: [B, latent_dim]`` and ``apply: [B]`` for the images in ``flat_inputs``."""
         sizes = {batch_size_of(inpt) for inpt in flat_inputs}
@@ -243,9 +257,11 @@ class LatentMix(Transform):
         super().__init__()
         if method not in ("extrapolate", "interpolate"):
             raise ValueError(f"method must be 'extrapolate' or 'interpolate', got {method!r}")
-        low, high = (lam, lam) if isinstance(lam, (int, float)) else tuple(lam)
-        if not 0 <= low <= high <= 2:
+        bounds = (lam, lam) if not isinstance(lam, (tuple, list)) else tuple(lam)
+        if (len(bounds) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                or not 0 <= bounds[0] <= bounds[1] <= 2):
             raise ValueError(f"lam must be a number or a (low, high) range within [0, 2], got {lam!r}")
+        low, high = bounds
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -276,12 +292,15 @@ class LatentMix(Transform):
         if has_any(flat_inputs, PIL.Image.Image, tv_tensors.BoundingBoxes, tv_tensors.Mask, *_KEYPOINTS):
             raise ValueError("LatentMix() does not support PIL images, bounding boxes, keypoints and masks; "
                              "apply it after batching, to (images [B, C, H, W], labels [B])")
+        if _has_numpy_image(flat_inputs):
+            raise TypeError("LatentMix takes image tensors [B, C, H, W], got a numpy array (which it would return "
+                            "unchanged): pass torch.from_numpy(images)")
         labels = self._labels_getter(inputs)
         if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.is_complex():
             got = (f"a {labels.dtype} tensor of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor)
                    else type(labels).__name__)
             raise ValueError(f"labels must be a 1-D integer tensor of class indices, one per image, got {got}; for one-hot "
-                             "or soft labels [B, classes] pass labels.argmax(1)")
+                             "or soft labels [B, classes] pass labels.argmax(1), for whole-number floats labels.long()")
         needs_transform = self._needs_transform_list(flat_inputs)
         params = {"labels": labels, **self.draw(labels)}
         self.last_params = params

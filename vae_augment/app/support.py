@@ -30,7 +30,7 @@ from ..checkpoint import CheckpointError, bundled_dir, bundled_names, is_repo_id
 from ..hub import fetch_checkpoint, load_vae
 from ..latent import check_mode_strength
 from ..models import Autoencoder
-from ..pixels import convert_channels, pil_to_float, resize, to_pil
+from ..pixels import convert_channels, pil_channels, pil_scale, pil_to_float, resize, to_pil
 from ..transforms import VAEAugment
 
 MAX_UPLOAD_PIXELS = 50_000_000  # refuse to decode more (about 7000 x 7000)
@@ -156,8 +156,9 @@ def choose_seed(seed, random_seed: bool) -> int:
 def load_image(path, channels: int) -> torch.Tensor:
     """An uploaded file -> ``[channels, H, W]`` float in [0, 1], longest side at most `MAX_SIDE`.
 
-    Any PIL mode works (RGBA and palette transparency are composited on white, 16-bit is scaled to
-    its range); the first frame of an animation is used. Files that are not images, or would
+    Every mode of `pixels.PIL_MODES` is read as the library reads it (RGBA and palette transparency
+    composited on white, 16-bit and float gray at their own scale, see `vae_augment.pixels`), other
+    modes are refused; the first frame of an animation is used. Files that are not images, or would
     decode to more than `MAX_UPLOAD_PIXELS`, are refused with a ValueError before decoding.
     """
     if path is None:
@@ -173,7 +174,9 @@ def load_image(path, channels: int) -> torch.Tensor:
                 image.draft(image.mode, (MAX_SIDE, MAX_SIDE))  # decode large JPEGs at a reduced scale
             image.load()
             image = ImageOps.exif_transpose(image)
-            return pil_to_float(_bounded(image), channels)  # 16-bit and float gray at their own scale (pixels.pil_scale)
+            scale = pil_scale(image)  # 16-bit and float gray at their own scale, read from every pixel before downscaling
+            # read as the library reads it (its own channels, then converted), so the app shows what VAEAugment does
+            return convert_channels(pil_to_float(_bounded(image), pil_channels(image.mode), scale), channels)
     except (OSError, SyntaxError, Image.DecompressionBombError) as err:  # UnidentifiedImageError is an OSError
         raise ValueError(f"{name} could not be read as an image ({type(err).__name__}: {err}); "
                          "upload a PNG, JPEG, WebP, BMP, GIF or TIFF file") from None
