@@ -68,6 +68,35 @@ def test_evaluate_reports_nats_bits_and_iw_nll_and_repeats():
     assert figures["iw_nll_bits_per_dim"] == pytest.approx(figures["iw_nll_nats"] / (784 * math.log(2)))
     assert figures == evaluate(vae, test_set, iw_k=4, batch_size=5, seed=1)
     assert vae.training  # evaluate restores the mode it found
+
+
+def test_binarized_nll_is_the_discrete_nll_of_dynamically_binarized_images():
+    torch.manual_seed(0)
+    vae = VAE(**TINY)
+    gray = make_images(16, 1, (28, 28), seed=1)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=5e-3)
+    for _ in range(30):  # away from p = 0.5 everywhere, where gray and binary images have the same likelihood
+        optimizer.zero_grad()
+        vae.loss(gray)["loss"].backward()
+        optimizer.step()
+    vae.eval()
+    figures = evaluate(vae, TensorDataset(gray), iw_k=8, batch_size=8, seed=1)
+    assert figures["binarized_iw_k"] == 8 and math.isfinite(figures["binarized_iw_nll_nats"])
+    assert figures["binarized_iw_nll_nats"] != pytest.approx(figures["iw_nll_nats"], rel=1e-3)  # other images, other figure
+    assert evaluate(vae, TensorDataset(gray), iw_k=8, batch_size=8, seed=1, binarized_k=32)["binarized_iw_k"] == 32
+    # each pixel drawn as 1 with probability its gray value: the figure is the IW-NLL of such draws
+    draws = [torch.bernoulli(gray, generator=torch.Generator().manual_seed(s)) for s in range(4)]
+    expected = sum(vae.iw_nll(b, k=64, generator=torch.Generator().manual_seed(9)).mean().item() for b in draws) / 4
+    many = evaluate(vae, TensorDataset(gray.repeat(4, 1, 1, 1)), iw_k=0, batch_size=64, seed=2, binarized_k=64)
+    assert many["binarized_iw_nll_nats"] == pytest.approx(expected, rel=0.02)
+    binary = draws[0]  # already binary: binarizing changes nothing, so both figures estimate the same NLL
+    same = evaluate(vae, TensorDataset(binary), iw_k=64, batch_size=16, seed=3)
+    assert same["binarized_iw_nll_nats"] == pytest.approx(same["iw_nll_nats"], rel=0.01)
+    assert "binarized_iw_nll_nats" not in evaluate(vae, TensorDataset(gray), iw_k=4, binarized_k=0)
+    gaussian = VAE(**{**TINY, "likelihood": "gaussian"})  # densities, not probabilities of binary images: not computed
+    assert "binarized_iw_nll_nats" not in evaluate(gaussian, TensorDataset(gray), iw_k=4)
+    with pytest.raises(ValueError, match="binarized_k must be >= 0"):
+        evaluate(vae, TensorDataset(gray), iw_k=4, binarized_k=-1)
     with pytest.raises(ValueError, match="evaluation data is empty"):
         evaluate(vae, TensorDataset(torch.zeros(0, 1, 28, 28)))
 

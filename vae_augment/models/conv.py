@@ -79,6 +79,7 @@ def _fast_layout(h: torch.Tensor) -> torch.Tensor:
 # parameter changes (its version counter), so training and loading never see stale ones. Results
 # equal the module path's up to float rounding (tests/test_model.py).
 FAST_BATCH = 16
+IW_DECODES = 8192  # images decoded at once by iw_nll (k samples of a batch are decoded in chunks of this many)
 _PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
@@ -466,8 +467,10 @@ class VAE(
             raise ValueError(f"k must be >= 1, got {k}")
         posterior = self.encode(x)
         z = torch.stack([posterior.sample(generator) for _ in range(k)])  # [k, B, D]
-        out = self.decoder_output(z.flatten(0, 1)).unflatten(0, (k, x.shape[0]))
-        log_w = self.log_likelihood(x.unsqueeze(0), out) + standard_normal_log_prob(z) - posterior.log_prob(z)
+        chunk = max(1, IW_DECODES // max(1, x.shape[0]))  # samples decoded at once: memory stays bounded for large k
+        log_w = torch.cat([self.log_likelihood(x.unsqueeze(0), self.decoder_output(part.flatten(0, 1)).unflatten(0, part.shape[:2]))
+                           for part in z.split(chunk)])
+        log_w = log_w + standard_normal_log_prob(z) - posterior.log_prob(z)
         return -(torch.logsumexp(log_w, dim=0) - math.log(k))
 
     def bits_per_dim(self, nats: torch.Tensor) -> torch.Tensor:
