@@ -209,15 +209,24 @@ def utility_table() -> str:
         d, dp = u[key], u[key]["protocol"]
         how = ("so `VAEAugment(vae)` chooses the residual mode and warns" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING
                else "above the warning's threshold, so `VAEAugment(vae)` keeps the plain mode")
+        command = "python benchmarks/utility.py --datasets digits" + ("" if key == "digits" else " --digits-epochs " + key.split("_e")[1])
+        has_validation = bool(d.get("validation"))
         lines += ["", f"**Digits**, a second small dataset: {dp['data']}; {dp['labelled']}, {seeds['digits']} seeds; the VAE: "
-                  f"{dp['vae']} (held-out reconstruction_r2 {dp['vae_reconstruction_r2']:.2f}, {how}; "
-                  f"`{'python benchmarks/utility.py --datasets digits --phase test' + ('' if key == 'digits' else ' --digits-epochs ' + key.split('_e')[1])}`). "
-                  "Conditions fixed in advance, test split:", "",
-                  "| condition | accuracy | paired gain |", "| --- | --- | --- |"]
+                  f"{dp['vae']} (held-out reconstruction_r2 {dp['vae_reconstruction_r2']:.2f}, {how}; `{command}`)."
+                  + (f" Recommended on validation: `{d['chosen']['classic+vae']['condition']}` "
+                     f"(= `{d['chosen']['classic+vae']['code']}`). Every condition on both splits:" if has_validation
+                     else " Conditions fixed in advance, test split:"), ""]
+        lines += (["| condition | validation | paired gain (validation) | test | paired gain (test) |", "| --- | --- | --- | --- | --- |"]
+                  if has_validation else ["| condition | accuracy | paired gain |", "| --- | --- | --- |"])
         for name, r in d["test"].items():
             gain = d["gains"].get(f"{name} - none") or d["gains"].get(f"{name} - affine")
             base = "" if not gain else (" (over affine)" if " + " in name else " (over none)")
-            lines.append(f"| {name} | {_acc(r)} | {(_gain(gain) + base) if gain else '-'} |")
+            test_cells = f"{_acc(r)} | {(_gain(gain) + base) if gain else '-'}"
+            if has_validation:
+                v, vg = d["validation"][name], d["validation_gains"].get(f"{name} - none") or d["validation_gains"].get(f"{name} - affine")
+                lines.append(f"| {name} | {_acc(v)} | {_gain(vg) if vg else '-'} | {test_cells} |")
+            else:
+                lines.append(f"| {name} | {test_cells} |")
     return "\n".join(lines)
 
 

@@ -53,9 +53,9 @@ def test_a_blurry_checkpoint_gets_a_warning(residual):
 def test_the_default_is_the_residual_mode_for_a_blurry_checkpoint_only():
     vae = VAE(**TINY)
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}
-    with pytest.warns(UserWarning, match="residual=True was chosen for you"):
+    with pytest.warns(UserWarning, match="residual=True and p=0.5 were chosen for you"):
         blurry = VAEAugment(vae)
-    assert blurry.residual
+    assert blurry.residual and blurry.p == 0.5
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(VAEAugment(vae, strength=0.0, residual=None)(x), x)  # residual at strength 0: the input itself
     vae.metrics = {"test": {"reconstruction_r2": 0.9}}
@@ -94,3 +94,31 @@ def test_every_adapter_warns_on_a_blurry_checkpoint():
 
     with pytest.warns(UserWarning, match="keep only 30%"):
         AlbuVAEAugment(vae)
+
+
+def test_a_checkpoint_trained_on_few_images_gets_careful_defaults():
+    vae = VAE(**TINY)
+    vae.metrics = {"train_images": 1258, "test": {"reconstruction_r2": 0.86}}  # sharp enough, but trained on little data
+    with pytest.warns(UserWarning, match=r"trained on 1,258 images \(fewer than 10,000\).*residual=True and p=0.5 were chosen"):
+        careful = VAEAugment(vae)
+    assert careful.residual and careful.p == 0.5
+    with pytest.warns(UserWarning, match=r"p=0.5 was chosen for you \(half of the images stay real\); use residual=True"):
+        explicit = VAEAugment(vae, residual=False)
+    assert not explicit.residual and explicit.p == 0.5
+    with pytest.warns(UserWarning, match="trained on 1,258 images") as caught:
+        given = VAEAugment(vae, residual=True, p=1.0)
+    assert given.residual and given.p == 1.0 and "chosen for you" not in str(caught[0].message)  # explicit choices kept
+    x = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    changed = (careful(x) != x).flatten(1).any(1)
+    assert 16 < int(changed.sum()) < 48  # about half of the images are variants, the rest stay real
+    vae.metrics = {"train_images": 60_000, "test": {"reconstruction_r2": 0.91}}  # MNIST-sized: as before
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = VAEAugment(vae)
+    assert not plain.residual and plain.p == 1.0
+    vae.metrics = {"test": {"reconstruction_r2": 0.24}}  # blurry: the same care
+    with pytest.warns(UserWarning, match="keep only 24%"):
+        assert VAEAugment(vae).p == 0.5
+    with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\], got 1.5 \(or None: chosen from the checkpoint\)"):
+        VAEAugment(vae, p=1.5)

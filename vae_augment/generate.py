@@ -48,7 +48,7 @@ def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, roo
         names = [p.stem for p in dataset.files]
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
-    augment = VAEAugment(vae, strength=strength, mode=mode, residual=residual, generator=torch.Generator().manual_seed(seed))
+    augment = VAEAugment(vae, strength=strength, mode=mode, residual=residual, p=1.0, generator=torch.Generator().manual_seed(seed))  # every output a variant
     out = Path(out)
     written, index = 0, 0
     if progress:

@@ -57,7 +57,7 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
     images = images[:n].to(vae.device)
     if images.shape[0] < 2:
         raise ValueError(f"preview needs at least 2 images, got {images.shape[0]}")
-    augment = VAEAugment(vae, strength=strength, mode=mode, generator=torch.Generator().manual_seed(seed))
+    augment = VAEAugment(vae, strength=strength, mode=mode, p=1.0, generator=torch.Generator().manual_seed(seed))  # every tile a variant
     rows = [(source, images), ("reconstruction", vae.reconstruct(images))]
     rows += [(f"variant {k + 1}", augment(images)) for k in range(variants)]
     rows.append(("interpolation", vae.interpolate(images[0], images[1], steps=images.shape[0])))

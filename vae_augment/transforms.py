@@ -26,6 +26,7 @@ from .augment import (
     latent_shape,
     prepare_model,
     to_model_space,
+    choose_defaults,
     choose_residual,
 )
 from .checkpoint import CheckpointError, atomic_save_tensors, read_tensors
@@ -56,9 +57,10 @@ class VAEAugment(Transform):
             within-class covariance of labelled codes, learnt by `fit`; see `latent.perturb`).
         residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives. None
             (default): chosen from the checkpoint, True when its held-out reconstructions are blurry
-            (``reconstruction_r2`` in its metrics below `augment.FIDELITY_WARNING`, with a warning),
-            else False.
-        p: probability of augmenting each image.
+            (``reconstruction_r2`` in its metrics below `augment.FIDELITY_WARNING`) or it was trained
+            on fewer than `augment.SMALL_DATA_IMAGES` images (with a warning), else False.
+        p: probability of augmenting each image. None (default): chosen with ``residual``, 0.5 for such
+            a checkpoint (half of the images stay real), else 1 (see `augment.choose_defaults`).
         same_on_batch: one draw for the whole batch instead of one per image.
         generator: a `torch.Generator` (CPU) for the draws; default: the global torch RNG, so
             DataLoader worker seeding and `torch.manual_seed` work as for torchvision transforms.
@@ -76,13 +78,13 @@ class VAEAugment(Transform):
 
     _transformed_types = (is_pure_tensor, tv_tensors.Image, PIL.Image.Image)
 
-    def __init__(self, vae, strength: float = DEFAULT_STRENGTH, mode: str = "data", residual: bool | None = None, p: float = 1.0,
+    def __init__(self, vae, strength: float = DEFAULT_STRENGTH, mode: str = "data", residual: bool | None = None, p: float | None = None,
                  same_on_batch: bool = False, generator: torch.Generator | None = None, device: str | torch.device | None = None,
                  precision: str | None = None):
         super().__init__()
         check_mode_strength(mode, strength)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1):
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r} (or None: chosen from the checkpoint)")
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         if not isinstance(same_on_batch, bool):
@@ -93,7 +95,7 @@ class VAEAugment(Transform):
         self.precision = precision
         self.strength = float(strength)
         self.mode = mode
-        self.residual = choose_residual(self.vae, residual)
+        self.residual, p = choose_defaults(self.vae, residual, p)
         self.p = float(p)
         self.same_on_batch = bool(same_on_batch)
         self.generator = generator

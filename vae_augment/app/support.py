@@ -319,7 +319,7 @@ def augment(vae: Autoencoder, x: torch.Tensor, n: int, mode: str, strength: floa
     """``n`` variants of ``x: [C, H, W]`` by `VAEAugment` (exactly what a training pipeline would
     get), with the reconstruction and the anomaly score. Returns tensors at the input's size."""
     check_mode_strength(mode, strength)
-    transform = VAEAugment(vae, strength=strength, mode=mode, residual=bool(residual), generator=torch.Generator().manual_seed(seed))
+    transform = VAEAugment(vae, strength=strength, mode=mode, residual=bool(residual), p=1.0, generator=torch.Generator().manual_seed(seed))
     batch = x.unsqueeze(0).expand(n, -1, -1, -1).contiguous()
     variants = transform(batch)
     zero = torch.zeros(1, *latent_shape(vae, x.shape[-2:]))
