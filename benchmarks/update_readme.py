@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 BENCHMARKS_DOC = "docs/benchmarks.md"  # the README links to its sections
 FIDELITY_WARNING = 0.7  # vae_augment.augment.FIDELITY_WARNING (this script reads results files only, not the package)
+SMALL_DATA_IMAGES = 10_000  # vae_augment.augment.SMALL_DATA_IMAGES
 
 # The project's goals, as the README has stated them; the summary says whether the latest run meets each.
 # paired gains on the test split (issue 12): labels -> gain -> (points, what it is); met when the mean reaches the goal
@@ -207,8 +208,8 @@ def utility_table() -> str:
         lines.append(f"| {name} | {_acc(r)} | {_gain(gain) if gain else '-'} |")
     for key in sorted(k for k in u if k.startswith("digits")):
         d, dp = u[key], u[key]["protocol"]
-        how = ("so `VAEAugment(vae)` chooses the residual mode and warns" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING
-               else "above the warning's threshold, so `VAEAugment(vae)` keeps the plain mode")
+        how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")
+               + f", trained on fewer than {SMALL_DATA_IMAGES:,} images, so `VAEAugment(vae)` chooses residual=True and p=0.5 and warns")
         command = "python benchmarks/utility.py --datasets digits" + ("" if key == "digits" else " --digits-epochs " + key.split("_e")[1])
         has_validation = bool(d.get("validation"))
         lines += ["", f"**Digits**, a second small dataset: {dp['data']}; {dp['labelled']}, {seeds['digits']} seeds; the VAE: "
@@ -227,6 +228,24 @@ def utility_table() -> str:
                 lines.append(f"| {name} | {_acc(v)} | {_gain(vg) if vg else '-'} | {test_cells} |")
             else:
                 lines.append(f"| {name} | {test_cells} |")
+    return "\n".join(lines)
+
+
+def levers_table() -> str:
+    """The levers tried on the validation split (benchmarks/levers.py)."""
+    lv = _load(RESULTS / "levers.json")
+    if not lv:
+        return "_not measured yet: run `python benchmarks/levers.py`_"
+    p = lv["protocol"]
+    lines = [f"Measured by `python benchmarks/levers.py` ({p['seconds'] / 60:.0f} minutes): validation split, {p['labelled']} labels, "
+             f"{p['seeds']} paired seeds (those of the selection above), {p['steps']} classifier steps unless marked; paired gains in "
+             f"points over `{p['classic']}` alone and over the chosen `{p['chosen']}`.", "",
+             "| condition | accuracy | over the classic alone | over the chosen |", "| --- | --- | --- | --- |"]
+    for name, r in lv["runs"].items():
+        g = lv["gains"].get(name) or (lv["gains"].get(f"{name} - classic") if name == p["chosen"] else None) or {}
+        over_classic = _gain(g["over classic"]) if "over classic" in g else "-"
+        over_chosen = _gain(g["over chosen"]) if "over chosen" in g else "-"
+        lines.append(f"| {name} | {_acc(r)} | {over_classic} | {over_chosen} |")
     return "\n".join(lines)
 
 
@@ -298,10 +317,12 @@ def summary_table() -> str:
             else "**missed**: it hurts"
         rows.append(f"| [Default `VAEAugment(vae)` on a small dataset of one's own]({doc}#does-it-help) (digits), over no augmentation "
                     f"| {_gain(g)} points | not below 0 | {verdict} |")
-        best = max((k for k in u["digits"]["gains"] if k.endswith(" - affine")), key=lambda k: u["digits"]["gains"][k]["mean"])
-        g = u["digits"]["gains"][best]
-        rows.append(f"| [Best VAE then the affine, over the affine alone]({doc}#does-it-help) (digits: `{best}`) | {_gain(g)} points "
-                    f"| > 0 | {_met(g['ci95'][0] > 0)} |")
+        for key in sorted(k for k in u if k.startswith("digits") and (u[k].get("chosen") or {}).get("classic+vae")):
+            best = u[key]["chosen"]["classic+vae"]["condition"]  # chosen on the validation split
+            g = u[key]["gains"][f"{best} - affine"]
+            vae = "" if key == "digits" else f", VAE trained {key.split('_e')[1]} epochs"
+            rows.append(f"| [Recommended VAE then the affine, over the affine alone]({doc}#does-it-help) (digits{vae}: "
+                        f"`{best}`, chosen on validation) | {_gain(g)} points | > 0 | {_met(g['ci95'][0] > 0)} |")
     test = (_load(REPO / "checkpoints" / "mnist" / "metrics.json") or {}).get("test", {})
     if "binarized_iw_nll_nats" in test:
         rows.append(f"| [Bundled `mnist` as a density model](#bundled-checkpoints): NLL of dynamically binarized test digits "
@@ -355,10 +376,10 @@ def strengths_table() -> str:
 
 
 SECTIONS = {"checkpoints": checkpoints_table, "summary": summary_table, "strengths": strengths_table,
-            "throughput": throughput_table, "quality": quality_table, "utility": utility_table,
+            "throughput": throughput_table, "quality": quality_table, "utility": utility_table, "levers": levers_table,
             "backbones": backbones_table, "backbone_strength": backbone_strength_table}
 FILES = {"README.md": ("checkpoints", "summary", "strengths"),
-         BENCHMARKS_DOC: ("utility", "quality", "throughput", "backbone_strength", "backbones")}
+         BENCHMARKS_DOC: ("utility", "levers", "quality", "throughput", "backbone_strength", "backbones")}
 
 
 def render(text: str, names, where: str = "text") -> str:

@@ -189,6 +189,40 @@ def assert_same_run(a: Path, b: Path, assert_same_state) -> None:
     assert without_time[0] == without_time[1]
 
 
+def test_binarize_trains_on_fresh_binary_draws_of_the_gray_images(tmp_path, monkeypatch, assert_same_state):
+    seen = []
+    objective = VAE.objective
+
+    def spy(self, x, *args, **kwargs):
+        if self.training:
+            seen.append(x.detach().clone())
+        return objective(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(VAE, "objective", spy)
+    vae = train_tiny(tmp_path / "bin", epochs=2, batch_size=48, binarize=True)
+    first, second = seen  # one batch of all 48 images per epoch
+    assert set(torch.unique(torch.cat([first, second])).tolist()) == {0.0, 1.0}
+    gray = tiny_datasets()[0].tensors[0]
+    assert not torch.equal(first, second)  # drawn anew each epoch, not binarized once
+    # each pixel is 1 with its gray value as probability (summed over the shuffled batch, position by position)
+    assert abs(first.mean().item() - gray.mean().item()) < 0.02
+    assert torch.corrcoef(torch.stack([first.sum(0).flatten(), gray.sum(0).flatten()]))[0, 1] > 0.8
+    metrics = json.loads((tmp_path / "bin" / "metrics.json").read_text())
+    assert metrics["training"]["binarize"] is True and "binarized_iw_nll_nats" in metrics["test"]
+
+    monkeypatch.setattr(VAE, "objective", objective)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"  # the draws repeat on resume
+    train_tiny(straight, epochs=2, binarize=True, lr_schedule="constant")
+    train_tiny(resumed, epochs=1, binarize=True, lr_schedule="constant")
+    train_tiny(resumed, epochs=2, binarize=True, resume=True, lr_schedule="constant")
+    assert_same_run(straight, resumed, assert_same_state)
+
+    with pytest.raises(ValueError, match="binarize=True needs the bernoulli likelihood"):
+        train_tiny(tmp_path / "gauss", likelihood="gaussian", binarize=True)
+    with pytest.raises(TypeError, match="binarize must be a bool"):
+        train_tiny(tmp_path / "str", binarize="yes")
+
+
 def test_resume_continues_a_shorter_run_exactly(tmp_path, assert_same_state):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train_tiny(straight, epochs=2, lr_schedule="constant")

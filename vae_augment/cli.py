@@ -45,6 +45,8 @@ def _add_train(sub) -> None:
     p.add_argument("--widths", type=_int_list, default=[32, 64], help="conv stage widths, e.g. 32,64")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], help="default: bernoulli for gray, gaussian for RGB")
+    p.add_argument("--binarize", action="store_true", help="train on dynamically binarized images (bernoulli only): "
+                   "the setting of binarized-MNIST density models")
     p.add_argument("--image-size", type=int, help="resize images to this size (required for folders of mixed sizes)")
     p.add_argument("--channels", type=int, choices=[1, 3], help="convert images to 1 (gray) or 3 (RGB) channels")
     p.add_argument("--seed", type=int, default=0)
@@ -60,7 +62,7 @@ def _add_train(sub) -> None:
 def _run_train(args, argv: list[str]) -> int:
     train(args.data, args.out, root=args.root, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           lr_schedule=args.lr_schedule, beta=args.beta, warmup_epochs=args.warmup_epochs, latent_dim=args.latent_dim,
-          widths=args.widths, hidden=args.hidden, likelihood=args.likelihood, image_size=args.image_size,
+          widths=args.widths, hidden=args.hidden, likelihood=args.likelihood, binarize=args.binarize, image_size=args.image_size,
           channels=args.channels, seed=args.seed, device=args.device, num_workers=args.num_workers, iw_k=args.iw_k,
           resume=args.resume, download=args.download, progress=not args.quiet, precision=args.precision, compile=args.compile,
           command="vae-augment " + " ".join(shlex.quote(a) for a in argv))
