@@ -242,7 +242,7 @@ def levers_table() -> str:
              f"points over `{p['classic']}` alone and over the chosen `{p['chosen']}`.", "",
              "| condition | accuracy | over the classic alone | over the chosen |", "| --- | --- | --- | --- |"]
     for name, r in lv["runs"].items():
-        g = lv["gains"].get(name) or (lv["gains"].get(f"{name} - classic") if name == p["chosen"] else None) or {}
+        g = lv["gains"].get(name, {})
         over_classic = _gain(g["over classic"]) if "over classic" in g else "-"
         over_chosen = _gain(g["over chosen"]) if "over chosen" in g else "-"
         lines.append(f"| {name} | {_acc(r)} | {over_classic} | {over_chosen} |")

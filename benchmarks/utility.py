@@ -151,16 +151,17 @@ def code(kwargs: dict) -> str:
     return f"VAEAugment(vae{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
 
 
-def build(name: str, vae, x_lab, y_lab):
-    """The augmentation of condition ``name`` (None for "none"); "classic X+vae Y" chains the VAE, then the classic."""
+def build(name: str, vae, x_lab, y_lab, candidates: dict | None = None):
+    """The augmentation of condition ``name`` (None for "none"); "classic X+vae Y" chains the VAE, then the classic.
+    ``candidates`` maps VAE condition names to VAEAugment's arguments (default: this benchmark's)."""
     if name == "none":
         return None
     if name in CLASSIC:
         return CLASSIC[name]()
     classic, _, vae_name = name.partition(" + ")
     if vae_name:
-        return Chain(build(vae_name, vae, x_lab, y_lab), build(classic, vae, x_lab, y_lab))
-    kwargs = {**VAE_CANDIDATES, **DIGITS_VAE}[name]
+        return Chain(build(vae_name, vae, x_lab, y_lab, candidates), build(classic, vae, x_lab, y_lab, candidates))
+    kwargs = (candidates or {**VAE_CANDIDATES, **DIGITS_VAE})[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the fidelity warning: it is part of what is measured
         augment = VAEAugment(vae, **kwargs)
@@ -193,7 +194,7 @@ def _job(job) -> float:
     s = _STATE[dataset]
     x, y = s["x"], s["y"]
     idx = balanced_subset(y, per_class, seed, s["pool"])
-    augment = build(name, s["vae"], x[idx], y[idx])
+    augment = s.get("build", build)(name, s["vae"], x[idx], y[idx])  # a benchmark may bring its own conditions
     if only_variants:  # classification accuracy score: every training image is a VAE variant
         augment.augment.p = 1.0
     model = train_classifier(x[idx], y[idx], steps=s["steps"], batch_size=64, seed=seed, augment=augment)
