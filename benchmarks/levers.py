@@ -1,6 +1,7 @@
 """Levers tried for issue 12 on the MNIST validation split, on top of the best classic pipeline.
 
     python benchmarks/levers.py [--quick] [--root ../shared/data] [--seeds 5] [--workers 2]
+                                [--levers LEVER ...] [--other-vae CHECKPOINT --other-name NAME]
 
 The protocol of benchmarks/utility.py's selection phase (100 labels, the same paired seeds 0-4,
 the validation images 50,000-59,999, the small CNN for 1,000 steps): each lever runs as
@@ -16,6 +17,11 @@ the test split unless it beats the chosen setting here.
 - ``neighbour s=1 p=0.5``: the library's mode "neighbour" (towards one of the 10 nearest bank codes).
 - ``sharp s=0.75 g=G``: the chosen class noise, the decoded probabilities sharpened as
   sigmoid(G logit(p)) (G = 1.5 matches the share of mid-gray pixels of real digits), against blur.
+- ``noaffine s=S k=8``: the class noise with the 8 latent directions an affine moves most taken
+  out (from the codes of 16 RandomAffine copies of each labelled image), so the VAE adds only what
+  the affine cannot; ``noaffine+residual``: the same in residual mode.
+- ``... with NAME`` (``--other-vae``): the chosen setting and ``class s=1`` with another checkpoint
+  in place of the bundled mnist (a retrained, sharper model), on the same seeds and images.
 - ``@2000``: the classic pipeline and the chosen setting with 2,000 classifier steps (underfitting?).
 
 Writes benchmarks/results/levers.json; docs/benchmarks.md renders it (benchmarks/update_readme.py).
@@ -77,12 +83,36 @@ class Sharp:
         return torch.where(apply.view(-1, 1, 1, 1), out, x)
 
 
+class NoAffine:
+    """The chosen class noise with the latent directions an affine moves taken out: the top ``k``
+    eigenvectors of the spread of codes of ``variants`` RandomAffine copies of each labelled image
+    (around that image's mean code) are projected out of the within-class factor, so the noise adds
+    only what the affine cannot (stroke, shape, style)."""
+
+    def __init__(self, vae, x_lab, y_lab, strength=1.0, p=0.5, k=8, variants=16, residual=False):
+        self.augment = VAEAugment(vae, mode="class", strength=strength, p=p, residual=residual).fit(x_lab, y_lab)
+        with torch.random.fork_rng(), torch.inference_mode():
+            torch.manual_seed(0)  # the same affine copies whatever ran before in this worker
+            copies = U.RandomAffineBatch()(x_lab.repeat_interleave(variants, 0), None)
+            codes = vae.encode(to_model_space(vae, copies)).mean.double().view(len(x_lab), variants, -1)
+        spread = (codes - codes.mean(1, keepdim=True)).flatten(0, 1)
+        directions = torch.linalg.eigh(spread.T @ spread)[1][:, -k:]  # eigh sorts ascending: the top k
+        keep = torch.eye(codes.shape[-1], dtype=torch.float64) - directions @ directions.T
+        self.augment.class_factor = (keep @ self.augment.class_factor.double()).float()
+
+    def __call__(self, x, y):
+        return self.augment(x)
+
+
 LEVERS = {
     "bank s=1 p=0.5": lambda vae, x, y: BankResidual(vae, x, y, strength=1.0),
     "bankcls s=1 p=0.5": lambda vae, x, y: BankResidual(vae, x, y, strength=1.0, same_class=True),
     "sharp s=0.75 g=1.5": lambda vae, x, y: Sharp(vae, x, y, gamma=1.5),
     "sharp s=0.75 g=2": lambda vae, x, y: Sharp(vae, x, y, gamma=2.0),
     "sharp s=1 g=1.5": lambda vae, x, y: Sharp(vae, x, y, strength=1.0, gamma=1.5),
+    "noaffine s=1 k=8": lambda vae, x, y: NoAffine(vae, x, y, strength=1.0),
+    "noaffine s=1.5 k=8": lambda vae, x, y: NoAffine(vae, x, y, strength=1.5),
+    "noaffine+residual s=1 k=8": lambda vae, x, y: NoAffine(vae, x, y, strength=1.0, residual=True),
 }
 CANDIDATES = {**U.VAE_CANDIDATES,
               "class s=1 p=0.5": dict(mode="class", strength=1.0, p=0.5),
@@ -105,15 +135,31 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS / "levers.json"))
+    parser.add_argument("--levers", nargs="+", metavar="LEVER", help="only these levers (default: all)")
+    parser.add_argument("--other-vae", metavar="CHECKPOINT", help="also score the chosen setting (and class s=1) with this "
+                        "checkpoint in place of the bundled mnist, e.g. a retrained sharper model")
+    parser.add_argument("--other-name", default="other", help="the name --other-vae is reported under")
     args = parser.parse_args()
     start = time.time()
     seeds, steps = (1, 40) if args.quick else (args.seeds, 1000)
     x, y = mnist(args.root, train=True)
     state = {"mnist": {"x": x, "y": y, "pool": U.POOL, "vae": load_vae("mnist"), "steps": steps,
                        "validation": (x[U.VALIDATION], y[U.VALIDATION]), "build": build}}
-    levers = ["bank s=1 p=0.5"] if args.quick else [*LEVERS, *("class s=1 p=0.5", "class s=0.75 p=0.75", "neighbour s=1 p=0.5")]
+    every = [*LEVERS, *(name for name in CANDIDATES if name not in U.VAE_CANDIDATES)]
+    unknown = sorted(set(args.levers or ()) - set(every))
+    if unknown:
+        parser.error(f"unknown levers {unknown}; known: {every}")
+    levers = args.levers or (["bank s=1 p=0.5"] if args.quick else every)
     names = [CLASSIC, CHOSEN, *(f"{CLASSIC} + {lever}" for lever in levers)]
     rows = U.scored(names, "mnist", 10, seeds, "validation", state, args.workers)
+    others, other_metrics = [], None
+    if args.other_vae:  # the same labelled images, seeds and classifier; only the checkpoint differs
+        state["mnist-other"] = {**state["mnist"], "vae": load_vae(args.other_vae)}
+        metrics = state["mnist-other"]["vae"].metrics or {}
+        other_metrics = {"command": metrics.get("command"), "test": metrics.get("test")}
+        other = U.scored([CHOSEN, f"{CLASSIC} + class s=1 p=0.5"], "mnist-other", 10, seeds, "validation", state, args.workers)
+        others = [f"{name} with {args.other_name}" for name in other]
+        rows.update(zip(others, other.values()))
     state["mnist"]["steps"] = 2 * steps
     longer = U.scored([CLASSIC, CHOSEN], "mnist", 10, seeds, "validation", state, args.workers)
     rows.update({f"{name} @{2 * steps}": r for name, r in longer.items()})
@@ -122,7 +168,7 @@ def main() -> None:
     gains[f"{CHOSEN} @{2 * steps}"] = {"over classic": U.paired(rows[f"{CHOSEN} @{2 * steps}"], rows[f"{CLASSIC} @{2 * steps}"])}
     gains[CHOSEN] = {"over classic": U.paired(rows[CHOSEN], rows[CLASSIC])}
     result = {"protocol": {"split": "validation (training images 50,000-59,999)", "labelled": 100, "seeds": seeds, "steps": steps,
-                           "quick": args.quick, "classic": CLASSIC, "chosen": CHOSEN, "seconds": round(time.time() - start, 1)},
+                           "quick": args.quick, "other_vae": args.other_vae, "other_metrics": other_metrics, "classic": CLASSIC, "chosen": CHOSEN, "seconds": round(time.time() - start, 1)},
               "runs": rows, "gains": gains}
     out = write_json(args.out, result)
     print(f"wrote {out} in {time.time() - start:.0f} s")

@@ -246,6 +246,13 @@ def levers_table() -> str:
         over_classic = _gain(g["over classic"]) if "over classic" in g else "-"
         over_chosen = _gain(g["over chosen"]) if "over chosen" in g else "-"
         lines.append(f"| {name} | {_acc(r)} | {over_classic} | {over_chosen} |")
+    other = p.get("other_metrics")
+    if other:
+        t = other["test"]
+        lines += ["", f"The rows `with ...` use `--other-vae`: the chosen noise with a checkpoint trained by `{other['command']}`: "
+                  f"test -ELBO {t['neg_elbo_nats']:.2f} nats on gray digits, reconstruction R^2 {t['reconstruction_r2']:.3f}"
+                  + (f", binarized IW-NLL {t['binarized_iw_nll_nats']:.2f} nats (k={t['binarized_iw_k']})" if "binarized_iw_nll_nats" in t else "")
+                  + " (the bundled mnist: 85.74 nats)."]
     return "\n".join(lines)
 
 
