@@ -39,7 +39,7 @@ def test_train_writes_a_checkpoint_with_its_command(cli_run):
     assert {"config.json", "model.safetensors", "metrics.json", "README.md", "trainer_state.safetensors"} <= {p.name for p in out.iterdir()}
     config = json.loads((out / "config.json").read_text())
     assert config == {"channels": 1, "image_size": [28, 28], "latent_dim": 4, "widths": [4, 8], "hidden": 16,
-                      "likelihood": "bernoulli", "beta": 1.0}
+                      "likelihood": "bernoulli", "beta": 1.0, "prior_components": 0}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["command"] == "vae-augment " + shlex.join(argv)
     assert metrics["epochs"] == 1 and metrics["test"]["iw_k"] == 4 and metrics["test"]["images"] == 2

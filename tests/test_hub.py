@@ -49,7 +49,7 @@ def test_save_load_round_trip_is_exact(tmp_path, config, assert_same_state):
     vae.save_pretrained(tmp_path / "ckpt")
 
     assert json.loads((tmp_path / "ckpt" / "config.json").read_text()) == {
-        "channels": 1, "image_size": 28, "likelihood": "bernoulli", "beta": 1.0, **TINY, **config
+        "channels": 1, "image_size": 28, "likelihood": "bernoulli", "beta": 1.0, "prior_components": 0, **TINY, **config
     }
     for loaded in (VAE.from_pretrained(tmp_path / "ckpt"), load_vae(str(tmp_path / "ckpt"), device="cpu")):
         assert not loaded.training
@@ -510,7 +510,7 @@ def test_push_to_hub_from_a_model(saved_vae, fake_upload):
     (upload,) = fake_upload["upload_folder"]
     files = upload["files"]
     assert {"config.json", "model.safetensors", "metrics.json", "README.md"} <= set(files)
-    assert json.loads(files["config.json"]) == {"channels": 1, "image_size": 28, "likelihood": "bernoulli", "beta": 1.0, **TINY}
+    assert json.loads(files["config.json"]) == {"channels": 1, "image_size": 28, "likelihood": "bernoulli", "beta": 1.0, "prior_components": 0, **TINY}
     assert json.loads(files["metrics.json"]) == vae.metrics
     assert "vae-augment train --dataset tiny" in files["README.md"].decode()
 

@@ -10,7 +10,7 @@ from conftest import TINY, make_images
 from torch.nn import functional as F
 
 from vae_augment import VAE, DiagonalGaussian, bundled_names, load_vae, losses
-from vae_augment.models.conv import standard_normal_log_prob
+from vae_augment.losses import standard_normal_log_prob
 
 
 # ------------------------------------------------------------------ the posterior and the KL term

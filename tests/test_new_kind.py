@@ -52,7 +52,7 @@ class LinearAE(Autoencoder):
     def working_size(self, height, width):
         return (12, 12)
 
-    def prior_sample(self, noise):
+    def prior_sample(self, noise, generator=None):
         return noise
 
     def score_model_space(self, x, posterior, area=None):

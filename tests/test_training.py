@@ -109,7 +109,7 @@ def test_train_on_a_tensor_dataset_writes_a_loadable_run(tmp_path, assert_same_s
     assert no_temp_files(out)
 
     config = json.loads((out / "config.json").read_text())
-    assert config == {"channels": 1, "image_size": [28, 28], "likelihood": "bernoulli", "beta": 1.0, **TINY}
+    assert config == {"channels": 1, "image_size": [28, 28], "likelihood": "bernoulli", "beta": 1.0, "prior_components": 0, **TINY}
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and len(metrics["history"]) == 2

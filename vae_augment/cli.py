@@ -1,4 +1,4 @@
-"""Command line: ``vae-augment train | eval | preview | generate | push | demo``."""
+"""Command line: ``vae-augment train | fit-prior | eval | preview | generate | push | demo``."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import torch
 from torch.utils.data import Subset
 
 from .augment import DEFAULT_STRENGTH
-from .checkpoint import check_folder, is_diffusers_config, push, read_config
+from .checkpoint import check_folder, is_diffusers_config, is_save_debris, push, read_config
 from .data import load_splits
 from .generate import generate_variants
 from .hub import load_vae
 from .latent import MODES
 from .preview import preview_grid
-from .training import default_device, evaluate, train
+from .training import default_device, evaluate, fit_prior, reference_statistics, train
 
 
 def _int_list(text: str) -> list[int]:
@@ -66,6 +67,56 @@ def _run_train(args, argv: list[str]) -> int:
           channels=args.channels, seed=args.seed, device=args.device, num_workers=args.num_workers, iw_k=args.iw_k,
           resume=args.resume, download=args.download, progress=not args.quiet, precision=args.precision, compile=args.compile,
           command="vae-augment " + " ".join(shlex.quote(a) for a in argv))
+    return 0
+
+
+def _add_fit_prior(sub) -> None:
+    p = sub.add_parser("fit-prior", help="give a trained VAE a learned mixture prior (a tighter ELBO and NLL, better prior samples)",
+                       description="Fit a mixture-of-Gaussians prior to a trained VAE's codes on its training images and write "
+                       "the model with it, re-evaluated, to --out (the encoder and decoder are unchanged).")
+    p.add_argument("--checkpoint", required=True, help="bundled name, folder or Hub repo id of a vae-augment VAE")
+    p.add_argument("--dataset", "--data", dest="data", required=True, help="the data it was trained on: a torchvision name or a folder")
+    p.add_argument("--root", help="folder holding the torchvision dataset")
+    p.add_argument("--out", required=True, help="new checkpoint folder (must be new or empty)")
+    p.add_argument("--components", type=int, default=1024, help="mixture components (default: 1024)")
+    p.add_argument("--steps", type=int, default=6000, help="Adam steps (default: 6000)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--binarize", action="store_true", help="encode dynamically binarized images (for models trained with --binarize)")
+    p.add_argument("--passes", type=int, default=1, help="encode each training image this many times (with --binarize: fresh "
+                   "pixels each time; default: 1)")
+    p.add_argument("--iw-k", type=int, default=64, help="samples for the held-out importance-weighted NLL (0 = skip)")
+    p.add_argument("--binarized-k", type=int, help="samples for the NLL of dynamically binarized held-out images (default: --iw-k)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _run_fit_prior(args, argv: list[str]) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(not is_save_debris(p.name) for p in out.iterdir())):
+        raise FileExistsError(f"--out {str(out)!r} exists and is not an empty folder; fit-prior writes a new checkpoint, so that the "
+                              "source and no one else's files are overwritten: choose a new folder (nothing was written)")
+    device = torch.device(args.device) if args.device else default_device()
+    vae = load_vae(args.checkpoint, device=device)
+    height, width = vae.sample_size
+    train_set, test_set, info = load_splits(args.data, args.root, image_size=height if height == width else None,
+                                            channels=vae.channels, seed=args.seed)
+    fitted = fit_prior(vae, train_set, components=args.components, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       binarize=args.binarize, passes=args.passes, seed=args.seed, progress=not args.quiet)
+    before = (vae.metrics or {}).get("test", {})
+    reference = reference_statistics(fitted, train_set)  # the anomaly percentiles move with the prior
+    test = evaluate(fitted, test_set, iw_k=args.iw_k, batch_size=100, seed=args.seed, progress=not args.quiet,
+                    binarized_k=args.binarized_k)
+    fitted.metrics = {**fitted.metrics, **reference, "test": test, "test_before_prior": before, "holdout": info.get("holdout", "test split"),
+                      "prior_command": "vae-augment " + " ".join(shlex.quote(a) for a in argv)}
+    fitted.save_pretrained(out, refresh_card=True)
+    prior = fitted.metrics["prior"]
+    print(f"{args.components}-component prior: codes' cross-entropy {prior['cross_entropy_nats']:.2f} nats "
+          f"(N(0, I): {prior['standard_normal_cross_entropy_nats']:.2f}); held-out -ELBO {test['neg_elbo_nats']:.2f} nats"
+          + (f" (was {before['neg_elbo_nats']:.2f})" if "neg_elbo_nats" in before else "")
+          + (f", binarized IW-NLL (k={test['binarized_iw_k']}) {test['binarized_iw_nll_nats']:.2f}" if "binarized_iw_nll_nats" in test else "")
+          + f"; saved to {out}")
     return 0
 
 
@@ -202,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-augment", description="VAE data augmentation for PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_fit_prior(sub)
     _add_eval(sub)
     _add_preview(sub)
     _add_generate(sub)
@@ -216,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _run_train(args, argv)
+        if args.command == "fit-prior":
+            return _run_fit_prior(args, argv)
         if args.command == "eval":
             return _run_eval(args)
         if args.command == "preview":

@@ -155,8 +155,9 @@ class Autoencoder(nn.Module, ABC):
         """The size an image of ``height x width`` is processed at (before padding)."""
 
     @abstractmethod
-    def prior_sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """Standard normal ``noise`` (the shape of a latent batch) -> a sample of the model's prior."""
+    def prior_sample(self, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal ``noise`` (the shape of a latent batch) -> a sample of the model's prior; a prior
+        with discrete parts (a mixture's component) draws them with ``generator`` (default: the global RNG)."""
 
     @abstractmethod
     def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian, area: tuple[int, int] | None = None
@@ -284,7 +285,7 @@ class Autoencoder(nn.Module, ABC):
         size = tuple(size or self.sample_size)
         device = generator.device if generator is not None else self.device
         noise = torch.randn(n, *self.latent_shape(*size), generator=generator, device=device).to(self.device)
-        return self.from_model(self.decode(self.prior_sample(temperature * noise)), size)
+        return self.from_model(self.decode(self.prior_sample(temperature * noise, generator)), size)
 
     @torch.no_grad()
     def interpolate(self, x0: torch.Tensor, x1: torch.Tensor, steps: int = 8, method: str = "linear") -> torch.Tensor:

@@ -26,16 +26,13 @@ from .base import Autoencoder, DiagonalGaussian
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    return (-0.5 * z.square() - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
 # Bounds on the sizes of a config, checked before anything is allocated: an absurd config.json (a latent_dim of
 # 10^9) fails with its key named instead of with the allocator's "can't allocate memory" after minutes of swapping.
 MAX_FEATURES = 65_536  # latent_dim and hidden
 MAX_WIDTH = 4_096  # channels of one conv stage
 MAX_STAGES = 9  # 512 pixels halve to 1 in nine stages
 MAX_PARAMETERS = 2**30  # 4 GiB of float32 weights
+MAX_PRIOR_COMPONENTS = 65_536
 
 
 def _is_int(value: Any) -> bool:
@@ -289,6 +286,9 @@ class VAE(
         likelihood: ``"bernoulli"`` (images in [0, 1], the MNIST default) or ``"gaussian"`` (a
             Gaussian with a learned per-channel scale, for natural images).
         beta: weight of the KL term during training (1 gives the ELBO).
+        prior_components: 0 for the standard normal prior N(0, I); K > 0 for a learned mixture of K
+            diagonal Gaussians (`vae_augment.fit_prior` fits one to a trained model's codes, which
+            tightens the ELBO and the NLL and makes prior samples look like the data).
 
     Every argument is stored in ``config.json`` by ``save_pretrained`` so that
     ``VAE.from_pretrained(folder_or_repo)`` rebuilds the model without code. Images of another size
@@ -314,6 +314,7 @@ class VAE(
         hidden: int = 256,
         likelihood: str = "bernoulli",
         beta: float = 1.0,
+        prior_components: int = 0,
     ):
         super().__init__()
         if isinstance(channels, bool) or channels not in (1, 3) or not isinstance(channels, int):
@@ -334,6 +335,9 @@ class VAE(
         latent_dim, hidden = int(latent_dim), int(hidden)
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta >= 0):
             raise ValueError(f"beta must be >= 0, got {beta!r}")
+        if not (_is_int(prior_components) and 0 <= prior_components <= MAX_PRIOR_COMPONENTS):
+            raise ValueError(f"prior_components must be an int in [0, {MAX_PRIOR_COMPONENTS}] (0: the standard normal prior), "
+                             f"got {prior_components!r}")
         count = _parameter_count(channels, size, widths, hidden, latent_dim)
         if count > MAX_PARAMETERS:  # checked before anything is allocated
             raise ValueError(f"this config makes a VAE of {count:,} parameters ({4 * count / 2**30:.1f} GiB in float32), more than "
@@ -343,6 +347,7 @@ class VAE(
         self.latent_dim = latent_dim
         self.likelihood = likelihood
         self.beta = float(beta)
+        self.prior_components = int(prior_components)
         heights = _feature_sizes(size[0], len(widths))
         widths_px = _feature_sizes(size[1], len(widths))
         flat = widths[-1] * heights[-1] * widths_px[-1]
@@ -351,6 +356,11 @@ class VAE(
         if likelihood == "gaussian":
             # per-channel log standard deviation of p(x|z), learned (the sigma-VAE of Rybkin et al., 2021)
             self.log_scale = nn.Parameter(torch.full((channels,), -2.0))
+        if self.prior_components:
+            # p(z) = sum_k softmax(prior_logits)_k N(prior_loc_k, diag(exp(prior_log_scale_k))^2); fit_prior sets them
+            self.prior_logits = nn.Parameter(torch.zeros(self.prior_components))
+            self.prior_loc = nn.Parameter(torch.zeros(self.prior_components, latent_dim))
+            self.prior_log_scale = nn.Parameter(torch.zeros(self.prior_components, latent_dim))
         # Spread of posterior means over the training set, per latent dimension; written by
         # training (`latent_statistics`) and used by the augmentation to measure strength.
         self.register_buffer("latent_loc", torch.zeros(latent_dim))
@@ -367,20 +377,52 @@ class VAE(
         """Every image is processed at ``image_size``."""
         return self.image_size
 
-    def prior_sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """Standard normal ``noise`` -> a sample of the prior p(z) = N(0, I): the noise itself."""
-        return noise
+    def prior_sample(self, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal ``noise: [B, latent_dim]`` -> a sample of the prior: the noise itself for N(0, I); for
+        a mixture, each row's component is drawn with ``generator`` (default: the global torch RNG) and the
+        noise scaled and shifted by it."""
+        if not self.prior_components:
+            return noise
+        weights = torch.softmax(self.prior_logits.detach().float(), 0)
+        device = generator.device if generator is not None else weights.device
+        component = (torch.multinomial(weights.to(device), noise.shape[0], replacement=True, generator=generator)
+                     if noise.shape[0] else torch.zeros(0, dtype=torch.long)).to(self.prior_loc.device)
+        loc, log_scale = self.prior_loc.detach()[component], self.prior_log_scale.detach()[component]
+        return (loc + torch.exp(log_scale) * noise.to(loc)).to(noise.dtype)
+
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) in nats, ``[..., latent_dim]`` -> ``[...]``: the standard normal, or the learned mixture."""
+        if not self.prior_components:
+            return losses.standard_normal_log_prob(z)
+        return losses.mixture_log_prob(z.float(), self.prior_logits.float(), self.prior_loc.float(), self.prior_log_scale.float())
+
+    def with_mixture_prior(self, components: int) -> "VAE":
+        """A copy of this model (weights, statistics, latent bank, metrics) with a mixture prior of ``components``
+        Gaussians in place of its prior, at N(0, I) each until fitted (`vae_augment.fit_prior` fits it)."""
+        config = {**self._hub_mixin_config, "prior_components": components}
+        copy = VAE(**config).to(self.device, self.dtype)
+        copy.load_state_dict({k: v for k, v in self.state_dict().items() if not k.startswith("prior_")}, strict=False)
+        copy.latent_bank, copy.metrics, copy.name_or_path = self.latent_bank, dict(self.metrics or {}), getattr(self, "name_or_path", None)
+        return copy.train(self.training)
+
+    def kl(self, posterior: DiagonalGaussian, z: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) in nats, ``[B]``: the closed form for the standard normal prior (``z`` unused),
+        the one-sample estimate log q(z|x) - log p(z) at the posterior sample ``z`` for a mixture prior."""
+        if not self.prior_components:
+            return posterior.kl()
+        return posterior.log_prob(z) - self.prior_log_prob(z)
 
     def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian, area: tuple[int, int] | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """Deterministic negative ELBO at the posterior mean, nats per image: -log p(x | z = mean) +
         KL(q(z|x) || p(z)), large when the image reconstructs badly or its code lies far from the prior."""
         out = self.decoder_output(posterior.mean)
-        return -(self.log_likelihood(x, out) - posterior.kl()), torch.sigmoid(out)
+        return -(self.log_likelihood(x, out) - self.kl(posterior, posterior.mean)), torch.sigmoid(out)
 
     def dimension_usage(self, posterior: DiagonalGaussian) -> torch.Tensor:
-        """KL of each latent dimension from the prior for the first image, ``[latent_dim]``: the dimensions
-        the model ignores keep the prior (KL near 0) and change nothing when moved."""
+        """KL of each latent dimension from N(0, I) for the first image, ``[latent_dim]``: the dimensions
+        the model ignores keep the prior (KL near 0) and change nothing when moved. (A learned mixture
+        prior has no per-dimension KL; N(0, I), which it was fitted from, ranks the dimensions the same.)"""
         return posterior[:1].kl_terms()[0]
 
     def describe(self) -> str:
@@ -429,10 +471,11 @@ class VAE(
         """Mean image of p(x|z), ``[B, C, H, W]`` in [0, 1]."""
         return torch.sigmoid(self.decoder_output(z))
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
-        """Returns (decoder output for a reparameterized sample, posterior)."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian, torch.Tensor]:
+        """Returns (decoder output for a reparameterized sample z, posterior, z)."""
         posterior = self.encode(x)
-        return self.decoder_output(posterior.sample(generator)), posterior
+        z = posterior.sample(generator)
+        return self.decoder_output(z), posterior, z
 
     def log_likelihood(self, x: torch.Tensor, decoder_out: torch.Tensor) -> torch.Tensor:
         """log p(x|z) in nats per image, ``[..., B]``."""
@@ -442,19 +485,20 @@ class VAE(
 
     def loss(self, x: torch.Tensor, beta: float | None = None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Training objective: mean over the batch of -(log p(x|z) - beta * KL); see `losses.elbo`."""
-        out, posterior = self(x, generator)
-        return self.objective(x, out, posterior, self.beta if beta is None else beta)
+        out, posterior, z = self(x, generator)
+        return self.objective(x, out, posterior, self.beta if beta is None else beta, z)
 
-    def objective(self, x: torch.Tensor, decoder_out: torch.Tensor, posterior: DiagonalGaussian, beta: float) -> dict[str, torch.Tensor]:
-        """`losses.elbo` for a forward pass already made, in float32 whatever precision it ran in."""
-        return losses.elbo(self.log_likelihood(x, decoder_out.float()), posterior.to(torch.float32).kl(), beta)
+    def objective(self, x: torch.Tensor, decoder_out: torch.Tensor, posterior: DiagonalGaussian, beta: float,
+                  z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`losses.elbo` for a forward pass already made (``z``: its posterior sample), in float32 whatever precision it ran in."""
+        return losses.elbo(self.log_likelihood(x, decoder_out.float()), self.kl(posterior.to(torch.float32), z.float()), beta)
 
     # ------------------------------------------------------------- evaluation
     @torch.no_grad()
     def elbo(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-image ELBO in nats, ``[B]`` (one reparameterized sample, beta = 1)."""
-        out, posterior = self(x, generator)
-        return self.log_likelihood(x, out) - posterior.kl()
+        out, posterior, z = self(x, generator)
+        return self.log_likelihood(x, out) - self.kl(posterior, z)
 
     @torch.no_grad()
     def iw_nll(self, x: torch.Tensor, k: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -470,7 +514,7 @@ class VAE(
         chunk = max(1, IW_DECODES // max(1, x.shape[0]))  # samples decoded at once: memory stays bounded for large k
         log_w = torch.cat([self.log_likelihood(x.unsqueeze(0), self.decoder_output(part.flatten(0, 1)).unflatten(0, part.shape[:2]))
                            for part in z.split(chunk)])
-        log_w = log_w + standard_normal_log_prob(z) - posterior.log_prob(z)
+        log_w = log_w + self.prior_log_prob(z) - posterior.log_prob(z)
         return -(torch.logsumexp(log_w, dim=0) - math.log(k))
 
     def bits_per_dim(self, nats: torch.Tensor) -> torch.Tensor:
@@ -534,6 +578,10 @@ class VAE(
         stages = [found[f"encoder.convs.{2 * i}.weight"] for i in range(MAX_STAGES + 1) if f"encoder.convs.{2 * i}.weight" in found]
         if stages and all(len(shape) == 4 for shape in stages):
             implied["widths"] = ([shape[0] for shape in stages], f"the {len(stages)} encoder.convs.*.weight tensors")
+        if len(found.get("prior_logits", ())) == 1:
+            implied["prior_components"] = (found["prior_logits"][0], f"prior_logits {found['prior_logits']}")
+        elif "encoder.fc.1.weight" in found:  # a full weights file without the mixture: the standard normal prior
+            implied["prior_components"] = (0, "no prior_logits")
         implied["likelihood"] = ("gaussian" if "log_scale" in found else "bernoulli", "log_scale " + ("present" if "log_scale" in found else "absent"))
         wrong = []
         for key, (value, evidence) in implied.items():

@@ -209,7 +209,7 @@ class DiffusersVAE(Autoencoder):
         z = z / self.scaling_factor + self.shift_factor
         return self._run(lambda v: self.autoencoder.decode(v).sample, z).add_(1).div_(2).clamp_(0, 1)
 
-    def prior_sample(self, noise: torch.Tensor) -> torch.Tensor:
+    def prior_sample(self, noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Standard normal ``noise`` -> latents with the (calibrated) data statistics, N(latent_loc, latent_scale^2):
         these autoencoders have no prior of their own (their KL weight was near zero)."""
         return self.latent_loc + self.latent_scale * noise

@@ -1,0 +1,123 @@
+"""MNIST as a density model: the NLL of dynamically binarized test digits, next to the literature (issue 12).
+
+    python benchmarks/density.py [--quick] [--root ../shared/data] [--work DIR]
+                                 [--trained DIR] [--fitted DIR]
+
+The figure MNIST density papers report: -log p(x) in nats of *dynamically binarized* test digits,
+importance-weighted with k=1000 samples (IWAE, Burda et al. 2016, Table 1: 84.78 nats, 2-layer
+82.90). Two steps, each a `vae-augment` command recorded with its figures:
+
+1. ``vae-augment train`` on dynamically binarized digits with 64 latents and wider convolutions
+   (``TRAIN``; about an hour on two CPU cores);
+2. ``vae-augment fit-prior``: its N(0, I) prior replaced by a mixture of ``COMPONENTS`` Gaussians
+   fitted to the codes of the training digits (four binarizations of each), then the test figures
+   measured again on the same binarized digits (seed 0). The N(0, I) figure is the trained model's
+   own (``vae-augment eval --iw-k 0 --binarized-k 1000``, run here when training did not measure it).
+
+``--trained DIR`` starts from a finished step-1 run (its recorded command must be ``TRAIN``'s);
+``--fitted DIR`` reads a finished step-2 output (its recorded fit-prior options must be ``FIT``'s),
+so that an hour's run is not repeated to write this file. ``--quick`` (CI) runs both steps on a
+tiny config for one epoch and a short fit, with k=4 on 500 test digits.
+
+Writes benchmarks/results/density.json; the README's summary renders it (benchmarks/update_readme.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import shlex
+import tempfile
+import time
+from pathlib import Path
+
+from common import DEFAULT_ROOT, RESULTS, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
+
+from vae_augment.cli import main as cli
+
+TRAIN = ["--epochs", "80", "--latent-dim", "64", "--widths", "48,96", "--hidden", "512", "--batch-size", "128", "--lr", "2e-3",
+         "--warmup-epochs", "5", "--binarize", "--seed", "0", "--iw-k", "0", "--device", "cpu", "--quiet"]
+COMPONENTS = 2048
+FIT = ["--components", str(COMPONENTS), "--steps", "8000", "--passes", "4", "--binarize", "--iw-k", "0", "--binarized-k", "1000",
+       "--device", "cpu", "--quiet"]
+QUICK_TRAIN = ["--epochs", "1", "--latent-dim", "8", "--widths", "8,16", "--hidden", "64", "--binarize", "--iw-k", "0", "--device", "cpu",
+               "--quiet"]
+QUICK_FIT = ["--components", "16", "--steps", "50", "--passes", "1", "--binarize", "--iw-k", "0", "--binarized-k", "4", "--device", "cpu",
+             "--quiet"]
+LITERATURE = {"IWAE (Burda et al. 2016)": 84.78, "IWAE, 2 stochastic layers": 82.90}
+
+
+def _options(command: str, after: str) -> list[str]:
+    """The options of a recorded ``vae-augment <after> ...`` command that do not name paths (those differ by machine)."""
+    words = shlex.split(command)
+    words = words[words.index(after) + 1:]
+    paths = {"--dataset", "--data", "--root", "--out", "--checkpoint"}
+    return [w for i, w in enumerate(words) if w not in paths and (i == 0 or words[i - 1] not in paths)]
+
+
+def _metrics(folder: Path) -> dict:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"{folder} has no metrics.json: not a finished run")
+    return json.loads(path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--root", default=DEFAULT_ROOT)
+    parser.add_argument("--work", help="folder to keep the two checkpoints in (new or empty; default: a temporary folder)")
+    parser.add_argument("--trained", help="a finished `vae-augment train` run with TRAIN's options (skips step 1)")
+    parser.add_argument("--fitted", help="a finished `vae-augment fit-prior` output with FIT's options (skips both steps)")
+    parser.add_argument("--out", default=str(RESULTS / "density.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        run(args, Path(args.work or tmp))
+
+
+def run(args, work: Path) -> None:
+    start = time.time()
+    train_options, fit_options = (QUICK_TRAIN, QUICK_FIT) if args.quick else (TRAIN, FIT)
+    if args.fitted:
+        fitted = Path(args.fitted)
+    else:
+        trained = Path(args.trained) if args.trained else work / "trained"
+        if not args.trained:
+            if cli(["train", "--dataset", "MNIST", "--root", args.root, "--out", str(trained), *train_options]) != 0:
+                raise SystemExit("vae-augment train failed")
+        fitted = work / "fitted"
+        if cli(["fit-prior", "--checkpoint", str(trained), "--dataset", "MNIST", "--root", args.root, "--out", str(fitted),
+                *fit_options]) != 0:
+            raise SystemExit("vae-augment fit-prior failed")
+    metrics = _metrics(fitted)
+    k = int(fit_options[fit_options.index("--binarized-k") + 1])
+    before = metrics["test_before_prior"]  # the trained model's own figures, copied by fit-prior
+    if before.get("binarized_iw_k") != k:  # train ran with --iw-k 0: measure N(0, I)'s figure on the same digits
+        if args.fitted:
+            raise SystemExit(f"{fitted}'s source checkpoint has no binarized NLL at k={k}; run without --fitted")
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            code = cli(["eval", "--checkpoint", str(trained), "--dataset", "MNIST", "--root", args.root, "--iw-k", "0",
+                        "--binarized-k", str(k), "--device", "cpu", "--json"])
+        if code != 0:
+            raise SystemExit("vae-augment eval failed")
+        before = json.loads(buffer.getvalue())
+    recorded_train, recorded_fit = _options(metrics["command"], "train"), _options(metrics["prior_command"], "fit-prior")
+    if (recorded_train, recorded_fit) != (train_options, fit_options):
+        raise SystemExit(f"{fitted} was made with other options than this benchmark's:\n train {recorded_train}\n  (expected {train_options})\n"
+                         f" fit-prior {recorded_fit}\n  (expected {fit_options})")
+    after = metrics["test"]
+    result = {"protocol": {"quick": args.quick, "data": "MNIST test split (10,000 digits), dynamically binarized (seed 0)",
+                           "train_command": metrics["command"], "prior_command": metrics["prior_command"],
+                           "literature_nats": LITERATURE, "seconds_to_write": round(time.time() - start, 1)},
+              "standard_prior": before, "mixture_prior": after, "prior_fit": metrics["prior"],
+              "gain_nats": before["binarized_iw_nll_nats"] - after["binarized_iw_nll_nats"]}
+    out = write_json(args.out, result)
+    print(f"binarized IW-NLL (k={after['binarized_iw_k']}): {before['binarized_iw_nll_nats']:.2f} nats with N(0, I), "
+          f"{after['binarized_iw_nll_nats']:.2f} with the {metrics['prior']['components']}-component prior; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
