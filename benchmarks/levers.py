@@ -1,7 +1,7 @@
 """Levers tried for issue 12 on the MNIST validation split, on top of the best classic pipeline.
 
     python benchmarks/levers.py [--quick] [--root ../shared/data] [--seeds 5] [--workers 2]
-                                [--levers LEVER ...] [--other-vae CHECKPOINT --other-name NAME]
+                                [--levers LEVER ...] [--add] [--other-vae CHECKPOINT --other-name NAME]
 
 The protocol of benchmarks/utility.py's selection phase (100 labels, the same paired seeds 0-4,
 the validation images 50,000-59,999, the small CNN for 1,000 steps): each lever runs as
@@ -20,6 +20,11 @@ the test split unless it beats the chosen setting here.
 - ``noaffine s=S k=8``: the class noise with the 8 latent directions an affine moves most taken
   out (from the codes of 16 RandomAffine copies of each labelled image), so the VAE adds only what
   the affine cannot; ``noaffine+residual``: the same in residual mode.
+- ``perclass keep=K p=0.5``: the class noise with a strength per class, the largest of 0.25-1.5 at which
+  a share K of the class's labelled codes, moved by the noise, stay nearest its own centre (in the
+  within-class metric): less noise for classes close to others.
+- ``affine, class s=0.75 p=0.5, elastic`` (and ``class+residual``): the VAE between the two classic
+  steps, varying the digit after the affine has moved it, instead of before.
 - ``... with NAME`` (``--other-vae``): the chosen setting and ``class s=1`` with another checkpoint
   in place of the bundled mnist (a retrained, sharper model), on the same seeds and images.
 - ``@2000``: the classic pipeline and the chosen setting with 2,000 classifier steps (underfitting?).
@@ -30,13 +35,15 @@ Writes benchmarks/results/levers.json; docs/benchmarks.md renders it (benchmarks
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from common import DEFAULT_ROOT, RESULTS, mnist, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
 import utility as U
-from vae_augment import VAEAugment, load_vae
+from vae_augment import VAEAugment, augment_batch, load_vae
 from vae_augment.augment import to_model_space
 
 CLASSIC = "affine+elastic"
@@ -104,6 +111,58 @@ class NoAffine:
         return self.augment(x)
 
 
+class PerClass:
+    """The class noise with a strength per class: for each class the largest of ``grid`` at which ``keep`` of
+    its labelled codes, moved by the noise, stay nearest (in the within-class metric) to their own class
+    centre; classes that lie close to others get less noise, isolated ones more."""
+
+    def __init__(self, vae, x_lab, y_lab, grid=(0.25, 0.5, 0.75, 1.0, 1.25, 1.5), keep=0.95, p=0.5, draws=50):
+        self.vae, self.p = vae, p
+        self.augment = VAEAugment(vae, mode="class", strength=1.0, p=1.0, residual=False).fit(x_lab, y_lab)
+        factor = self.augment.class_factor.double()
+        with torch.inference_mode():
+            codes = vae.encode(to_model_space(vae, x_lab)).mean.double()
+        classes = int(y_lab.max()) + 1
+        centres = torch.stack([codes[y_lab == c].mean(0) for c in range(classes)])
+        precision = torch.linalg.inv(factor @ factor.T)
+        generator = torch.Generator().manual_seed(0)
+        noise = torch.randn(draws, *codes.shape, generator=generator, dtype=torch.float64) @ factor.T  # [draws, N, D]
+        self.strength = torch.empty(classes)
+        for c in range(classes):
+            own = codes[y_lab == c]
+            best = grid[0]
+            for s in grid:
+                moved = (own + s * noise[:, y_lab == c]).reshape(-1, codes.shape[1])
+                diff = moved.unsqueeze(1) - centres  # [M, classes, D]
+                distance = torch.einsum("mcd,de,mce->mc", diff, precision, diff)
+                if (distance.argmin(1) == c).double().mean() >= keep:
+                    best = s
+            self.strength[c] = best
+
+    def __call__(self, x, y):
+        n = x.shape[0]
+        noise = torch.randn(n, self.vae.latent_dim) * self.strength[y].unsqueeze(1)
+        apply = torch.rand(n) < self.p
+        return augment_batch(self.vae, x, noise, mode="class", strength=1.0, apply=apply, class_factor=self.augment.class_factor)
+
+
+class Between:
+    """The affine first, then the chosen class noise on the moved digits (the encoder sees them as they
+    are), then the elastic: the VAE varies the digit after the affine placed it."""
+
+    def __init__(self, vae, x_lab, y_lab, strength=0.75, p=0.5, residual=False):
+        self.affine, self.elastic = U.RandomAffineBatch(), U.ElasticBatch(34.0, 4.0)
+        self.augment = VAEAugment(vae, mode="class", strength=strength, p=p, residual=residual).fit(x_lab, y_lab)
+
+    def __call__(self, x, y):
+        return self.elastic(self.augment(self.affine(x, y)), y)
+
+
+# pipelines replacing the classic one (not chained before it)
+PIPELINES = {
+    "affine, class s=0.75 p=0.5, elastic": lambda vae, x, y: Between(vae, x, y),
+    "affine, class+residual s=0.75 p=0.5, elastic": lambda vae, x, y: Between(vae, x, y, residual=True),
+}
 LEVERS = {
     "bank s=1 p=0.5": lambda vae, x, y: BankResidual(vae, x, y, strength=1.0),
     "bankcls s=1 p=0.5": lambda vae, x, y: BankResidual(vae, x, y, strength=1.0, same_class=True),
@@ -113,6 +172,8 @@ LEVERS = {
     "noaffine s=1 k=8": lambda vae, x, y: NoAffine(vae, x, y, strength=1.0),
     "noaffine s=1.5 k=8": lambda vae, x, y: NoAffine(vae, x, y, strength=1.5),
     "noaffine+residual s=1 k=8": lambda vae, x, y: NoAffine(vae, x, y, strength=1.0, residual=True),
+    "perclass keep=0.95 p=0.5": lambda vae, x, y: PerClass(vae, x, y, keep=0.95),
+    "perclass keep=0.9 p=0.5": lambda vae, x, y: PerClass(vae, x, y, keep=0.9),
 }
 CANDIDATES = {**U.VAE_CANDIDATES,
               "class s=1 p=0.5": dict(mode="class", strength=1.0, p=0.5),
@@ -122,6 +183,8 @@ CANDIDATES = {**U.VAE_CANDIDATES,
 
 def build(name, vae, x_lab, y_lab):
     """utility.build with the levers: "classic + lever" chains the lever, then the classic."""
+    if name in PIPELINES:
+        return PIPELINES[name](vae, x_lab, y_lab)
     classic, _, lever = name.partition(" + ")
     if lever in LEVERS:
         return U.Chain(LEVERS[lever](vae, x_lab, y_lab), U.build(classic, vae, x_lab, y_lab, CANDIDATES))
@@ -139,18 +202,22 @@ def main() -> None:
     parser.add_argument("--other-vae", metavar="CHECKPOINT", help="also score the chosen setting (and class s=1) with this "
                         "checkpoint in place of the bundled mnist, e.g. a retrained sharper model")
     parser.add_argument("--other-name", default="other", help="the name --other-vae is reported under")
+    parser.add_argument("--add", action="store_true", help="add these levers' rows to the existing --out (whose classic and chosen "
+                        "runs this run must repeat exactly) instead of writing it afresh; seconds add up")
     args = parser.parse_args()
+    if args.add and (args.quick or not Path(args.out).is_file()):
+        parser.error("--add extends an existing full run's --out file")
     start = time.time()
     seeds, steps = (1, 40) if args.quick else (args.seeds, 1000)
     x, y = mnist(args.root, train=True)
     state = {"mnist": {"x": x, "y": y, "pool": U.POOL, "vae": load_vae("mnist"), "steps": steps,
                        "validation": (x[U.VALIDATION], y[U.VALIDATION]), "build": build}}
-    every = [*LEVERS, *(name for name in CANDIDATES if name not in U.VAE_CANDIDATES)]
+    every = [*LEVERS, *(name for name in CANDIDATES if name not in U.VAE_CANDIDATES), *PIPELINES]
     unknown = sorted(set(args.levers or ()) - set(every))
     if unknown:
         parser.error(f"unknown levers {unknown}; known: {every}")
     levers = args.levers or (["bank s=1 p=0.5"] if args.quick else every)
-    names = [CLASSIC, CHOSEN, *(f"{CLASSIC} + {lever}" for lever in levers)]
+    names = [CLASSIC, CHOSEN, *(lever if lever in PIPELINES else f"{CLASSIC} + {lever}" for lever in levers)]
     rows = U.scored(names, "mnist", 10, seeds, "validation", state, args.workers)
     others, other_metrics = [], None
     if args.other_vae:  # the same labelled images, seeds and classifier; only the checkpoint differs
@@ -160,15 +227,28 @@ def main() -> None:
         other = U.scored([CHOSEN, f"{CLASSIC} + class s=1 p=0.5"], "mnist-other", 10, seeds, "validation", state, args.workers)
         others = [f"{name} with {args.other_name}" for name in other]
         rows.update(zip(others, other.values()))
-    state["mnist"]["steps"] = 2 * steps
-    longer = U.scored([CLASSIC, CHOSEN], "mnist", 10, seeds, "validation", state, args.workers)
-    rows.update({f"{name} @{2 * steps}": r for name, r in longer.items()})
+    if args.add:  # the new rows beside the earlier ones: valid only if this run repeats their baselines exactly
+        earlier = json.loads(Path(args.out).read_text())
+        for name in (CLASSIC, CHOSEN):
+            if earlier["runs"][name]["runs"] != rows[name]["runs"]:
+                raise SystemExit(f"--add: {name} gave {rows[name]['runs']} here, {earlier['runs'][name]['runs']} in {args.out}: "
+                                 "the protocol or the machine's arithmetic changed, so run every lever afresh (without --add)")
+        rows = {**earlier["runs"], **rows}
+        other_metrics = other_metrics or earlier["protocol"].get("other_metrics")
+        args.other_vae = args.other_vae or earlier["protocol"].get("other_vae")
+        seconds = earlier["protocol"]["seconds"]
+    else:
+        state["mnist"]["steps"] = 2 * steps
+        longer = U.scored([CLASSIC, CHOSEN], "mnist", 10, seeds, "validation", state, args.workers)
+        rows.update({f"{name} @{2 * steps}": r for name, r in longer.items()})
+        seconds = 0.0
     gains = {name: {"over classic": U.paired(r, rows[CLASSIC]), "over chosen": U.paired(r, rows[CHOSEN])}
              for name, r in rows.items() if "@" not in name and name not in (CLASSIC, CHOSEN)}
     gains[f"{CHOSEN} @{2 * steps}"] = {"over classic": U.paired(rows[f"{CHOSEN} @{2 * steps}"], rows[f"{CLASSIC} @{2 * steps}"])}
     gains[CHOSEN] = {"over classic": U.paired(rows[CHOSEN], rows[CLASSIC])}
     result = {"protocol": {"split": "validation (training images 50,000-59,999)", "labelled": 100, "seeds": seeds, "steps": steps,
-                           "quick": args.quick, "other_vae": args.other_vae, "other_metrics": other_metrics, "classic": CLASSIC, "chosen": CHOSEN, "seconds": round(time.time() - start, 1)},
+                           "quick": args.quick, "other_vae": args.other_vae, "other_metrics": other_metrics, "classic": CLASSIC, "chosen": CHOSEN,
+                           "seconds": round(seconds + time.time() - start, 1)},
               "runs": rows, "gains": gains}
     out = write_json(args.out, result)
     print(f"wrote {out} in {time.time() - start:.0f} s")

@@ -242,7 +242,6 @@ def fit_prior(vae: Autoencoder, data: Dataset, *, components: int = 1024, steps:
         torch.randperm(len(mean), generator=generator)[:components]
     with torch.no_grad():
         fitted.prior_loc.copy_(mean[start])
-    fitted.train()
     prior = [fitted.prior_logits, fitted.prior_loc, fitted.prior_log_scale]
     optimizer = torch.optim.Adam(prior, lr=lr)
     mixture_ce, normal_ce = [], []

@@ -513,8 +513,8 @@ class VAE(
         z = torch.stack([posterior.sample(generator) for _ in range(k)])  # [k, B, D]
         chunk = max(1, IW_DECODES // max(1, x.shape[0]))  # samples decoded at once: memory stays bounded for large k
         log_w = torch.cat([self.log_likelihood(x.unsqueeze(0), self.decoder_output(part.flatten(0, 1)).unflatten(0, part.shape[:2]))
-                           for part in z.split(chunk)])
-        log_w = log_w + self.prior_log_prob(z) - posterior.log_prob(z)
+                           + self.prior_log_prob(part) for part in z.split(chunk)])  # a mixture prior's [codes, K] table stays bounded too
+        log_w = log_w - posterior.log_prob(z)
         return -(torch.logsumexp(log_w, dim=0) - math.log(k))
 
     def bits_per_dim(self, nats: torch.Tensor) -> torch.Tensor:
