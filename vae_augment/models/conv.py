@@ -288,7 +288,7 @@ class VAE(
         beta: weight of the KL term during training (1 gives the ELBO).
         prior_components: 0 for the standard normal prior N(0, I); K > 0 for a learned mixture of K
             diagonal Gaussians (`vae_augment.fit_prior` fits one to a trained model's codes, which
-            tightens the ELBO and the NLL and makes prior samples look like the data).
+            tightens the ELBO and the NLL and draws prior samples near the codes of real images).
 
     Every argument is stored in ``config.json`` by ``save_pretrained`` so that
     ``VAE.from_pretrained(folder_or_repo)`` rebuilds the model without code. Images of another size
@@ -415,14 +415,15 @@ class VAE(
     def score_model_space(self, x: torch.Tensor, posterior: DiagonalGaussian, area: tuple[int, int] | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """Deterministic negative ELBO at the posterior mean, nats per image: -log p(x | z = mean) +
-        KL(q(z|x) || p(z)), large when the image reconstructs badly or its code lies far from the prior."""
+        KL(q(z|x) || p(z)) (for a mixture prior, log q(mean|x) - log p(mean)), large when the image reconstructs
+        badly or its code lies far from the prior."""
         out = self.decoder_output(posterior.mean)
         return -(self.log_likelihood(x, out) - self.kl(posterior, posterior.mean)), torch.sigmoid(out)
 
     def dimension_usage(self, posterior: DiagonalGaussian) -> torch.Tensor:
         """KL of each latent dimension from N(0, I) for the first image, ``[latent_dim]``: the dimensions
         the model ignores keep the prior (KL near 0) and change nothing when moved. (A learned mixture
-        prior has no per-dimension KL; N(0, I), which it was fitted from, ranks the dimensions the same.)"""
+        prior has no per-dimension KL, so it is measured against N(0, I) for such a model too.)"""
         return posterior[:1].kl_terms()[0]
 
     def describe(self) -> str:
