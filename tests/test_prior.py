@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, make_images, write_pngs
 from torch.utils.data import TensorDataset
 
-from vae_augment import VAE, CheckpointError, fit_prior, load_vae, train
+from vae_augment import VAE, CheckpointError, VAEAugment, augment_batch, fit_prior, load_vae, train
 from vae_augment.cli import main
 from vae_augment.losses import mixture_log_prob, standard_normal_log_prob
 
@@ -97,6 +97,31 @@ def test_prior_samples_follow_the_mixture_and_repeat_with_a_generator():
     assert vae.prior_sample(noise[:0]).shape == (0, 2)
     images = vae.sample(3, generator=torch.Generator().manual_seed(2))
     assert images.shape == (3, 1, 28, 28) and torch.equal(images, vae.sample(3, generator=torch.Generator().manual_seed(2)))
+
+
+def test_prior_mode_augmentation_draws_the_components_with_its_generator():
+    """VAEAugment(mode="prior") on a mixture-prior model: the same generator seed gives the same images whatever
+    the global RNG did, replay repeats the components, and same_on_batch gives every image the same draw."""
+    vae = unit_mixture(TINY["latent_dim"], components=2)
+    with torch.no_grad():
+        vae.prior_loc.copy_(torch.stack([torch.full((TINY["latent_dim"],), 3.0), torch.full((TINY["latent_dim"],), -3.0)]))
+        vae.prior_log_scale.fill_(math.log(0.1))
+    x = make_images(32, seed=3)
+    runs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        augment = VAEAugment(vae, mode="prior", strength=1.0, p=1.0, residual=False, generator=torch.Generator().manual_seed(4))
+        runs.append(augment(x))
+        assert torch.equal(augment.replay(x), runs[-1])
+    assert torch.equal(*runs)
+    prior = augment.last_params["prior"]
+    assert set((prior[:, 0] > 0).tolist()) == {True, False}  # both components drawn, at their locations
+    assert torch.allclose(prior.abs().mean(1), torch.tensor(3.0), atol=0.3)
+    same = VAEAugment(vae, mode="prior", strength=1.0, p=1.0, residual=False, same_on_batch=True,
+                      generator=torch.Generator().manual_seed(5))(x)
+    assert torch.allclose(same, same[:1].expand_as(same))
+    with pytest.raises(ValueError, match="prior must have the shape of noise"):
+        augment_batch(vae, x, torch.randn(32, TINY["latent_dim"]), mode="prior", prior=torch.randn(31, TINY["latent_dim"]))
 
 
 def test_the_prior_travels_in_the_checkpoint(trained, tmp_path):

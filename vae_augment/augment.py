@@ -188,7 +188,7 @@ def latent_shape(vae: Autoencoder, size) -> tuple[int, ...]:
 def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: str = "data", strength: float = DEFAULT_STRENGTH,
                   residual: bool = False, apply: torch.Tensor | None = None,
                   posterior: DiagonalGaussian | None = None, precision: str | None = None,
-                  class_factor: torch.Tensor | None = None) -> torch.Tensor:
+                  class_factor: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
     """Encode, perturb the latent, decode: the augmentation on ``x: [B, C, H, W]`` float in [0, 1].
 
     ``noise: [B, *latent_shape(vae, x.shape[-2:])]`` standard normal draws, ``[B, latent_dim]`` for a
@@ -200,7 +200,10 @@ def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: 
     already known. ``precision="bf16"`` (or ``"fp16"``, where the model lists it in ``precisions``)
     runs the model under autocast: about twice as fast on CPUs with AVX512-BF16 or AMX and on GPUs,
     with pixels a few 1/255 steps from the float32 result. ``class_factor`` ``[D, D]`` is the square
-    root of the within-class covariance that ``mode="class"`` draws from (`VAEAugment.fit`). The
+    root of the within-class covariance that ``mode="class"`` draws from (`VAEAugment.fit`). ``prior``
+    (``mode="prior"``, the shape of ``noise``) is the prior sample to blend towards, e.g.
+    ``vae.prior_sample(noise, generator)`` for a replayable draw of a mixture prior's components;
+    default: ``vae.prior_sample(noise)`` (components from the global RNG). The
     result has ``x``'s dtype and device and is an ordinary tensor (usable by autograd downstream).
     """
     if x.ndim != 4:
@@ -208,19 +211,23 @@ def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: 
     expected = (x.shape[0], *latent_shape(vae, x.shape[-2:]))
     if tuple(noise.shape) != expected:
         raise ValueError(f"noise must have shape {list(expected)} for x of shape {list(x.shape)}, got {list(noise.shape)}")
+    if prior is not None and tuple(prior.shape) != expected:
+        raise ValueError(f"prior must have the shape of noise, {list(expected)}, got {list(prior.shape)}")
     check_precision(vae, precision)
     with torch.inference_mode(), _autocast(vae, precision):
-        out = _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, class_factor)
+        out = _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, class_factor, prior)
     return out.clone()
 
 
-def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, class_factor) -> torch.Tensor:
+def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, class_factor, prior=None) -> torch.Tensor:
     rows = None  # None: every image changes (the fast path, no gather/scatter)
     if apply is not None and not bool(apply.all()):
         rows = apply.nonzero().squeeze(1)
         if rows.numel() == 0:
             return x.clone()
         noise = noise[rows.to(noise.device)]
+        if prior is not None:
+            prior = prior[rows.to(prior.device)]
         if posterior is not None:
             posterior = posterior[rows.to(posterior.mean.device)]
     if x.shape[0] == 0:
@@ -233,7 +240,7 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, cl
         posterior = posterior.to(device)
     noise = noise.to(device, posterior.mean.dtype)
     if mode == "prior":
-        noise = vae.prior_sample(noise)
+        noise = vae.prior_sample(noise) if prior is None else prior.to(device, posterior.mean.dtype)
     z = perturb(posterior.mean, posterior.std, noise, mode, strength, vae.latent_scale, vae.latent_bank, class_factor)
     result = _decode_to_input(vae, z, posterior.mean, selected, residual)
     if rows is None:

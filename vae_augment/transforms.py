@@ -191,23 +191,27 @@ class VAEAugment(Transform):
 
     def draw(self, n: int, size: tuple[int, int] | None = None) -> dict[str, Any]:
         """Parameters for ``n`` images of ``size = (H, W)``: standard normal ``noise [n, *latent_shape]``
-        (``[n, latent_dim]`` for a `VAE`, whatever the size; a model of spatial latents needs ``size``)
-        and ``apply [n]`` (bool)."""
+        (``[n, latent_dim]`` for a `VAE`, whatever the size; a model of spatial latents needs ``size``),
+        ``apply [n]`` (bool) and, in mode ``"prior"``, the ``prior`` samples (the noise mapped to the model's
+        prior, a mixture's components drawn with the same generator)."""
         generator = reseed_in_worker(self.generator, self._worker_seed)
         shape = latent_shape(self.vae, size)
         rows = 1 if self.same_on_batch else n
         noise = torch.randn(rows, *shape, generator=generator)
         apply = torch.rand(rows, generator=generator) < self.p if self.p < 1 else torch.ones(rows, dtype=torch.bool)
+        params = {"noise": noise, "apply": apply}
+        if self.mode == "prior":  # the prior's discrete parts (a mixture's components) from this generator too
+            params["prior"] = self.vae.prior_sample(noise, generator).cpu()
         if self.same_on_batch:
-            noise, apply = noise.expand(n, *shape), apply.expand(n)
-        return {"noise": noise, "apply": apply}
+            params = {key: value.expand(n, *value.shape[1:]) for key, value in params.items()}
+        return params
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         x, meta = image_to_float(inpt)
         if x.shape[0] != params["noise"].shape[0]:
             raise ValueError(f"params were drawn for {params['noise'].shape[0]} images, got a batch of {x.shape[0]}")
         y = augment_batch(self.vae, x, params["noise"], self.mode, self.strength, self.residual, params["apply"],
-                          precision=self.precision, class_factor=self.class_factor)
+                          precision=self.precision, class_factor=self.class_factor, prior=params.get("prior"))
         return float_to_image(y, meta, inpt)
 
     def replay(self, *inputs: Any) -> Any:
