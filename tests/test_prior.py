@@ -99,6 +99,30 @@ def test_prior_samples_follow_the_mixture_and_repeat_with_a_generator():
     assert images.shape == (3, 1, 28, 28) and torch.equal(images, vae.sample(3, generator=torch.Generator().manual_seed(2)))
 
 
+def test_training_on_from_a_fitted_prior_trains_the_prior_with_the_model(trained, tmp_path):
+    vae, images, _ = trained
+    data, held_out = TensorDataset(images, torch.zeros(64)), TensorDataset(make_images(16, seed=1), torch.zeros(16))
+    fitted = fit_prior(vae, data, components=8, steps=100, batch_size=64, seed=0)
+    fitted.save_pretrained(tmp_path / "mog")
+    tuned = train(data, tmp_path / "tuned", test_data=held_out, init=tmp_path / "mog", epochs=2, batch_size=16, lr=1e-3, iw_k=0,
+                  seed=0, device="cpu", progress=False, log=False)
+    assert tuned.prior_components == 8 and tuned._hub_mixin_config == fitted._hub_mixin_config
+    assert not torch.equal(tuned.prior_loc, fitted.prior_loc) and not torch.equal(tuned.decoder.fc[0].weight, fitted.decoder.fc[0].weight)
+    assert tuned.metrics["training"]["init"] == str(tmp_path / "mog")
+    reloaded = load_vae(tmp_path / "tuned")
+    assert reloaded.prior_components == 8 and torch.equal(reloaded.prior_loc, tuned.prior_loc)
+    # a few steps at a small rate from the fitted model keep it near its ELBO, far from a fresh model's
+    elbo = [torch.stack([m.elbo(images, generator=torch.Generator().manual_seed(s)) for s in range(10)]).mean() for m in (fitted, tuned)]
+    assert elbo[1] > elbo[0] - 5
+    with pytest.raises(ValueError, match="init has latent_dim=.*a run from init keeps its architecture"):
+        train(data, tmp_path / "bad", test_data=held_out, init=fitted, latent_dim=fitted.latent_dim + 1, epochs=1, device="cpu",
+              progress=False, log=False)
+    with pytest.raises(ValueError, match=r"init was trained on 1-channel \[28, 28\] images; this data has 1-channel \[16, 16\]"):
+        small = TensorDataset(make_images(8, 1, (16, 16)), torch.zeros(8))
+        train(small, tmp_path / "bad", test_data=small, init=fitted, epochs=1, device="cpu", progress=False, log=False)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_prior_mode_augmentation_draws_the_components_with_its_generator():
     """VAEAugment(mode="prior") on a mixture-prior model: the same generator seed gives the same images whatever
     the global RNG did, replay repeats the components, and same_on_batch gives every image the same draw."""

@@ -42,9 +42,9 @@ def _add_train(sub) -> None:
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
     p.add_argument("--beta", type=float, default=1.0, help="weight of the KL term (1 = the ELBO)")
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="epochs over which the KL weight rises from 0 to beta")
-    p.add_argument("--latent-dim", type=int, default=16)
-    p.add_argument("--widths", type=_int_list, default=[32, 64], help="conv stage widths, e.g. 32,64")
-    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--latent-dim", type=int, help="default: 16 (with --init: its own)")
+    p.add_argument("--widths", type=_int_list, help="conv stage widths, e.g. 32,64 (default: 32,64; with --init: its own)")
+    p.add_argument("--hidden", type=int, help="default: 256 (with --init: its own)")
     p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], help="default: bernoulli for gray, gaussian for RGB")
     p.add_argument("--binarize", action="store_true", help="train on dynamically binarized images (bernoulli only): "
                    "the setting of binarized-MNIST density models")
@@ -55,6 +55,8 @@ def _add_train(sub) -> None:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--iw-k", type=int, default=64, help="samples for the final importance-weighted NLL (0 = skip)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from this trained VAE (bundled name, folder or Hub repo id) with its "
+                   "architecture and prior, e.g. the output of fit-prior, to train encoder, decoder and prior together")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="auto: bf16 autocast on CUDA, else fp32")
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -66,7 +68,7 @@ def _run_train(args, argv: list[str]) -> int:
           widths=args.widths, hidden=args.hidden, likelihood=args.likelihood, binarize=args.binarize, image_size=args.image_size,
           channels=args.channels, seed=args.seed, device=args.device, num_workers=args.num_workers, iw_k=args.iw_k,
           resume=args.resume, download=args.download, progress=not args.quiet, precision=args.precision, compile=args.compile,
-          command="vae-augment " + " ".join(shlex.quote(a) for a in argv))
+          init=args.init, command="vae-augment " + " ".join(shlex.quote(a) for a in argv))
     return 0
 
 

@@ -286,9 +286,9 @@ def train(
     lr_schedule: str = "cosine",
     beta: float = 1.0,
     warmup_epochs: float = 0.0,
-    latent_dim: int = 16,
-    widths: Sequence[int] = (32, 64),
-    hidden: int = 256,
+    latent_dim: int | None = None,
+    widths: Sequence[int] | None = None,
+    hidden: int | None = None,
     likelihood: str | None = None,
     binarize: bool = False,
     image_size: int | None = None,
@@ -304,6 +304,7 @@ def train(
     precision: str = "auto",
     compile: bool = False,
     command: str | None = None,
+    init: "str | Path | VAE | None" = None,
 ) -> VAE:
     """Train a VAE on ``data`` and write a checkpoint to ``out`` after every epoch.
 
@@ -319,6 +320,12 @@ def train(
     -ELBO printed per epoch stays on the gray images.
     With ``resume=True`` training continues from ``out``'s last finished epoch and gives the same
     result as an uninterrupted run.
+    ``latent_dim``, ``widths`` and ``hidden`` default to 16, (32, 64) and 256. ``init`` (a trained `VAE`, or
+    a bundled name, folder or Hub repo id of one) starts from its weights instead of fresh ones, with its
+    architecture and prior: e.g. a model given a mixture prior by `fit_prior`, trained on with encoder,
+    decoder and prior together (the KL then against the learned prior). Its architecture is the run's, so
+    an explicit ``latent_dim``, ``widths``, ``hidden`` or ``likelihood`` that differs from it is an error,
+    as is data of another image size or channel count.
 
     Under ``torchrun --nproc_per_node N`` (one or many nodes) it trains with DistributedDataParallel:
     a `DistributedSampler` shards each epoch, gloo runs on CPU and nccl on GPU, and only rank 0
@@ -349,6 +356,9 @@ def train(
         train_set, test_set, info = load_splits(data, root, image_size, channels, download, seed=seed)
     if len(train_set) == 0:
         raise ValueError("the training data is empty")
+    start = _initial_model(init, info, latent_dim=latent_dim, widths=widths, hidden=hidden, likelihood=likelihood)
+    if start is not None:
+        likelihood = start.likelihood
     if likelihood is None:
         likelihood = "bernoulli" if info["channels"] == 1 else "gaussian"
     if not isinstance(binarize, bool):
@@ -361,9 +371,15 @@ def train(
     main_process = dist.rank == 0
     progress, log = progress and main_process, log and main_process
     torch.manual_seed(seed)
-    config = dict(channels=int(info["channels"]), image_size=[int(s) for s in info["image_size"]], latent_dim=latent_dim,
-                  widths=list(widths), hidden=hidden, likelihood=likelihood, beta=beta)
+    if start is None:
+        config = dict(channels=int(info["channels"]), image_size=[int(s) for s in info["image_size"]],
+                      latent_dim=16 if latent_dim is None else latent_dim, widths=list((32, 64) if widths is None else widths),
+                      hidden=256 if hidden is None else hidden, likelihood=likelihood, beta=beta)
+    else:
+        config = {**start._hub_mixin_config, "beta": beta}
     vae = VAE(**config).to(device)
+    if start is not None:
+        vae.load_state_dict(start.state_dict())
     optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
     steps_per_epoch = math.ceil(math.ceil(len(train_set) / dist.world_size) / batch_size)
     total_steps = epochs * steps_per_epoch
@@ -450,7 +466,8 @@ def train(
         "epochs": meta["epoch"], "train_images": len(train_set), "test": final, "history": meta["history"], **reference,
         "training": {"batch_size": batch_size, "binarize": binarize, "lr": lr, "lr_schedule": lr_schedule, "beta": beta,
                      "warmup_epochs": warmup_epochs, "seed": seed, "device": str(device),
-                     "world_size": dist.world_size, "ranks_in_sync": in_sync, "precision": "bf16" if autocast else "fp32"},
+                     "world_size": dist.world_size, "ranks_in_sync": in_sync, "precision": "bf16" if autocast else "fp32",
+                     **({"init": _spec_name(init, start)} if start is not None else {})},
     }
     vae.metrics = metrics
     vae.save_pretrained(out, refresh_card=True)  # with metrics.json, and the card regenerated with the final figures
@@ -459,6 +476,31 @@ def train(
               + (f", IW-NLL (k={iw_k}) {final['iw_nll_nats']:.2f} nats" if iw_k else "") + f"; saved to {out}", flush=True)
     dist.close()
     return vae
+
+
+def _initial_model(init, info: dict[str, Any], **explicit) -> VAE | None:
+    """The model ``train(init=...)`` starts from, checked against the data and the explicit architecture arguments."""
+    if init is None:
+        return None
+    from .hub import load_vae  # checkpoint loading sits below training; imported here, where it is needed
+
+    start = init if isinstance(init, VAE) else load_vae(init, device="cpu")
+    if not isinstance(start, VAE):
+        raise TypeError(f"init must be a conv VAE trained by vae-augment (the kind train() trains), got a {type(start).__name__}")
+    config = start._hub_mixin_config
+    data_shape = (int(info["channels"]), [int(s) for s in info["image_size"]])
+    if (config["channels"], list(config["image_size"])) != data_shape:
+        raise ValueError(f"init was trained on {config['channels']}-channel {list(config['image_size'])} images; this data has "
+                         f"{data_shape[0]}-channel {data_shape[1]} images")
+    for name, value in explicit.items():
+        if value is not None and (list(value) if name == "widths" else value) != config[name]:
+            raise ValueError(f"init has {name}={config[name]!r}, got {name}={value!r}: a run from init keeps its architecture "
+                             f"(leave {name} out)")
+    return start
+
+
+def _spec_name(init, start: VAE) -> str:
+    return str(init) if not isinstance(init, VAE) else str(getattr(start, "name_or_path", None) or "a VAE object")
 
 
 class _Distributed:
