@@ -198,6 +198,8 @@ def test_cli_fit_prior_writes_a_new_reevaluated_checkpoint(tmp_path, capsys):
     assert "8-component prior" in printed and "held-out -ELBO" in printed and "binarized IW-NLL (k=4)" in printed
     metrics = json.loads((tmp_path / "mog" / "metrics.json").read_text())
     assert metrics["prior_command"] == "vae-augment " + shlex.join(argv)
+    card = (tmp_path / "mog" / "README.md").read_text()
+    assert "prior fitted with:" in card and metrics["prior_command"] in card
     assert metrics["command"] == json.loads(source["metrics.json"])["command"]  # the training command is kept
     assert metrics["prior"]["components"] == 8 and metrics["test"]["iw_k"] == 4
     assert metrics["test_before_prior"] == json.loads(source["metrics.json"])["test"]

@@ -552,6 +552,8 @@ def model_card(config: dict[str, Any], metrics: dict[str, Any], repo_id: str | N
     ]
     if metrics.get("command"):
         lines += ["- command:", "", "```bash", metrics["command"], "```", ""]
+    if metrics.get("prior_command"):  # fit-prior's output: the mixture prior was fitted afterwards, with this command
+        lines += ["- prior fitted with:", "", "```bash", metrics["prior_command"], "```", ""]
     lines += ["", "## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
     test = metrics.get("test")
     if test:
