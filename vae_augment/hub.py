@@ -110,3 +110,13 @@ def load_vae(spec: "str | os.PathLike | Autoencoder | Any", revision: str | None
     # what else it takes to load it again from name_or_path (serialized by AlbuVAEAugment)
     model.load_options = {k: v for k, v in {"revision": revision, "subfolder": kwargs.get("subfolder")}.items() if v}
     return model
+
+
+def load_trainable(spec: "str | os.PathLike | VAE") -> VAE:
+    """The conv VAE that ``train(init=spec)`` starts from: a `VAE`, or a bundled name, folder or Hub repo id of one
+    (loaded on cpu); any other kind of model is refused with a clear error."""
+    model = load_vae(spec, device="cpu")
+    if not isinstance(model, VAE):
+        raise TypeError(f"init must be a conv VAE trained by vae-augment (the kind train() trains), got a {model.kind} "
+                        f"({type(model).__name__})")
+    return model

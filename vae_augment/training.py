@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, losses
 from .data import load_splits
+from .hub import load_trainable
 from .losses import kl_warmup
 from .models import VAE, Autoencoder
 
@@ -482,11 +483,7 @@ def _initial_model(init, info: dict[str, Any], **explicit) -> VAE | None:
     """The model ``train(init=...)`` starts from, checked against the data and the explicit architecture arguments."""
     if init is None:
         return None
-    from .hub import load_vae  # checkpoint loading sits below training; imported here, where it is needed
-
-    start = init if isinstance(init, VAE) else load_vae(init, device="cpu")
-    if not isinstance(start, VAE):
-        raise TypeError(f"init must be a conv VAE trained by vae-augment (the kind train() trains), got a {type(start).__name__}")
+    start = load_trainable(init)
     config = start._hub_mixin_config
     data_shape = (int(info["channels"]), [int(s) for s in info["image_size"]])
     if (config["channels"], list(config["image_size"])) != data_shape:
@@ -500,7 +497,7 @@ def _initial_model(init, info: dict[str, Any], **explicit) -> VAE | None:
 
 
 def _spec_name(init, start: VAE) -> str:
-    return str(init) if not isinstance(init, VAE) else str(getattr(start, "name_or_path", None) or "a VAE object")
+    return os.fspath(init) if isinstance(init, (str, os.PathLike)) else str(getattr(start, "name_or_path", None) or "a VAE object")
 
 
 class _Distributed:
