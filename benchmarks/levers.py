@@ -27,6 +27,10 @@ the test split unless it beats the chosen setting here.
   steps, varying the digit after the affine has moved it, instead of before.
 - ``... with NAME`` (``--other-vae``): the chosen setting and ``class s=1`` with another checkpoint
   in place of the bundled mnist (a retrained, sharper model), on the same seeds and images.
+- ``classextra s=S lam=L p=0.5``: the class noise added to a same-class extrapolation (LatentMix,
+  DeVries & Taylor 2017) on the classifier's batch: z' = c_j + lam (c_j - c_k) + S L eps, c_k the code
+  of another labelled image of the same class in the batch, lam drawn uniformly in [0, L]; ``extra
+  lam=L p=0.5`` the extrapolation alone (S = 0).
 - ``@2000``: the classic pipeline and the chosen setting with 2,000 classifier steps (underfitting?).
 
 Writes benchmarks/results/levers.json; docs/benchmarks.md renders it (benchmarks/update_readme.py).
@@ -45,6 +49,8 @@ import torch
 import utility as U
 from vae_augment import VAEAugment, augment_batch, load_vae
 from vae_augment.augment import to_model_space
+from vae_augment.latent import same_class_partners
+from vae_augment.models.base import DiagonalGaussian
 
 CLASSIC = "affine+elastic"
 CHOSEN = f"{CLASSIC} + class s=0.75 p=0.5"
@@ -158,6 +164,26 @@ class Between:
         return self.elastic(self.augment(self.affine(x, y)), y)
 
 
+class ClassExtrapolate:
+    """The chosen class noise on top of a same-class extrapolation in the batch (LatentMix's
+    "extrapolate"): z' = c_j + lam (c_j - c_k) + strength * L eps for a share p of the images."""
+
+    def __init__(self, vae, x_lab, y_lab, strength=0.75, lam=0.5, p=0.5):
+        self.augment = VAEAugment(vae, mode="class", strength=strength, p=p, residual=False).fit(x_lab, y_lab)
+        self.vae, self.strength, self.lam, self.p = vae, strength, lam, p
+
+    def __call__(self, x, y):
+        n = x.shape[0]
+        with torch.inference_mode():
+            posterior = self.vae.encode(to_model_space(self.vae, x))
+        partner = same_class_partners(y, torch.rand(n))
+        lam = self.lam * torch.rand(n, 1)
+        shifted = DiagonalGaussian(posterior.mean + lam * (posterior.mean - posterior.mean[partner]), posterior.logvar)
+        noise = torch.randn(n, self.vae.latent_dim)
+        return augment_batch(self.vae, x, noise, mode="class", strength=self.strength, apply=torch.rand(n) < self.p,
+                             posterior=shifted, class_factor=self.augment.class_factor)
+
+
 # pipelines replacing the classic one (not chained before it)
 PIPELINES = {
     "affine, class s=0.75 p=0.5, elastic": lambda vae, x, y: Between(vae, x, y),
@@ -174,6 +200,9 @@ LEVERS = {
     "noaffine+residual s=1 k=8": lambda vae, x, y: NoAffine(vae, x, y, strength=1.0, residual=True),
     "perclass keep=0.95 p=0.5": lambda vae, x, y: PerClass(vae, x, y, keep=0.95),
     "perclass keep=0.9 p=0.5": lambda vae, x, y: PerClass(vae, x, y, keep=0.9),
+    "classextra s=0.75 lam=0.5 p=0.5": lambda vae, x, y: ClassExtrapolate(vae, x, y, lam=0.5),
+    "classextra s=0.75 lam=1 p=0.5": lambda vae, x, y: ClassExtrapolate(vae, x, y, lam=1.0),
+    "extra lam=0.5 p=0.5": lambda vae, x, y: ClassExtrapolate(vae, x, y, strength=0.0, lam=0.5),
 }
 CANDIDATES = {**U.VAE_CANDIDATES,
               "class s=1 p=0.5": dict(mode="class", strength=1.0, p=0.5),
