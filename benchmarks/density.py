@@ -19,9 +19,11 @@ importance-weighted with k=1000 samples (IWAE, Burda et al. 2016, Table 1: 84.78
    digits); it is the figure the goal is judged by, better or worse.
 
 ``--trained DIR`` starts from a finished step-1 run (its recorded command must be ``TRAIN``'s);
-``--fitted DIR`` reads a finished step-2 output (its recorded fit-prior options must be ``FIT``'s),
+``--fitted DIR`` reads a finished step-2 output (its recorded fit-prior options must be ``FIT``'s; with
+``--trained``, the run it was fitted to, whose N(0, I) figure is then measured),
 ``--tuned DIR`` (with ``--fitted``) a finished step-3 output (its recorded options must be ``TUNE``'s),
-so that an hour's run is not repeated to write this file. ``--quick`` (CI) runs the steps on a
+so that an hour's run is not repeated to write this file (``--quiet`` is not compared: it changes only
+what is printed). ``--quick`` (CI) runs the steps on a
 tiny config for one epoch and a short fit, with k=4 on 500 test digits.
 
 Writes benchmarks/results/density.json; the README's summary renders it (benchmarks/update_readme.py).
@@ -56,12 +58,14 @@ QUICK_TUNE = ["--epochs", "1", "--lr", "2e-4", "--binarize", "--iw-k", "0", "--d
 LITERATURE = {"IWAE (Burda et al. 2016)": 84.78, "IWAE, 2 stochastic layers": 82.90}
 
 
-def _options(command: str, after: str) -> list[str]:
-    """The options of a recorded ``vae-augment <after> ...`` command that do not name paths (those differ by machine)."""
-    words = shlex.split(command)
-    words = words[words.index(after) + 1:]
+def _options(command: "str | list[str]", after: str | None = None) -> list[str]:
+    """The options of a recorded ``vae-augment <after> ...`` command (or of an option list) that change the result:
+    not those that name paths (they differ by machine) nor ``--quiet`` (it changes only what is printed)."""
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    words = words[words.index(after) + 1:] if after else words
     paths = {"--dataset", "--data", "--root", "--out", "--checkpoint", "--init"}
-    return [w for i, w in enumerate(words) if w not in paths and (i == 0 or words[i - 1] not in paths)]
+    return [w for i, w in enumerate(words)
+            if w not in paths and w != "--quiet" and (i == 0 or words[i - 1] not in paths)]
 
 
 def _metrics(folder: Path) -> dict:
@@ -77,7 +81,7 @@ def main() -> None:
     parser.add_argument("--root", default=DEFAULT_ROOT)
     parser.add_argument("--work", help="folder to keep the two checkpoints in (new or empty; default: a temporary folder)")
     parser.add_argument("--trained", help="a finished `vae-augment train` run with TRAIN's options (skips step 1)")
-    parser.add_argument("--fitted", help="a finished `vae-augment fit-prior` output with FIT's options (skips both steps)")
+    parser.add_argument("--fitted", help="a finished `vae-augment fit-prior` output with FIT's options (skips both steps; with --trained, the run it was fitted to)")
     parser.add_argument("--tuned", help="a finished `vae-augment train --init FITTED` run with TUNE's options (with --fitted)")
     parser.add_argument("--out", default=str(RESULTS / "density.json"))
     args = parser.parse_args()
@@ -102,10 +106,10 @@ def run(args, work: Path) -> None:
     start = time.time()
     train_options, fit_options = (QUICK_TRAIN, QUICK_FIT) if args.quick else (TRAIN, FIT)
     tune_options = QUICK_TUNE if args.quick else TUNE
+    trained = Path(args.trained) if args.trained else None if args.fitted else work / "trained"
     if args.fitted:
         fitted = Path(args.fitted)
     else:
-        trained = Path(args.trained) if args.trained else work / "trained"
         if not args.trained:
             if cli(["train", "--dataset", "MNIST", "--root", args.root, "--out", str(trained), *train_options]) != 0:
                 raise SystemExit("vae-augment train failed")
@@ -114,16 +118,18 @@ def run(args, work: Path) -> None:
                 *fit_options]) != 0:
             raise SystemExit("vae-augment fit-prior failed")
     metrics = _metrics(fitted)
+    recorded_train, recorded_fit = _options(metrics["command"], "train"), _options(metrics["prior_command"], "fit-prior")
+    if (recorded_train, recorded_fit) != (_options(train_options), _options(fit_options)):
+        raise SystemExit(f"{fitted} was made with other options than this benchmark's:\n train {recorded_train}\n  (expected {train_options})\n"
+                         f" fit-prior {recorded_fit}\n  (expected {fit_options})")
     k = int(fit_options[fit_options.index("--binarized-k") + 1])
     before = metrics["test_before_prior"]  # the trained model's own figures, copied by fit-prior
     if before.get("binarized_iw_k") != k:  # train ran with --iw-k 0: measure N(0, I)'s figure on the same digits
-        if args.fitted:
-            raise SystemExit(f"{fitted}'s source checkpoint has no binarized NLL at k={k}; run without --fitted")
+        if trained is None:
+            raise SystemExit(f"{fitted}'s source checkpoint has no binarized NLL at k={k}; give it as --trained too")
+        if args.fitted and _metrics(trained)["command"] != metrics["command"]:
+            raise SystemExit(f"{fitted} was not fitted to {trained}: their training commands differ")
         before = _binarized(trained, args.root, k)
-    recorded_train, recorded_fit = _options(metrics["command"], "train"), _options(metrics["prior_command"], "fit-prior")
-    if (recorded_train, recorded_fit) != (train_options, fit_options):
-        raise SystemExit(f"{fitted} was made with other options than this benchmark's:\n train {recorded_train}\n  (expected {train_options})\n"
-                         f" fit-prior {recorded_fit}\n  (expected {fit_options})")
     after = metrics["test"]
     tuned = Path(args.tuned) if args.tuned else work / "tuned"
     if not args.tuned and cli(["train", "--dataset", "MNIST", "--root", args.root, "--out", str(tuned), "--init", str(fitted),
@@ -131,7 +137,7 @@ def run(args, work: Path) -> None:
         raise SystemExit("vae-augment train --init failed")
     tuned_metrics = _metrics(tuned)
     recorded_tune = _options(tuned_metrics["command"], "train")
-    if recorded_tune != tune_options or Path(tuned_metrics["training"].get("init", "")).resolve() != fitted.resolve():
+    if recorded_tune != _options(tune_options) or Path(tuned_metrics["training"].get("init", "")).resolve() != fitted.resolve():
         raise SystemExit(f"{tuned} was not made by this benchmark's step 3 from {fitted}: train {recorded_tune} from "
                          f"{tuned_metrics['training'].get('init')} (expected {tune_options})")
     trained_on = _binarized(tuned, args.root, k)
