@@ -210,3 +210,12 @@ def test_cli_fit_prior_writes_a_new_reevaluated_checkpoint(tmp_path, capsys):
     assert main([*argv[:6], str(run), *argv[7:]]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in run.iterdir()} == source
+
+
+def test_train_init_refuses_a_model_that_is_not_a_conv_vae():
+    """train(init=...) starts only from the kind train() trains: a diffusers backbone is refused by the loader."""
+    from conftest import tiny_kl
+    from vae_augment.hub import load_trainable
+
+    with pytest.raises(TypeError, match="init must be a conv VAE"):
+        load_trainable(tiny_kl())
