@@ -21,13 +21,13 @@ from .loaders import AugmentCollate, PosteriorCache, worker_init_fn
 from .losses import elbo
 from .models import VAE, Autoencoder, DiagonalGaussian, DiffusersVAE
 from .training import evaluate, fit_prior, train
-from .transforms import LatentMix, VAEAugment
+from .transforms import LatentBorrow, LatentMix, VAEAugment
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Autoencoder", "VAE", "DiagonalGaussian", "DiffusersVAE", "CheckpointError", "load_vae", "bundled_names", "train", "fit_prior", "evaluate",
-    "elbo", "VAEAugment", "AugmentCollate", "LatentMix", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
+    "elbo", "VAEAugment", "AugmentCollate", "LatentMix", "LatentBorrow", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
 ]
 
 

@@ -18,7 +18,7 @@ import warnings
 import torch
 
 from .hub import MODEL_KINDS, load_vae
-from .latent import feature_space_mix, perturb
+from .latent import borrow_residual, feature_space_mix, perturb
 from .models import Autoencoder, DiagonalGaussian
 from .pixels import change_to_channels, convert_channels
 
@@ -277,4 +277,23 @@ def latent_mix_batch(vae: Autoencoder, x: torch.Tensor, partner: torch.Tensor, l
             z = feature_space_mix(mean, partner.to(device), lam.to(device), method)
             rows = apply.nonzero().squeeze(1)
             out[rows] = _decode_to_input(vae, z[rows.to(device)], mean[rows.to(device)], x[rows], residual)
+    return out.clone()
+
+
+# ------------------------------------------------------------------ variation borrowed from unlabelled codes
+def latent_borrow_batch(vae: Autoencoder, x: torch.Tensor, donor: torch.Tensor, centre: torch.Tensor, strength: float,
+                        apply: torch.Tensor, residual: bool = False) -> torch.Tensor:
+    """The tensor operation behind `LatentBorrow` on ``x: [B, C, H, W]`` float in [0, 1]: each image of
+    ``apply`` gets the code mean + strength * (donor - centre) (see `latent.borrow_residual`), ``donor``
+    and ``centre`` ``[B, latent_dim]`` (a donor code of the image's class, that class's centre);
+    returns an ordinary tensor."""
+    with torch.inference_mode():
+        out = x.clone()
+        if x.shape[0] and apply.any():
+            device = vae.device
+            rows = apply.nonzero().squeeze(1)
+            selected = x[rows]
+            mean = vae.encode(to_model_space(vae, selected.to(device, vae.latent_scale.dtype))).mean
+            z = borrow_residual(mean, donor[rows].to(mean), centre[rows].to(mean), strength)
+            out[rows] = _decode_to_input(vae, z, mean, selected, residual)
     return out.clone()

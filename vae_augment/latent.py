@@ -204,3 +204,39 @@ def covariance_factor(covariance: torch.Tensor) -> torch.Tensor:
     from its eigendecomposition, so a rank-deficient covariance (a latent dimension the data never uses) works."""
     values, vectors = torch.linalg.eigh(covariance.double())
     return (vectors * values.clamp_min(0).sqrt()).float()
+
+
+# ------------------------------------------------------------------ variation borrowed from unlabelled codes
+def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, k: int = 10, alpha: float = 0.9,
+                     steps: int = 30, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pseudo-labels for the unlabelled codes ``bank: [M, D]`` from the labelled ``codes: [N, D]``
+    with class indices ``labels: [N]`` in [0, K): label propagation (Zhou et al., 2004, "Learning with
+    Local and Global Consistency") over the graph of each code's ``k`` nearest codes by cosine
+    similarity: F <- alpha * (mean F of its neighbours) + Y, ``steps`` times from F = Y (one-hot
+    labels, zero for the bank). Returns each bank code's label ``[M]`` (long; -1 for a code that no
+    labelled code reaches in ``steps`` links) and its confidence ``[M]``, the share of its score that
+    label has (1: every path leads to that class; 0 for -1). On MNIST's bundled checkpoint with 10
+    labels per class, 93% of the bank's labels are right, and 97-100% of the most confident half of
+    each class (benchmarks/levers.py). The links are one-way (a code's own neighbours), which measured
+    a little better there than the symmetric graph."""
+    nodes = F.normalize(torch.cat([codes, bank]).float(), dim=1)
+    k = min(k, len(nodes) - 1)
+    near = torch.cat([(nodes[i:i + chunk] @ nodes.T).topk(k + 1, dim=1).indices[:, 1:] for i in range(0, len(nodes), chunk)])
+    seeds = torch.zeros(len(nodes), int(labels.max()) + 1, device=nodes.device)
+    seeds[torch.arange(len(codes), device=nodes.device), labels.to(nodes.device)] = 1.0
+    scores = seeds
+    for _ in range(steps):
+        scores = alpha * scores[near].mean(1) + seeds
+    scores = scores[len(codes):]
+    total = scores.sum(1)
+    confidence, pseudo = (scores / total.clamp_min(1e-30).unsqueeze(1)).max(1)
+    reached = total > 0
+    return torch.where(reached, pseudo, -1), torch.where(reached, confidence, 0.0)
+
+
+def borrow_residual(mean: torch.Tensor, donor: torch.Tensor, centre: torch.Tensor, strength: float) -> torch.Tensor:
+    """z = mean + strength * (donor - centre): an image's code plus the offset of a code of its class
+    (``donor``, e.g. an unlabelled image pseudo-labelled with that class) from the class centre, so a
+    variant takes on a real writer's variation (slant, width, style) while keeping its own class.
+    All ``[B, D]``; strength 0 returns ``mean``."""
+    return mean + strength * (donor - centre)
