@@ -184,6 +184,59 @@ class ClassExtrapolate:
                              posterior=shifted, class_factor=self.augment.class_factor)
 
 
+def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, k: int = 10, alpha: float = 0.9,
+                     steps: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label propagation (Zhou et al., 2004) over the k-nearest-neighbour graph (cosine) of the labelled
+    ``codes`` and the unlabelled ``bank``: F <- alpha * mean of the neighbours' F + Y0. Returns each bank
+    code's pseudo-label and its confidence (the normalised score of that label)."""
+    nodes = torch.nn.functional.normalize(torch.cat([codes, bank]).float(), dim=1)
+    neighbours = torch.cat([(nodes[i:i + 4096] @ nodes.T).topk(k + 1, dim=1).indices[:, 1:] for i in range(0, len(nodes), 4096)])
+    seeds = torch.zeros(len(nodes), int(labels.max()) + 1)
+    seeds[torch.arange(len(codes)), labels] = 1.0
+    scores = seeds.clone()
+    for _ in range(steps):
+        scores = alpha * scores[neighbours].mean(1) + seeds
+    scores = scores[len(codes):]
+    scores = scores / scores.sum(1, keepdim=True).clamp_min(1e-12)
+    confidence, pseudo = scores.max(1)
+    return pseudo, confidence
+
+
+class PropagatedBank:
+    """Codes of unlabelled images, pseudo-labelled by label propagation from the labelled codes, the most
+    confident share ``keep`` of each pseudo-class kept. For a share p of the images, of label c:
+    ``swap``: z' = mean + u (b - mean), b a kept code of class c, u uniform in [lo, 1] (lo = 1: b itself);
+    ``residual``: z' = mean + strength (b - centre_c), centre_c the mean labelled code of class c."""
+
+    def __init__(self, vae, x_lab, y_lab, kind="swap", keep=0.5, lo=1.0, strength=1.0, p=0.5):
+        self.vae, self.kind, self.lo, self.strength, self.p = vae, kind, lo, strength, p
+        with torch.inference_mode():
+            codes = vae.encode(to_model_space(vae, x_lab)).mean
+        bank = U.pool_bank(vae)
+        pseudo, confidence = propagate_labels(codes, y_lab, bank)
+        classes = int(y_lab.max()) + 1
+        self.centres = torch.stack([codes[y_lab == c].mean(0) for c in range(classes)])
+        self.by_class = []
+        for c in range(classes):
+            members = torch.nonzero(pseudo == c).squeeze(1)
+            top = confidence[members].argsort(descending=True)[: max(1, int(keep * len(members)))]
+            self.by_class.append(bank[members[top]])
+
+    def __call__(self, x, y):
+        n = x.shape[0]
+        b = torch.stack([self.by_class[int(c)][torch.randint(len(self.by_class[int(c)]), ())] for c in y])
+        with torch.inference_mode():
+            mean = self.vae.encode(to_model_space(self.vae, x)).mean
+            if self.kind == "swap":
+                u = self.lo + (1 - self.lo) * torch.rand(n, 1)
+                z = mean + u * (b - mean)
+            else:
+                z = mean + self.strength * (b - self.centres[y])
+            out = self.vae.decode(z)
+        apply = torch.rand(n) < self.p
+        return torch.where(apply.view(-1, 1, 1, 1), out, x).clone()
+
+
 # pipelines replacing the classic one (not chained before it)
 PIPELINES = {
     "affine, class s=0.75 p=0.5, elastic": lambda vae, x, y: Between(vae, x, y),
@@ -203,6 +256,14 @@ LEVERS = {
     "classextra s=0.75 lam=0.5 p=0.5": lambda vae, x, y: ClassExtrapolate(vae, x, y, lam=0.5),
     "classextra s=0.75 lam=1 p=0.5": lambda vae, x, y: ClassExtrapolate(vae, x, y, lam=1.0),
     "extra lam=0.5 p=0.5": lambda vae, x, y: ClassExtrapolate(vae, x, y, strength=0.0, lam=0.5),
+    "propswap p=0.5": lambda vae, x, y: PropagatedBank(vae, x, y),
+    "propmix lo=0 p=0.5": lambda vae, x, y: PropagatedBank(vae, x, y, lo=0.0),
+    "propres s=1 p=0.5": lambda vae, x, y: PropagatedBank(vae, x, y, kind="residual"),
+    "propres s=0.75 p=0.5": lambda vae, x, y: PropagatedBank(vae, x, y, kind="residual", strength=0.75),
+    "propres s=1.25 p=0.5": lambda vae, x, y: PropagatedBank(vae, x, y, kind="residual", strength=1.25),
+    "propres s=1 p=0.75": lambda vae, x, y: PropagatedBank(vae, x, y, kind="residual", p=0.75),
+    "propres s=1 p=0.5 keep=0.25": lambda vae, x, y: PropagatedBank(vae, x, y, kind="residual", keep=0.25),
+    "propres s=1 p=0.5 keep=1": lambda vae, x, y: PropagatedBank(vae, x, y, kind="residual", keep=1.0),
 }
 CANDIDATES = {**U.VAE_CANDIDATES,
               "class s=1 p=0.5": dict(mode="class", strength=1.0, p=0.5),

@@ -12,8 +12,9 @@ benchmarks/common.py for a fixed budget (``--steps`` of batch 64, Adam), the bun
 (trained on the unlabelled training images).
 - ``--phase select`` scores every explored condition on a validation split (training images
   50,000-59,999) at 100 labels: first the classic candidates (RandomAffine at three magnitudes,
-  an ElasticTransform, affine + elastic), whose best is `classic`; then the VAE-only candidates,
-  whose best is `vae`; then each VAE candidate followed by the best classic, whose best is
+  an ElasticTransform, affine + elastic), whose best is `classic`; then the VAE-only candidates
+  (VAEAugment settings, and LatentBorrow: within-class variation borrowed from unlabelled codes,
+  its donors from the checkpoint's latent bank restricted to pool images), whose best is `vae`; then each VAE candidate followed by the best classic, whose best is
   `classic+vae`. The choice and where it came from are recorded in ``chosen``.
 - ``--phase test`` runs `none`, `classic`, `vae` and `classic+vae` once on the test split (other
   seeds than selection): 10 seeds at 100 labels, 5 at 1,000; and the classification accuracy
@@ -26,7 +27,8 @@ their own: the unlabelled training images are written as PNGs and `vae-augment t
 is called with its defaults (``--digits-epochs`` for a longer-trained one). 5 labelled images per
 class, 8 seeds. Conditions: none, the affine, the library's default `VAEAugment(vae)` (for a
 checkpoint trained on few images: ``residual=True, p=0.5``), the defaults of earlier versions
-(``residual=False, p=1`` and ``residual=True, p=1``), class-aware noise, and each VAE condition
+(``residual=False, p=1`` and ``residual=True, p=1``), class-aware noise, LatentBorrow (donors: the
+labelled pool's codes), and each VAE condition
 followed by the affine. Test split: 30% of the digits; validation: a quarter of the rest,
 kept out of the labelled pool (other seeds than the test runs), where the recommended
 ``affine + X`` is chosen (``chosen``). Every condition is also reported on the test split: the
@@ -52,7 +54,8 @@ import torch
 from torch.nn import functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from vae_augment import VAEAugment, load_vae, train
+from vae_augment import LatentBorrow, VAEAugment, load_vae, train
+from vae_augment.augment import to_model_space
 from vae_augment.pixels import resize, to_pil
 
 VALIDATION = slice(50_000, 60_000)
@@ -124,6 +127,21 @@ class Batch:
         return self.augment(x)
 
 
+class Labelled(Batch):
+    """A label-aware transform (LatentBorrow) on the whole batch and its labels."""
+
+    def __call__(self, x, y):
+        return self.augment(x, y)[0]
+
+
+def pool_bank(vae) -> torch.Tensor:
+    """The bundled mnist checkpoint's latent bank without the codes of validation images: the bank holds a
+    fixed random 20,000 of the 60,000 training images (`vae_augment.training.latent_bank`, seed 0) and
+    the validation split is images 50,000-59,999, which no condition may learn from, even unlabelled."""
+    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[: len(vae.latent_bank)].sort().values
+    return vae.latent_bank[order < POOL]
+
+
 CLASSIC = {
     "affine mild": lambda: RandomAffineBatch(8.0, 0.05, (0.95, 1.05), 5.0),
     "affine": lambda: RandomAffineBatch(),
@@ -138,6 +156,12 @@ VAE_CANDIDATES = {
     "class s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5),
     "class+residual s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5, residual=True),
 }
+# label-aware candidates: name -> LatentBorrow keyword arguments (fitted on the run's labelled images; its donors come from
+# the latent bank, restricted to the labelled pool's images: validation and test images are never among them)
+BORROW_CANDIDATES = {
+    "borrow s=1 p=0.5": dict(strength=1.0, p=0.5),
+    "borrow s=1 p=0.75": dict(strength=1.0, p=0.75),
+}
 # "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images: residual=True, p=0.5, chosen
 # by the library); "plain" the default of earlier versions (residual=False, p=1); "residual" the default of the version
 # before this one for a blurry checkpoint (residual=True, p=1)
@@ -151,6 +175,13 @@ def code(kwargs: dict) -> str:
     return f"VAEAugment(vae{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
 
 
+def code_of(name: str, candidates: dict) -> str:
+    """The code of VAE condition ``name``: a VAEAugment of ``candidates``, or a LatentBorrow."""
+    if name in BORROW_CANDIDATES:
+        return f"LatentBorrow(vae{''.join(f', {k}={v!r}' for k, v in BORROW_CANDIDATES[name].items())}).fit(images, labels)"
+    return code(candidates[name])
+
+
 def build(name: str, vae, x_lab, y_lab, candidates: dict | None = None):
     """The augmentation of condition ``name`` (None for "none"); "classic X+vae Y" chains the VAE, then the classic.
     ``candidates`` maps VAE condition names to VAEAugment's arguments (default: this benchmark's)."""
@@ -161,10 +192,11 @@ def build(name: str, vae, x_lab, y_lab, candidates: dict | None = None):
     classic, _, vae_name = name.partition(" + ")
     if vae_name:
         return Chain(build(vae_name, vae, x_lab, y_lab, candidates), build(classic, vae, x_lab, y_lab, candidates))
-    kwargs = (candidates or {**VAE_CANDIDATES, **DIGITS_VAE})[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the fidelity warning: it is part of what is measured
-        augment = VAEAugment(vae, **kwargs)
+        if name in BORROW_CANDIDATES:
+            return Labelled(LatentBorrow(vae, **BORROW_CANDIDATES[name]).fit(x_lab, y_lab))
+        augment = VAEAugment(vae, **(candidates or {**VAE_CANDIDATES, **DIGITS_VAE})[name])
     if augment.mode == "class":
         augment.fit(x_lab, y_lab)
     return Batch(augment)
@@ -261,6 +293,8 @@ def digits_state(steps: int, epochs: int | None, seed: int = 0) -> dict:
         kwargs = {} if epochs is None else {"epochs": epochs}
         train(folder, Path(tmp) / "vae", progress=False, log=False, seed=seed, **kwargs)  # the defaults of `vae-augment train`
         vae = load_vae(Path(tmp) / "vae")
+    with torch.inference_mode():  # LatentBorrow's donors: the codes of the labelled pool's images (not the validation ones)
+        vae.latent_bank = vae.encode(to_model_space(vae, x[rest[:pool]])).mean
     return {"x": x[rest], "y": y[rest], "pool": pool, "vae": vae, "steps": steps,
             "validation": (x[rest[pool:]], y[rest[pool:]]), "test": (x[test], y[test]), "metrics": vae.metrics}
 
@@ -293,18 +327,20 @@ def main() -> None:
         mnist_start = time.time()
         x, y = mnist(args.root, train=True)
         x_test, y_test = mnist(args.root, train=False)
-        state = {"mnist": {"x": x, "y": y, "pool": POOL, "vae": load_vae("mnist"), "steps": steps,
+        vae = load_vae("mnist")
+        vae.latent_bank = pool_bank(vae)  # LatentBorrow's donors: codes of pool images only
+        state = {"mnist": {"x": x, "y": y, "pool": POOL, "vae": vae, "steps": steps,
                            "validation": (x[VALIDATION], y[VALIDATION]), "test": (x_test, y_test)}}
         m = result.setdefault("mnist", {})
         m["protocol"] = {"labelled": [100, 1000], "pool": "training images 0-49,999", "validation": "training images 50,000-59,999",
                          "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
-                         "vae": "bundled checkpoint 'mnist'"}
+                         "vae": "bundled checkpoint 'mnist'", "bank": "its latent bank's codes of pool images (LatentBorrow's donors)"}
         if args.phase in ("all", "select"):
             val: dict = {}
             classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
             val.update(scored(["none", *classic_names], "mnist", 10, seeds["select"], "validation", state, args.workers))
             best_classic = max(classic_names, key=lambda n: val[n]["mean"])
-            vae_names = ["class s=0.5 p=0.5"] if quick else list(VAE_CANDIDATES)
+            vae_names = ["class s=0.5 p=0.5", "borrow s=1 p=0.5"] if quick else [*VAE_CANDIDATES, *BORROW_CANDIDATES]
             val.update(scored(vae_names, "mnist", 10, seeds["select"], "validation", state, args.workers))
             combined = [f"{best_classic} + {n}" for n in vae_names]
             val.update(scored(combined, "mnist", 10, seeds["select"], "validation", state, args.workers))
@@ -312,8 +348,8 @@ def main() -> None:
             best_combined = max(combined, key=lambda n: val[n]["mean"])
             m["validation_100"] = val
             m["validation_gains"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
-            codes = {best_classic: best_classic, best_vae: code(VAE_CANDIDATES[best_vae]),
-                     best_combined: f"{code(VAE_CANDIDATES[best_combined.split(' + ')[1]])}, then {best_classic}"}
+            codes = {best_classic: best_classic, best_vae: code_of(best_vae, VAE_CANDIDATES),
+                     best_combined: f"{code_of(best_combined.split(' + ')[1], VAE_CANDIDATES)}, then {best_classic}"}
             m["chosen"] = {alias: {"condition": name, "source": "validation split, 100 labels", "code": codes[name]}
                            for alias, name in (("classic", best_classic), ("vae", best_vae), ("classic+vae", best_combined))}
         if args.phase in ("all", "test"):
@@ -340,7 +376,8 @@ def main() -> None:
     if "digits" in datasets:
         digits_start = time.time()
         state = {"digits": digits_state(steps, epochs=2 if quick else args.digits_epochs)}
-        names = ["none", "affine", *DIGITS_VAE, *[f"affine + {n}" for n in DIGITS_VAE]]
+        vae_conditions = [*DIGITS_VAE, *BORROW_CANDIDATES]
+        names = ["none", "affine", *vae_conditions, *[f"affine + {n}" for n in vae_conditions]]
         key = "digits" if args.digits_epochs is None else f"digits_e{args.digits_epochs}"  # the CLI-default VAE, or a longer-trained one
         previous = result.get(key, {})
         chosen = previous.get("chosen")
@@ -348,10 +385,10 @@ def main() -> None:
         if args.phase in ("all", "select"):  # the same conditions on the validation images, to choose the recommendation
             validation = scored(names, "digits", 5, seeds["digits"], "validation", state, args.workers, seed0=1000)
             best = max((n for n in names if n.startswith("affine + ")), key=lambda n: validation[n]["mean"])
-            best_alone = max(DIGITS_VAE, key=lambda n: validation[n]["mean"])
+            best_alone = max(vae_conditions, key=lambda n: validation[n]["mean"])
             chosen = {"classic+vae": {"condition": best, "source": "validation split (25% of the non-test digits), 5 per class",
-                                      "code": f"{code(DIGITS_VAE[best.split(' + ')[1]])}, then the affine"},
-                      "vae": {"condition": best_alone, "source": "validation split", "code": code(DIGITS_VAE[best_alone])}}
+                                      "code": f"{code_of(best.split(' + ')[1], DIGITS_VAE)}, then the affine"},
+                      "vae": {"condition": best_alone, "source": "validation split", "code": code_of(best_alone, DIGITS_VAE)}}
         rows = scored(names, "digits", 5, seeds["digits"], "test", state, args.workers) if args.phase in ("all", "test") else None
         fidelity = state["digits"]["metrics"].get("test", {})
         result[key] = {
