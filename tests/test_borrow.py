@@ -165,3 +165,10 @@ def test_bad_input_is_refused_with_the_reason(vae, tmp_path):
     borrow.save_statistics(tmp_path / "four.safetensors")
     with pytest.raises(CheckpointError, match="4-dimensional"):
         LatentBorrow(other).load_statistics(tmp_path / "four.safetensors")
+
+
+def test_a_model_of_spatial_latents_is_refused():
+    from conftest import tiny_kl
+
+    with pytest.raises(ValueError, match="flat latents"):
+        LatentBorrow(tiny_kl())
