@@ -159,8 +159,9 @@ VAE_CANDIDATES = {
 # label-aware candidates: name -> LatentBorrow keyword arguments (fitted on the run's labelled images; its donors come from
 # the latent bank, restricted to the labelled pool's images: validation and test images are never among them)
 BORROW_CANDIDATES = {
-    "borrow s=1 p=0.5": dict(strength=1.0, p=0.5),
-    "borrow s=1 p=0.75": dict(strength=1.0, p=0.75),
+    "borrow s=1 p=0.5 keep=0.5": dict(strength=1.0, p=0.5, keep=0.5),
+    "borrow s=1 p=0.5 keep=1": dict(strength=1.0, p=0.5, keep=1.0),
+    "borrow s=1 p=0.75 keep=1": dict(strength=1.0, p=0.75, keep=1.0),
 }
 # "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images: residual=True, p=0.5, chosen
 # by the library); "plain" the default of earlier versions (residual=False, p=1); "residual" the default of the version
@@ -340,7 +341,7 @@ def main() -> None:
             classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
             val.update(scored(["none", *classic_names], "mnist", 10, seeds["select"], "validation", state, args.workers))
             best_classic = max(classic_names, key=lambda n: val[n]["mean"])
-            vae_names = ["class s=0.5 p=0.5", "borrow s=1 p=0.5"] if quick else [*VAE_CANDIDATES, *BORROW_CANDIDATES]
+            vae_names = ["class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if quick else [*VAE_CANDIDATES, *BORROW_CANDIDATES]
             val.update(scored(vae_names, "mnist", 10, seeds["select"], "validation", state, args.workers))
             combined = [f"{best_classic} + {n}" for n in vae_names]
             val.update(scored(combined, "mnist", 10, seeds["select"], "validation", state, args.workers))

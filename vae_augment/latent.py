@@ -216,7 +216,7 @@ def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tens
     labels, zero for the bank). Returns each bank code's label ``[M]`` (long; -1 for a code that no
     labelled code reaches in ``steps`` links) and its confidence ``[M]``, the share of its score that
     label has (1: every path leads to that class; 0 for -1). On MNIST's bundled checkpoint with 10
-    labels per class, 93% of the bank's labels are right, and 97-100% of the most confident half of
+    labels per class, 93% of the bank's labels are right, and 96-100% of the most confident half of
     each class (benchmarks/levers.py). The links are one-way (a code's own neighbours), which measured
     a little better there than the symmetric graph."""
     nodes = F.normalize(torch.cat([codes, bank]).float(), dim=1)
