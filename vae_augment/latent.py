@@ -208,7 +208,7 @@ def covariance_factor(covariance: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ variation borrowed from unlabelled codes
 def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, k: int = 10, alpha: float = 0.9,
-                     steps: int = 30, chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                     steps: int = 30, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Pseudo-labels for the unlabelled codes ``bank: [M, D]`` from the labelled ``codes: [N, D]``
     with class indices ``labels: [N]`` in [0, K): label propagation (Zhou et al., 2004, "Learning with
     Local and Global Consistency") over the graph of each code's ``k`` nearest codes by cosine
@@ -225,8 +225,8 @@ def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tens
     seeds = torch.zeros(len(nodes), int(labels.max()) + 1, device=nodes.device)
     seeds[torch.arange(len(codes), device=nodes.device), labels.to(nodes.device)] = 1.0
     scores = seeds
-    for _ in range(steps):
-        scores = alpha * scores[near].mean(1) + seeds
+    for _ in range(steps):  # in chunks of nodes: [chunk, k, K] at a time, not [N, k, K]
+        scores = torch.cat([scores[near[i:i + chunk]].mean(1) for i in range(0, len(nodes), chunk)]).mul_(alpha).add_(seeds)
     scores = scores[len(codes):]
     total = scores.sum(1)
     confidence, pseudo = (scores / total.clamp_min(1e-30).unsqueeze(1)).max(1)
