@@ -362,7 +362,8 @@ class LatentBorrow(_LabelledBatchTransform):
     `fit` encodes the labelled images and gives the unlabelled codes (the checkpoint's latent bank,
     posterior means of its training images, or ``unlabelled`` images) pseudo-labels by label
     propagation over their nearest-neighbour graph (`latent.propagate_labels`); of each class it keeps
-    the share ``keep`` it is most confident of as donors. On a batch, an image of class c gets the
+    the share ``keep`` it is most confident of as donors (default: all of them; on MNIST keeping every
+    propagated code, 93% of them right, measured better than the purer most confident half). On a batch, an image of class c gets the
     code mean + strength * (b - centre_c), b a random donor of class c and centre_c the mean code of
     the labelled images of class c (`latent.borrow_residual`): the image keeps its own code and
     class and takes on a real writer's variation (slant, width, style) instead of a Gaussian's.
@@ -372,7 +373,7 @@ class LatentBorrow(_LabelledBatchTransform):
         vae: a model with flat latents, or a checkpoint spec, as for `VAEAugment`.
         strength: how much of the donor's offset is added (0 to 2; 1: all of it).
         p: probability of changing each image (default 0.5: half of the images stay real).
-        keep: the share of each pseudo-class kept as donors, the most confident first (0 to 1].
+        keep: the share of each pseudo-class kept as donors, the most confident first (0 to 1]; default 1.
         residual: add only the decoded change to the input; None (default): chosen from the checkpoint,
             as for `VAEAugment`.
         generator: a CPU `torch.Generator`; default: the global torch RNG.
@@ -384,7 +385,7 @@ class LatentBorrow(_LabelledBatchTransform):
     benchmark's best setting on top of the affine and elastic transforms (README, "Does it help?").
     """
 
-    def __init__(self, vae, strength: float = 1.0, p: float = 0.5, keep: float = 0.5, residual: bool | None = None,
+    def __init__(self, vae, strength: float = 1.0, p: float = 0.5, keep: float = 1.0, residual: bool | None = None,
                  generator: torch.Generator | None = None, labels_getter="default"):
         super().__init__()
         for name, value, low, high, closed in (("strength", strength, 0, 2, True), ("p", p, 0, 1, True), ("keep", keep, 0, 1, False)):
