@@ -31,6 +31,10 @@ the test split unless it beats the chosen setting here.
   DeVries & Taylor 2017) on the classifier's batch: z' = c_j + lam (c_j - c_k) + S L eps, c_k the code
   of another labelled image of the same class in the batch, lam drawn uniformly in [0, L]; ``extra
   lam=L p=0.5`` the extrapolation alone (S = 0).
+- ``propres s=S p=P keep=K`` (the prototype of `vae_augment.LatentBorrow`): the bank's codes of pool images
+  pseudo-labelled by label propagation from the labelled codes, the most confident share K of each class
+  kept; z' = mean + S (b - c_y), b a kept code of the image's class y, c_y its labelled centre.
+  ``propswap p=P``: z' = b (the donor itself); ``propmix lo=0 p=P``: z' = mean + u (b - mean), u in [0, 1].
 - ``@2000``: the classic pipeline and the chosen setting with 2,000 classifier steps (underfitting?).
 
 Writes benchmarks/results/levers.json; docs/benchmarks.md renders it (benchmarks/update_readme.py).
@@ -49,7 +53,7 @@ import torch
 import utility as U
 from vae_augment import VAEAugment, augment_batch, load_vae
 from vae_augment.augment import to_model_space
-from vae_augment.latent import same_class_partners
+from vae_augment.latent import propagate_labels, same_class_partners
 from vae_augment.models.base import DiagonalGaussian
 
 CLASSIC = "affine+elastic"
@@ -184,27 +188,10 @@ class ClassExtrapolate:
                              posterior=shifted, class_factor=self.augment.class_factor)
 
 
-def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tensor, k: int = 10, alpha: float = 0.9,
-                     steps: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label propagation (Zhou et al., 2004) over the k-nearest-neighbour graph (cosine) of the labelled
-    ``codes`` and the unlabelled ``bank``: F <- alpha * mean of the neighbours' F + Y0. Returns each bank
-    code's pseudo-label and its confidence (the normalised score of that label)."""
-    nodes = torch.nn.functional.normalize(torch.cat([codes, bank]).float(), dim=1)
-    neighbours = torch.cat([(nodes[i:i + 4096] @ nodes.T).topk(k + 1, dim=1).indices[:, 1:] for i in range(0, len(nodes), 4096)])
-    seeds = torch.zeros(len(nodes), int(labels.max()) + 1)
-    seeds[torch.arange(len(codes)), labels] = 1.0
-    scores = seeds.clone()
-    for _ in range(steps):
-        scores = alpha * scores[neighbours].mean(1) + seeds
-    scores = scores[len(codes):]
-    scores = scores / scores.sum(1, keepdim=True).clamp_min(1e-12)
-    confidence, pseudo = scores.max(1)
-    return pseudo, confidence
-
-
 class PropagatedBank:
-    """Codes of unlabelled images, pseudo-labelled by label propagation from the labelled codes, the most
-    confident share ``keep`` of each pseudo-class kept. For a share p of the images, of label c:
+    """Codes of unlabelled images (the bank without validation images), pseudo-labelled by label propagation
+    from the labelled codes (`vae_augment.latent.propagate_labels`), the most confident share ``keep`` of
+    each pseudo-class kept; the prototype of `vae_augment.LatentBorrow` (its ``residual`` kind). For a share p of the images, of label c:
     ``swap``: z' = mean + u (b - mean), b a kept code of class c, u uniform in [lo, 1] (lo = 1: b itself);
     ``residual``: z' = mean + strength (b - centre_c), centre_c the mean labelled code of class c."""
 

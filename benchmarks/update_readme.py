@@ -238,7 +238,7 @@ BORROW_COMMAND = ("python benchmarks/levers.py --out benchmarks/results/levers_b
 
 
 def levers_borrow_table() -> str:
-    """The borrowed-variation levers (label propagation over the latent bank), a run of their own on this machine."""
+    """The borrowed-variation levers (label propagation over the latent bank), a run of their own with its own baselines."""
     return levers_table("levers_borrow.json", BORROW_COMMAND)
 
 

@@ -172,3 +172,61 @@ def test_a_model_of_spatial_latents_is_refused():
 
     with pytest.raises(ValueError, match="flat latents"):
         LatentBorrow(tiny_kl())
+
+
+def test_any_class_indices_an_empty_batch_and_the_input_left_alone(vae):
+    x, y = labelled()
+    odd = torch.tensor([5, 7, 9]).repeat_interleave(4)  # classes need not be 0..K-1
+    borrow = LatentBorrow(vae, p=1.0, residual=False, generator=torch.Generator().manual_seed(0)).fit(x, odd)
+    assert torch.equal(borrow.statistics["classes"], torch.tensor([5, 7, 9]))
+    before = x.clone()
+    out, labels = borrow(x, odd)
+    assert torch.equal(x, before) and torch.equal(labels, odd)  # nothing changed in place
+    reference = LatentBorrow(vae, p=1.0, residual=False, generator=torch.Generator().manual_seed(0)).fit(x, y)(x, y)[0]
+    torch.testing.assert_close(out, reference)  # the same classes under other names: the same variants
+    empty, labels = borrow(x[:0], odd[:0])
+    assert empty.shape == x[:0].shape and labels.shape == (0,)
+
+
+def test_fit_on_datasets_and_residual_mode(vae):
+    x, y = labelled()
+    more, their_labels = labelled(n_per_class=20, seed=1)
+    from_tensors = LatentBorrow(vae).fit(x, y, unlabelled=more)
+    from_datasets = LatentBorrow(vae).fit([(x[i], int(y[i])) for i in range(len(x))],
+                                          unlabelled=torch.utils.data.TensorDataset(more, their_labels))
+    for name in ("classes", "centres", "donors", "counts"):
+        torch.testing.assert_close(from_datasets.statistics[name], from_tensors.statistics[name])
+    borrow = LatentBorrow(vae, strength=0.5, p=1.0, residual=True, generator=torch.Generator().manual_seed(2)).fit(x, y)
+    out, _ = borrow(x, y)
+    mean, params = vae.encode(x).mean, borrow.last_params
+    change = vae.decode(mean + 0.5 * (params["donor"] - params["centre"])) - vae.decode(mean)
+    torch.testing.assert_close(out, (x + change).clamp(0, 1), atol=1e-5, rtol=1e-5)  # the input plus the decoded change
+
+
+def test_codes_no_labelled_code_reaches_are_not_donors(vae):
+    x, y = labelled()
+    with torch.inference_mode():
+        codes = vae.encode(x).mean
+    island = -codes.mean(0) * 50 + 0.01 * torch.randn(12, 4, generator=torch.Generator().manual_seed(3))  # far from all
+    model = VAE(**TINY).eval()
+    model.load_state_dict(vae.state_dict())
+    model.latent_bank = torch.cat([vae.latent_bank, island])
+    pseudo, _ = propagate_labels(codes, y, model.latent_bank)
+    assert (pseudo[-12:] == -1).all()
+    donors = LatentBorrow(model, keep=1.0).fit(x, y).statistics["donors"]
+    assert len(donors) == int((pseudo >= 0).sum()) and not any(torch.equal(d, i) for d in donors for i in island)
+
+
+def test_inconsistent_statistics_files_and_bad_labels_are_refused(vae, tmp_path):
+    from vae_augment.checkpoint import atomic_save_tensors
+
+    x, y = labelled()
+    stats = dict(LatentBorrow(vae).fit(x, y).statistics)
+    stats["counts"] = stats["counts"] + 1
+    atomic_save_tensors(tmp_path / "bad.safetensors", stats)
+    with pytest.raises(CheckpointError, match="consistent"):
+        LatentBorrow(vae).load_statistics(tmp_path / "bad.safetensors")
+    with pytest.raises(ValueError, match=r"class index in \[0, K\)"):
+        propagate_labels(torch.zeros(2, 3), torch.tensor([0, -1]), torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"class index in \[0, K\)"):
+        propagate_labels(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), torch.randn(5, 3))

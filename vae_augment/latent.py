@@ -216,11 +216,16 @@ def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tens
     labels, zero for the bank). Returns each bank code's label ``[M]`` (long; -1 for a code that no
     labelled code reaches in ``steps`` links) and its confidence ``[M]``, the share of its score that
     label has (1: every path leads to that class; 0 for -1). On MNIST's bundled checkpoint with 10
-    labels per class, 93% of the bank's labels are right, and 96-100% of the most confident half of
-    each class (benchmarks/levers.py). The links are one-way (a code's own neighbours), which measured
+    labels per class, 92-94% of the bank's labels are right, and 96-100% of the most confident half of
+    each class (seeds 0-2, measured while choosing the settings of benchmarks/levers.py; not in a results file). The links are one-way (a code's own neighbours), which measured
     a little better there than the symmetric graph."""
+    labels = torch.as_tensor(labels).reshape(-1)
+    if labels.numel() == 0 or labels.shape[0] != codes.shape[0] or int(labels.min()) < 0:
+        raise ValueError(f"labels must be one class index in [0, K) per labelled code ({codes.shape[0]}), got {labels.tolist()[:10]}")
     nodes = F.normalize(torch.cat([codes, bank]).float(), dim=1)
     k = min(k, len(nodes) - 1)
+    # a code's best match, normally itself, is dropped; where a near-duplicate matches as well, that one may be
+    # dropped instead, and the code counts itself among its k neighbours (the behaviour the benchmarks measured)
     near = torch.cat([(nodes[i:i + chunk] @ nodes.T).topk(k + 1, dim=1).indices[:, 1:] for i in range(0, len(nodes), chunk)])
     seeds = torch.zeros(len(nodes), int(labels.max()) + 1, device=nodes.device)
     seeds[torch.arange(len(codes), device=nodes.device), labels.to(nodes.device)] = 1.0

@@ -74,7 +74,7 @@ def _labelled_codes(vae, images, labels, batch_size: int = 256) -> tuple[torch.T
         if not items or not all(isinstance(item, (tuple, list)) and len(item) >= 2 for item in items):
             raise ValueError("fit(dataset) needs a dataset of (image, label) items; or pass images and labels")
         images, labels = [item[0] for item in items], [int(item[1]) for item in items]
-    labels = torch.as_tensor(labels)
+    labels = torch.as_tensor(labels).cpu()
     n = images.shape[0] if isinstance(images, torch.Tensor) and images.ndim == 4 else len(images)
     if labels.ndim != 1 or labels.shape[0] != n:
         raise ValueError(f"labels must be [N] class indices for N = {n} images, got shape {tuple(labels.shape)}")
@@ -408,13 +408,16 @@ class LatentBorrow(_LabelledBatchTransform):
     def fit(self, images, labels=None, unlabelled=None, batch_size: int = 256) -> "LatentBorrow":
         """Learn the class centres and the donors from labelled images (``[N, C, H, W]`` or a sequence of
         images, with ``labels: [N]``; or a dataset of ``(image, label)`` items) and unlabelled ones
-        (``unlabelled``: images as for ``images``; default: the checkpoint's latent bank, which
-        ``vae-augment train`` writes). Every class needs a labelled image, and there must be 2 classes.
+        (``unlabelled``: ``[M, C, H, W]``, a sequence of images, or a dataset of images or of ``(image, label)``
+        items whose labels are ignored; default: the checkpoint's latent bank, which ``vae-augment train``
+        writes). Every class needs a labelled image, and there must be at least 2 classes.
         Returns ``self``."""
         codes, labels = _labelled_codes(self.vae, images, labels, batch_size)
         if labels.is_floating_point() or labels.is_complex():
             raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
         if unlabelled is not None:
+            if not (isinstance(unlabelled, torch.Tensor) and unlabelled.ndim == 4):  # a sequence of images, or a dataset
+                unlabelled = [item[0] if isinstance(item, (tuple, list)) else item for item in (unlabelled[i] for i in range(len(unlabelled)))]
             bank = _encode(self.vae, unlabelled, batch_size)
         elif self.vae.latent_bank is not None:
             bank = self.vae.latent_bank.float().cpu()
@@ -453,12 +456,19 @@ class LatentBorrow(_LabelledBatchTransform):
     def load_statistics(self, path) -> "LatentBorrow":
         """Read statistics written by `save_statistics` (for a model with the same latent size); returns ``self``."""
         names = ("classes", "centres", "donors", "offsets", "counts")
-        tensors, _ = read_tensors(path, names)
+        tensors, metadata = read_tensors(path, names)
         size = self.vae.latent_shape()[0]
         if tensors["centres"].shape[1:] != (size,) or tensors["donors"].shape[1:] != (size,):
             raise CheckpointError(f"{str(path)!r} holds statistics of {tensors['centres'].shape[-1]}-dimensional latents; "
                                   f"this {self.vae.kind} has {size}")
+        classes, counts, offsets = tensors["classes"], tensors["counts"], tensors["offsets"]
+        if (len(classes) != len(tensors["centres"]) or counts.shape != classes.shape or offsets.shape != classes.shape
+                or not bool((classes[1:] > classes[:-1]).all()) or int(counts.sum()) != len(tensors["donors"])
+                or not torch.equal(offsets, torch.cumsum(counts, 0) - counts)):
+            raise CheckpointError(f"{str(path)!r} does not hold consistent LatentBorrow statistics (classes, centres, donors, "
+                                  "offsets and counts disagree); write it with save_statistics")
         self.statistics = {name: tensors[name] for name in names}
+        self.keep = float(metadata.get("keep", self.keep))
         return self
 
     def draw(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
