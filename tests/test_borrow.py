@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from vae_augment import VAE, CheckpointError, LatentBorrow
 from vae_augment.latent import borrow_residual, propagate_labels
 
 TINY = dict(channels=1, image_size=16, latent_dim=4, widths=(4, 8), hidden=16)
+pytestmark = pytest.mark.filterwarnings("ignore:LatentBorrow borrows from")  # the tiny banks here: the warning has its own test
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +232,15 @@ def test_inconsistent_statistics_files_and_bad_labels_are_refused(vae, tmp_path)
         propagate_labels(torch.zeros(2, 3), torch.tensor([0, -1]), torch.randn(5, 3))
     with pytest.raises(ValueError, match=r"class index in \[0, K\)"):
         propagate_labels(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), torch.randn(5, 3))
+
+
+def test_a_small_bank_warns_that_it_measured_no_gain_there(vae):
+    x, y = labelled()
+    with pytest.warns(UserWarning, match="borrows from 60 unlabelled images"):
+        LatentBorrow(vae).fit(x, y)
+    model = VAE(**TINY).eval()
+    model.load_state_dict(vae.state_dict())
+    model.latent_bank = vae.latent_bank.repeat(170, 1) + 0.01 * torch.randn(10_200, 4, generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 10,200 codes: no warning
+        LatentBorrow(model).fit(x, y)
