@@ -173,14 +173,14 @@ DIGITS_VAE = {"default": dict(), "plain": dict(residual=False, p=1.0), "residual
 DIGITS_VALIDATION = 0.25  # of the non-test digits, kept out of the labelled pool for choosing
 
 
-def code(kwargs: dict) -> str:
-    return f"VAEAugment(vae{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
+def code(kwargs: dict, transform: str = "VAEAugment") -> str:
+    return f"{transform}(vae{''.join(f', {k}={v!r}' for k, v in kwargs.items())})"
 
 
 def code_of(name: str, candidates: dict) -> str:
     """The code of VAE condition ``name``: a VAEAugment of ``candidates``, or a LatentBorrow."""
     if name in BORROW_CANDIDATES:
-        return f"LatentBorrow(vae{''.join(f', {k}={v!r}' for k, v in BORROW_CANDIDATES[name].items())}).fit(images, labels)"
+        return f"{code(BORROW_CANDIDATES[name], 'LatentBorrow')}.fit(images, labels)"
     return code(candidates[name])
 
 
