@@ -162,6 +162,7 @@ def _acc(r: dict) -> str:
 def _minutes(u: dict) -> str:
     """How long the runs behind the results took."""
     parts = [f"{name}: {u[name]['seconds'] / 60:.0f} minutes" for name in ("mnist", "digits") if "seconds" in u.get(name, {})]
+    parts += [f"mnist re-run, phase {part}: {seconds / 60:.0f} minutes" for part, seconds in u.get("mnist", {}).get("seconds_parts", {}).items()]
     if "seconds_both" in u["protocol"]:  # a run of both datasets, one of them re-run since
         parts.insert(0, f"both datasets in one run: {u['protocol']['seconds_both'] / 60:.0f} minutes")
     return "; ".join(parts) or f"{u['protocol']['seconds'] / 60:.0f} minutes"
@@ -182,8 +183,13 @@ def utility_table() -> str:
         f"{seeds['select']} seeds):",
         "",
         *(f"- `{alias}`: {c['condition']}" + (f" = `{c['code']}`" if c["code"] != c["condition"] else "") for alias, c in m["chosen"].items()),
+        *(["", f"Chosen afresh at 1,000 labels (the same split and {seeds['select']} seeds; `vae` is the VAE step of the chosen "
+               "`classic+vae`):", "",
+           *(f"- `{alias}`: {c['condition']}" + (f" = `{c['code']}`" if c["code"] != c["condition"] else "")
+             for alias, c in m["chosen_1000"].items())] if "chosen_1000" in m else []),
         "",
-        f"Test split, used once for these settings ({seeds['100']} seeds at 100 labels, {seeds['1000']} at 1,000):",
+        f"Test split, used once for these settings ({seeds['100']} seeds at 100 labels, {seeds['1000']} at 1,000"
+        + (", each with its own choice):" if "chosen_1000" in m else "; both with the choice made at 100 labels):"),
         "",
         "| condition | " + " | ".join(f"{n} labels" for n in m["test"]) + " |",
         "| --- | " + " | ".join("---" for _ in m["test"]) + " |",
@@ -206,6 +212,11 @@ def utility_table() -> str:
     for name, r in m["validation_100"].items():
         gain = m["validation_gains"].get(name)
         lines.append(f"| {name} | {_acc(r)} | {_gain(gain) if gain else '-'} |")
+    if "validation_1000" in m:
+        lines += ["", f"The same at 1,000 labels ({seeds['select']} seeds):", "", "| condition | accuracy | paired gain |", "| --- | --- | --- |"]
+        for name, r in m["validation_1000"].items():
+            gain = m["validation_gains_1000"].get(name)
+            lines.append(f"| {name} | {_acc(r)} | {_gain(gain) if gain else '-'} |")
     for key in sorted(k for k in u if k.startswith("digits")):
         d, dp = u[key], u[key]["protocol"]
         how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")

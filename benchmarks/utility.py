@@ -1,6 +1,7 @@
 """Does VAE augmentation raise accuracy when labels are scarce, on top of the best classic augmentation?
 
     python benchmarks/utility.py [--quick] [--root ../shared/data] [--phase select|test|all] [--workers 2]
+                                 [--datasets mnist,digits] [--labels 100,1000] [--digits-epochs N]
 
 Protocol (issue 12). Every figure is a paired comparison: seed ``s`` draws the same class-balanced
 labelled images and the same classifier initialisation and batch order for every condition, so
@@ -15,9 +16,13 @@ benchmarks/common.py for a fixed budget (``--steps`` of batch 64, Adam), the bun
   an ElasticTransform, affine + elastic), whose best is `classic`; then the VAE-only candidates
   (VAEAugment settings, and LatentBorrow: within-class variation borrowed from unlabelled codes,
   its donors from the checkpoint's latent bank restricted to pool images), whose best is `vae`; then each VAE candidate followed by the best classic, whose best is
-  `classic+vae`. The choice and where it came from are recorded in ``chosen``.
+  `classic+vae`. The choice and where it came from are recorded in ``chosen``. The same choice is made
+  afresh at 1,000 labels (``chosen_1000``: the best classic there, then that classic after each of
+  SELECT_1000's LatentBorrow settings), since what pays with 100 labels need not with 1,000.
 - ``--phase test`` runs `none`, `classic`, `vae` and `classic+vae` once on the test split (other
-  seeds than selection): 10 seeds at 100 labels, 5 at 1,000; and the classification accuracy
+  seeds than selection), each label count with its own choice: 10 seeds at 100 labels, 5 at 1,000
+  (at 1,000, `vae` is the VAE step of the chosen `classic+vae`). ``--labels 1000`` (or 100) runs one
+  label count's selection and test and keeps the other's figures in ``--out``. And the classification accuracy
   score (Ravuri & Vinyals, 2019) of the chosen VAE setting: a classifier trained only on its
   variants of the labelled images (p = 1), tested on real test images, next to `none`.
 
@@ -167,6 +172,15 @@ BORROW_CANDIDATES = {
 # "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images: residual=True, p=0.5, chosen
 # by the library); "plain" the default of earlier versions (residual=False, p=1); "residual" the default of the version
 # before this one for a blurry checkpoint (residual=True, p=1)
+# VAE candidates explored at 1,000 labels (before that count's best classic), chosen there rather than at 100 labels
+SELECT_1000 = {
+    "borrow s=1 p=0.75 keep=1": BORROW_CANDIDATES["borrow s=1 p=0.75 keep=1"],
+    "borrow s=1 p=0.25 keep=1": dict(strength=1.0, p=0.25, keep=1.0),
+    "borrow s=0.5 p=0.5 keep=1": dict(strength=0.5, p=0.5, keep=1.0),
+    "borrow residual s=1 p=0.5 keep=1": dict(strength=1.0, p=0.5, keep=1.0, residual=True),
+    "borrow residual s=1 p=0.25 keep=1": dict(strength=1.0, p=0.25, keep=1.0, residual=True),
+}
+LATENT_BORROW = {**BORROW_CANDIDATES, **SELECT_1000}  # every LatentBorrow condition by its name (build, code_of)
 DIGITS_VAE = {"default": dict(), "plain": dict(residual=False, p=1.0), "residual": dict(residual=True, p=1.0),
               "class s=0.5 p=0.5": dict(mode="class", strength=0.5, p=0.5),
               "class s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5)}
@@ -179,8 +193,8 @@ def code(kwargs: dict, transform: str = "VAEAugment") -> str:
 
 def code_of(name: str, candidates: dict) -> str:
     """The code of VAE condition ``name``: a VAEAugment of ``candidates``, or a LatentBorrow."""
-    if name in BORROW_CANDIDATES:
-        return f"{code(BORROW_CANDIDATES[name], 'LatentBorrow')}.fit(images, labels)"
+    if name in LATENT_BORROW:
+        return f"{code(LATENT_BORROW[name], 'LatentBorrow')}.fit(images, labels)"
     return code(candidates[name])
 
 
@@ -196,8 +210,8 @@ def build(name: str, vae, x_lab, y_lab, candidates: dict | None = None):
         return Chain(build(vae_name, vae, x_lab, y_lab, candidates), build(classic, vae, x_lab, y_lab, candidates))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the fidelity warning: it is part of what is measured
-        if name in BORROW_CANDIDATES:
-            return Labelled(LatentBorrow(vae, **BORROW_CANDIDATES[name]).fit(x_lab, y_lab))
+        if name in LATENT_BORROW:
+            return Labelled(LatentBorrow(vae, **LATENT_BORROW[name]).fit(x_lab, y_lab))
         augment = VAEAugment(vae, **(candidates or {**VAE_CANDIDATES, **DIGITS_VAE})[name])
     if augment.mode == "class":
         augment.fit(x_lab, y_lab)
@@ -311,6 +325,8 @@ def main() -> None:
     parser.add_argument("--select-seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="training runs at once (one thread each)")
     parser.add_argument("--digits-epochs", type=int, help="train the digits VAE this long (default: vae-augment train's default)")
+    parser.add_argument("--labels", default="100,1000", help="MNIST label counts to choose settings at and test (comma-separated; "
+                        "the other's figures are kept from --out)")
     parser.add_argument("--out", default=str(RESULTS / "utility.json"))
     args = parser.parse_args()
     start = time.time()
@@ -320,6 +336,9 @@ def main() -> None:
     out = Path(args.out)
     result = {} if quick or not out.is_file() else json.loads(out.read_text())
     datasets = [d.strip() for d in args.datasets.split(",")]
+    label_counts = [int(n) for n in args.labels.split(",")]
+    if not set(label_counts) <= {100, 1000}:
+        parser.error(f"--labels takes 100 and/or 1000 (comma-separated), not {args.labels!r}")
     protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
                 "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
                 "interval": "95% t-interval of the mean paired gain over seeds"}
@@ -337,7 +356,7 @@ def main() -> None:
         m["protocol"] = {"labelled": [100, 1000], "pool": "training images 0-49,999", "validation": "training images 50,000-59,999",
                          "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
                          "vae": "bundled checkpoint 'mnist'", "bank": "its latent bank's codes of pool images (LatentBorrow's donors)"}
-        if args.phase in ("all", "select"):
+        if args.phase in ("all", "select") and 100 in label_counts:
             val: dict = {}
             classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
             val.update(scored(["none", *classic_names], "mnist", 10, seeds["select"], "validation", state, args.workers))
@@ -354,26 +373,49 @@ def main() -> None:
                      best_combined: f"{code_of(best_combined.split(' + ')[1], VAE_CANDIDATES)}, then {best_classic}"}
             m["chosen"] = {alias: {"condition": name, "source": "validation split, 100 labels", "code": codes[name]}
                            for alias, name in (("classic", best_classic), ("vae", best_vae), ("classic+vae", best_combined))}
+        if args.phase in ("all", "select") and 1000 in label_counts:  # the same choice made afresh at 1,000 labels
+            val = {}
+            classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
+            val.update(scored(["none", *classic_names], "mnist", 100, seeds["select"], "validation", state, args.workers))
+            best_classic = max(classic_names, key=lambda n: val[n]["mean"])
+            combined = [f"{best_classic} + {n}" for n in (["borrow s=1 p=0.25 keep=1"] if quick else SELECT_1000)]
+            val.update(scored(combined, "mnist", 100, seeds["select"], "validation", state, args.workers))
+            best_combined = max(combined, key=lambda n: val[n]["mean"])
+            best_vae = best_combined.split(" + ")[1]
+            m["validation_1000"] = val
+            m["validation_gains_1000"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
+            source = "validation split, 1,000 labels"
+            m["chosen_1000"] = {
+                "classic": {"condition": best_classic, "source": source, "code": best_classic},
+                "vae": {"condition": best_vae, "source": f"{source}: the VAE step of the chosen classic+vae", "code": code_of(best_vae, {})},
+                "classic+vae": {"condition": best_combined, "source": source, "code": f"{code_of(best_vae, {})}, then {best_classic}"}}
         if args.phase in ("all", "test"):
-            if "chosen" not in m:
-                raise SystemExit("run --phase select first: the test split is used for the settings chosen on validation only")
-            chosen = {alias: c["condition"] for alias, c in m["chosen"].items()}
-            names = ["none", chosen["classic"], chosen["vae"], chosen["classic+vae"]]
-            test = {}
-            for labels in (100, 1000):
+            test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
+            for labels in label_counts:
+                key = "chosen" if labels == 100 else "chosen_1000"
+                if key not in m:
+                    raise SystemExit(f"run --phase select --labels {labels} first: the test split is used for the settings "
+                                     "chosen on validation only")
+                chosen = {alias: c["condition"] for alias, c in m[key].items()}
+                names = ["none", chosen["classic"], chosen["vae"], chosen["classic+vae"]]
                 rows = scored(names, "mnist", labels // 10, seeds[str(labels)], "test", state, args.workers, seed0=100)
-                test[str(labels)] = {alias: rows[name] for alias, name in zip(("none", "classic", "vae", "classic+vae"), names)}
-            m["test"] = test
-            m["gains"] = {labels: {"vae - none": paired(rows["vae"], rows["none"]),
-                                   "classic - none": paired(rows["classic"], rows["none"]),
-                                   "classic+vae - classic": paired(rows["classic+vae"], rows["classic"])}
-                          for labels, rows in test.items()}
+                rows = test[str(labels)] = {alias: rows[name] for alias, name in zip(("none", "classic", "vae", "classic+vae"), names)}
+                gains[str(labels)] = {"vae - none": paired(rows["vae"], rows["none"]),
+                                      "classic - none": paired(rows["classic"], rows["none"]),
+                                      "classic+vae - classic": paired(rows["classic+vae"], rows["classic"])}
+            m["test"] = {n: test[n] for n in ("100", "1000") if n in test}
+            m["gains"] = {n: gains[n] for n in ("100", "1000") if n in gains}
+        if args.phase in ("all", "test") and 100 in label_counts:
+            chosen = {alias: c["condition"] for alias, c in m["chosen"].items()}
             cas_seeds = seeds["1000"]
             cas = scored([chosen["vae"]], "mnist", 10, cas_seeds, "test", state, args.workers, seed0=100, only_variants=True)
-            real = summarize(test["100"]["none"]["runs"][:cas_seeds])  # the same seeds as the variants-only runs
+            real = summarize(m["test"]["100"]["none"]["runs"][:cas_seeds])  # the same seeds as the variants-only runs
             m["cas_100"] = {"variants_only": cas[chosen["vae"]], "real": real, "gain": paired(cas[chosen["vae"]], real),
                             "condition": chosen["vae"], "seeds": cas_seeds}
-        m["seconds"] = round(time.time() - mnist_start, 1)
+        if args.phase == "all" and label_counts == [100, 1000]:
+            m["seconds"] = round(time.time() - mnist_start, 1)
+        else:  # a part re-run on its own: the whole run's time stays, and the part's is kept beside it
+            m.setdefault("seconds_parts", {})[f"{args.phase}, {args.labels} labels"] = round(time.time() - mnist_start, 1)
 
     if "digits" in datasets:
         digits_start = time.time()
