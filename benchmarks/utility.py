@@ -336,9 +336,10 @@ def main() -> None:
     out = Path(args.out)
     result = {} if quick or not out.is_file() else json.loads(out.read_text())
     datasets = [d.strip() for d in args.datasets.split(",")]
-    label_counts = sorted({int(n) for n in args.labels.split(",")})
-    if not set(label_counts) <= {100, 1000}:
+    label_counts = sorted({n.strip() for n in args.labels.split(",")}, key=len)
+    if not set(label_counts) <= {"100", "1000"}:
         parser.error(f"--labels takes 100 and/or 1000 (comma-separated), not {args.labels!r}")
+    label_counts = [int(n) for n in label_counts]
     protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
                 "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
                 "interval": "95% t-interval of the mean paired gain over seeds"}
