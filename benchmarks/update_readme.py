@@ -168,6 +168,15 @@ def _minutes(u: dict) -> str:
     return "; ".join(parts) or f"{u['protocol']['seconds'] / 60:.0f} minutes"
 
 
+def _chosen_lines(chosen: dict) -> list[str]:
+    return [f"- `{alias}`: {c['condition']}" + (f" = `{c['code']}`" if c["code"] != c["condition"] else "") for alias, c in chosen.items()]
+
+
+def _validation_rows(val: dict, gains: dict) -> list[str]:
+    return ["| condition | accuracy | paired gain |", "| --- | --- | --- |",
+            *(f"| {name} | {_acc(r)} | {_gain(gains[name]) if name in gains else '-'} |" for name, r in val.items())]
+
+
 def utility_table() -> str:
     u = _load(RESULTS / "utility.json")
     if not u or "mnist" not in u or "test" not in u["mnist"]:
@@ -182,11 +191,9 @@ def utility_table() -> str:
         f"**MNIST**, the bundled `mnist` VAE. Chosen on the validation split (training images 50,000-59,999, 100 labels, "
         f"{seeds['select']} seeds):",
         "",
-        *(f"- `{alias}`: {c['condition']}" + (f" = `{c['code']}`" if c["code"] != c["condition"] else "") for alias, c in m["chosen"].items()),
+        *_chosen_lines(m["chosen"]),
         *(["", f"Chosen afresh at 1,000 labels (the same split and {seeds['select']} seeds; `vae` is the VAE step of the chosen "
-               "`classic+vae`):", "",
-           *(f"- `{alias}`: {c['condition']}" + (f" = `{c['code']}`" if c["code"] != c["condition"] else "")
-             for alias, c in m["chosen_1000"].items())] if "chosen_1000" in m else []),
+               "`classic+vae`):", "", *_chosen_lines(m["chosen_1000"])] if "chosen_1000" in m else []),
         "",
         f"Test split, used once for these settings ({seeds['100']} seeds at 100 labels, {seeds['1000']} at 1,000"
         + (", each with its own choice):" if "chosen_1000" in m else "; both with the choice made at 100 labels):"),
@@ -208,15 +215,10 @@ def utility_table() -> str:
                   f"{_acc(cas['variants_only'])} on the real test images; trained on the real labelled images, {_acc(cas['real'])} "
                   f"(the same seeds; paired gain {_gain(cas['gain'])} points)." if "gain" in cas else "."]
     lines += ["", f"Every condition explored on the validation split (100 labels, {seeds['select']} seeds; gains over `none`, "
-              "or over the chosen classic for `X + vae`):", "", "| condition | accuracy | paired gain |", "| --- | --- | --- |"]
-    for name, r in m["validation_100"].items():
-        gain = m["validation_gains"].get(name)
-        lines.append(f"| {name} | {_acc(r)} | {_gain(gain) if gain else '-'} |")
+              "or over the chosen classic for `X + vae`):", "", *_validation_rows(m["validation_100"], m["validation_gains"])]
     if "validation_1000" in m:
-        lines += ["", f"The same at 1,000 labels ({seeds['select']} seeds):", "", "| condition | accuracy | paired gain |", "| --- | --- | --- |"]
-        for name, r in m["validation_1000"].items():
-            gain = m["validation_gains_1000"].get(name)
-            lines.append(f"| {name} | {_acc(r)} | {_gain(gain) if gain else '-'} |")
+        lines += ["", f"The same at 1,000 labels ({seeds['select']} seeds):", "",
+                  *_validation_rows(m["validation_1000"], m["validation_gains_1000"])]
     for key in sorted(k for k in u if k.startswith("digits")):
         d, dp = u[key], u[key]["protocol"]
         how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")

@@ -169,9 +169,6 @@ BORROW_CANDIDATES = {
     "borrow s=1 p=0.5 keep=1": dict(strength=1.0, p=0.5, keep=1.0),
     "borrow s=1 p=0.75 keep=1": dict(strength=1.0, p=0.75, keep=1.0),
 }
-# "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images: residual=True, p=0.5, chosen
-# by the library); "plain" the default of earlier versions (residual=False, p=1); "residual" the default of the version
-# before this one for a blurry checkpoint (residual=True, p=1)
 # VAE candidates explored at 1,000 labels (before that count's best classic), chosen there rather than at 100 labels
 SELECT_1000 = {
     "borrow s=1 p=0.75 keep=1": BORROW_CANDIDATES["borrow s=1 p=0.75 keep=1"],
@@ -181,6 +178,9 @@ SELECT_1000 = {
     "borrow residual s=1 p=0.25 keep=1": dict(strength=1.0, p=0.25, keep=1.0, residual=True),
 }
 LATENT_BORROW = {**BORROW_CANDIDATES, **SELECT_1000}  # every LatentBorrow condition by its name (build, code_of)
+# "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images: residual=True, p=0.5, chosen
+# by the library); "plain" the default of earlier versions (residual=False, p=1); "residual" the default of the version
+# before this one for a blurry checkpoint (residual=True, p=1)
 DIGITS_VAE = {"default": dict(), "plain": dict(residual=False, p=1.0), "residual": dict(residual=True, p=1.0),
               "class s=0.5 p=0.5": dict(mode="class", strength=0.5, p=0.5),
               "class s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5)}
@@ -281,6 +281,12 @@ def scored(names, dataset, per_class, seeds, split, state, workers, seed0=0, onl
     return out
 
 
+def best_of(names: list[str], val: dict, per_class: int, seeds: int, state: dict, workers: int) -> str:
+    """Score ``names`` on MNIST's validation split into ``val`` and return the best of them other than "none"."""
+    val.update(scored(names, "mnist", per_class, seeds, "validation", state, workers))
+    return max((n for n in names if n != "none"), key=lambda n: val[n]["mean"])
+
+
 def digits_gains(rows: dict, names: list[str]) -> dict:
     """Each VAE condition over none, and each "affine + X" over the affine alone."""
     return {**{f"{n} - none": paired(rows[n], rows["none"]) for n in names if n != "none" and " + " not in n},
@@ -336,10 +342,10 @@ def main() -> None:
     out = Path(args.out)
     result = {} if quick or not out.is_file() else json.loads(out.read_text())
     datasets = [d.strip() for d in args.datasets.split(",")]
-    label_counts = sorted({n.strip() for n in args.labels.split(",")}, key=len)
-    if not set(label_counts) <= {"100", "1000"}:
+    label_names = {n.strip() for n in args.labels.split(",")}
+    if not label_names <= {"100", "1000"}:
         parser.error(f"--labels takes 100 and/or 1000 (comma-separated), not {args.labels!r}")
-    label_counts = [int(n) for n in label_counts]
+    label_counts = sorted(int(n) for n in label_names)
     protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
                 "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
                 "interval": "95% t-interval of the mean paired gain over seeds"}
@@ -357,17 +363,14 @@ def main() -> None:
         m["protocol"] = {"labelled": [100, 1000], "pool": "training images 0-49,999", "validation": "training images 50,000-59,999",
                          "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
                          "vae": "bundled checkpoint 'mnist'", "bank": "its latent bank's codes of pool images (LatentBorrow's donors)"}
+        classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
         if args.phase in ("all", "select") and 100 in label_counts:
             val: dict = {}
-            classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
-            val.update(scored(["none", *classic_names], "mnist", 10, seeds["select"], "validation", state, args.workers))
-            best_classic = max(classic_names, key=lambda n: val[n]["mean"])
+            choose = dict(val=val, per_class=10, seeds=seeds["select"], state=state, workers=args.workers)
+            best_classic = best_of(["none", *classic_names], **choose)
             vae_names = ["class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if quick else [*VAE_CANDIDATES, *BORROW_CANDIDATES]
-            val.update(scored(vae_names, "mnist", 10, seeds["select"], "validation", state, args.workers))
-            combined = [f"{best_classic} + {n}" for n in vae_names]
-            val.update(scored(combined, "mnist", 10, seeds["select"], "validation", state, args.workers))
-            best_vae = max(vae_names, key=lambda n: val[n]["mean"])
-            best_combined = max(combined, key=lambda n: val[n]["mean"])
+            best_vae = best_of(vae_names, **choose)
+            best_combined = best_of([f"{best_classic} + {n}" for n in vae_names], **choose)
             m["validation_100"] = val
             m["validation_gains"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
             codes = {best_classic: best_classic, best_vae: code_of(best_vae, VAE_CANDIDATES),
@@ -376,20 +379,17 @@ def main() -> None:
                            for alias, name in (("classic", best_classic), ("vae", best_vae), ("classic+vae", best_combined))}
         if args.phase in ("all", "select") and 1000 in label_counts:  # the same choice made afresh at 1,000 labels
             val = {}
-            classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
-            val.update(scored(["none", *classic_names], "mnist", 100, seeds["select"], "validation", state, args.workers))
-            best_classic = max(classic_names, key=lambda n: val[n]["mean"])
-            combined = [f"{best_classic} + {n}" for n in (["borrow s=1 p=0.25 keep=1"] if quick else SELECT_1000)]
-            val.update(scored(combined, "mnist", 100, seeds["select"], "validation", state, args.workers))
-            best_combined = max(combined, key=lambda n: val[n]["mean"])
+            choose = dict(val=val, per_class=100, seeds=seeds["select"], state=state, workers=args.workers)
+            best_classic = best_of(["none", *classic_names], **choose)
+            best_combined = best_of([f"{best_classic} + {n}" for n in (["borrow s=1 p=0.25 keep=1"] if quick else SELECT_1000)], **choose)
             best_vae = best_combined.split(" + ")[1]
             m["validation_1000"] = val
             m["validation_gains_1000"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
             source = "validation split, 1,000 labels"
             m["chosen_1000"] = {
                 "classic": {"condition": best_classic, "source": source, "code": best_classic},
-                "vae": {"condition": best_vae, "source": f"{source}: the VAE step of the chosen classic+vae", "code": code_of(best_vae, {})},
-                "classic+vae": {"condition": best_combined, "source": source, "code": f"{code_of(best_vae, {})}, then {best_classic}"}}
+                "vae": {"condition": best_vae, "source": f"{source}: the VAE step of the chosen classic+vae", "code": code_of(best_vae, SELECT_1000)},
+                "classic+vae": {"condition": best_combined, "source": source, "code": f"{code_of(best_vae, SELECT_1000)}, then {best_classic}"}}
         if args.phase in ("all", "test"):
             test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
             for labels in label_counts:
