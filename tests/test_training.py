@@ -223,6 +223,21 @@ def test_binarize_trains_on_fresh_binary_draws_of_the_gray_images(tmp_path, monk
         train_tiny(tmp_path / "str", binarize="yes")
 
 
+def test_default_epochs_reach_the_minimum_step_budget_on_small_data(tmp_path, monkeypatch):
+    """epochs=None: 10 epochs on a large dataset; on a small one, as many as make MIN_STEPS optimizer steps."""
+    from vae_augment import training
+
+    assert training.default_epochs(469) == 10  # MNIST's 60,000 images at batch 128: 4,690 steps already
+    assert training.default_epochs(9) == 223  # 1,132 images at batch 128: ceil(2000 / 9)
+    assert training.default_epochs(2000) == 10 and training.default_epochs(1) == 2000
+    monkeypatch.setattr(training, "DEFAULT_EPOCHS", 1)
+    monkeypatch.setattr(training, "MIN_STEPS", 7)  # 48 images at batch 16: 3 steps an epoch, so 3 epochs
+    vae = train_tiny(tmp_path / "run", epochs=None)
+    assert vae.metrics["epochs"] == 3 and len(vae.metrics["history"]) == 3
+    monkeypatch.setattr(training, "MIN_STEPS", 2)  # a large dataset for this budget: DEFAULT_EPOCHS
+    assert train_tiny(tmp_path / "run2", epochs=None).metrics["epochs"] == 1
+
+
 def test_resume_continues_a_shorter_run_exactly(tmp_path, assert_same_state):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train_tiny(straight, epochs=2, lr_schedule="constant")
@@ -446,6 +461,7 @@ def test_bad_training_arguments(tmp_path):
     train_set, test_set = tiny_datasets()
     for kwargs, message in [
         ({"epochs": 0}, "epochs must be an int >= 1, got 0"),
+        ({"epochs": True}, "epochs must be an int >= 1, got True"),
         ({"batch_size": 2.5}, "batch_size must be an int >= 1, got 2.5"),
         ({"lr": 0.0}, "lr must be > 0, got 0.0"),
         ({"lr_schedule": "step"}, "lr_schedule must be 'cosine' or 'constant', got 'step'"),

@@ -36,7 +36,8 @@ def _add_train(sub) -> None:
     p.add_argument("--root", help="folder holding the torchvision dataset (e.g. ../shared/data)")
     p.add_argument("--download", action="store_true", help="download the torchvision dataset if missing")
     p.add_argument("--out", default="runs/vae", help="checkpoint folder (default: runs/vae)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, help="default: 10, or as many as make 2,000 optimizer steps on a small dataset "
+                   "(a folder of 1,300 images: about 220 epochs, a minute on two CPU cores)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
