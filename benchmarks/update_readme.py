@@ -224,23 +224,21 @@ def utility_table() -> str:
         how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")
                + f", trained on fewer than {SMALL_DATA_IMAGES:,} images, so `VAEAugment(vae)` chooses residual=True and p=0.5 and warns")
         command = "python benchmarks/utility.py --datasets digits" + ("" if key == "digits" else " --digits-epochs " + key.split("_e")[1])
-        has_validation = bool(d.get("validation"))
+        epochs = f", {dp['vae_epochs']} epochs" if dp.get("vae_epochs") else ""
         lines += ["", f"**Digits**, a second small dataset: {dp['data']}; {dp['labelled']}, {seeds['digits']} seeds; the VAE: "
-                  f"{dp['vae']} (held-out reconstruction_r2 {dp['vae_reconstruction_r2']:.2f}, {how}; `{command}`)."
-                  + (f" Recommended on validation: `{d['chosen']['classic+vae']['condition']}` "
-                     f"(= `{d['chosen']['classic+vae']['code']}`). Every condition on both splits:" if has_validation
-                     else " Conditions fixed in advance, test split:"), ""]
-        lines += (["| condition | validation | paired gain (validation) | test | paired gain (test) |", "| --- | --- | --- | --- | --- |"]
-                  if has_validation else ["| condition | accuracy | paired gain |", "| --- | --- | --- |"])
-        for name, r in d["test"].items():
-            gain = d["gains"].get(f"{name} - none") or d["gains"].get(f"{name} - affine")
-            base = "" if not gain else (" (over affine)" if " + " in name else " (over none)")
-            test_cells = f"{_acc(r)} | {(_gain(gain) + base) if gain else '-'}"
-            if has_validation:
-                v, vg = d["validation"][name], d["validation_gains"].get(f"{name} - none") or d["validation_gains"].get(f"{name} - affine")
-                lines.append(f"| {name} | {_acc(v)} | {_gain(vg) if vg else '-'} | {test_cells} |")
-            else:
-                lines.append(f"| {name} | {test_cells} |")
+                  f"{dp['vae']}{epochs} (held-out reconstruction_r2 {dp['vae_reconstruction_r2']:.2f}, {how}; `{command}`). "
+                  "Chosen on the validation split:", "", *_chosen_lines(d["chosen"]), "",
+                  "Every condition explored on validation (gains over `none`, or over the classic before ` + `), and the test "
+                  "split for the chosen settings and the library's default:", "",
+                  "| condition | validation | paired gain (validation) | test | paired gain (test) |", "| --- | --- | --- | --- | --- |"]
+        for name, v in d["validation"].items():
+            vg = next((g for k, g in d["validation_gains"].items() if k.rsplit(" - ", 1)[0] == name), None)
+            r = d["test"].get(name)
+            tg = next((g for k, g in d["gains"].items() if k.rsplit(" - ", 1)[0] == name), None)
+            lines.append(f"| {name} | {_acc(v)} | {_gain(vg) if vg else '-'} | {_acc(r) if r else '-'} | {_gain(tg) if tg else '-'} |")
+        for name in (n for n in d["test"] if n not in d["validation"]):  # the default before the classic, if not explored
+            tg = next((g for k, g in d["gains"].items() if k.rsplit(" - ", 1)[0] == name), None)
+            lines.append(f"| {name} | - | - | {_acc(d['test'][name])} | {_gain(tg) if tg else '-'} |")
     return "\n".join(lines)
 
 
@@ -364,26 +362,19 @@ def summary_table() -> str:
                 g = gains[name]
                 rows.append(f"| [{what}]({doc}#does-it-help): paired gain in test accuracy, {int(labels):,} MNIST labels | "
                             f"{_gain(g)} points | +{goal:g} | {_met(g['mean'] >= goal and g['ci95'][0] > 0)} |")
-    for key in sorted(k for k in (u or {}) if k.startswith("digits_e")):  # a longer-trained VAE on the small dataset
-        g = u[key]["gains"]["default - none"]
-        g_affine = u[key]["gains"]["affine + default - affine"]
-        epochs = key.split("_e")[1]
-        rows.append(f"| [Default `VAEAugment(vae)`, digits VAE trained {epochs} epochs]({doc}#does-it-help) (reconstruction_r2 "
-                    f"{u[key]['protocol']['vae_reconstruction_r2']:.2f}), over none / on top of the affine | {_gain(g)} / "
-                    f"{_gain(g_affine)} points | not below 0 | "
-                    f"{'met' if g['ci95'][1] >= 0 and g_affine['ci95'][1] >= 0 else '**missed**: it hurts'} |")
-    if u and "digits" in u:
-        g = u["digits"]["gains"]["default - none"]
-        verdict = "met: a gain" if g["ci95"][0] > 0 else "met: no measurable harm (the interval spans 0)" if g["ci95"][1] >= 0 \
-            else "**missed**: it hurts"
-        rows.append(f"| [Default `VAEAugment(vae)` on a small dataset of one's own]({doc}#does-it-help) (digits), over no augmentation "
-                    f"| {_gain(g)} points | not below 0 | {verdict} |")
-        for key in sorted(k for k in u if k.startswith("digits") and (u[k].get("chosen") or {}).get("classic+vae")):
-            best = u[key]["chosen"]["classic+vae"]["condition"]  # chosen on the validation split
-            g = u[key]["gains"][f"{best} - affine"]
-            vae = "" if key == "digits" else f", VAE trained {key.split('_e')[1]} epochs"
-            rows.append(f"| [Recommended VAE then the affine, over the affine alone]({doc}#does-it-help) (digits{vae}: "
-                        f"`{best}`, chosen on validation) | {_gain(g)} points | > 0 | {_met(g['ci95'][0] > 0)} |")
+    for key in sorted(k for k in (u or {}) if k.startswith("digits")):  # the small dataset of one's own
+        d = u[key]
+        classic = d["chosen"]["classic"]["condition"]
+        vae = f"VAE trained {d['protocol']['vae_epochs']} epochs by `vae-augment train`'s defaults" if key == "digits" \
+            else f"VAE trained {key.split('_e')[1]} epochs"
+        g, g_classic = d["gains"]["default - none"], d["gains"][f"{classic} + default - {classic}"]
+        rows.append(f"| [Default `VAEAugment(vae)` on a small dataset of one's own]({doc}#does-it-help) (digits, {vae}), over none / "
+                    f"before the classic (`{classic}`), over it | {_gain(g)} / {_gain(g_classic)} points | not below 0 | "
+                    f"{'met' if g['ci95'][1] >= 0 and g_classic['ci95'][1] >= 0 else '**missed**: it hurts'} |")
+        best = d["chosen"]["classic+vae"]["condition"]  # chosen on the validation split
+        g = d["gains"][f"{best} - {classic}"]
+        rows.append(f"| [Recommended VAE then the classic, over the classic alone]({doc}#does-it-help) (digits: "
+                    f"`{best}`, chosen on validation) | {_gain(g)} points | > 0 | {_met(g['ci95'][0] > 0)} |")
     d = _load(RESULTS / "density.json")
     if d and not d["protocol"]["quick"]:
         t = d.get("trained_with_prior", d["mixture_prior"])  # the last step of the protocol, better or worse

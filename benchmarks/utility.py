@@ -29,15 +29,16 @@ benchmarks/common.py for a fixed budget (``--steps`` of batch 64, Adam), the bun
 Digits (a second, small dataset a user could have: the 1,797 8x8 handwritten digits that ship
 with scikit-learn, scaled to 16x16). The VAE is trained the way a user trains one on a folder of
 their own: the unlabelled training images are written as PNGs and `vae-augment train`'s function
-is called with its defaults (``--digits-epochs`` for a longer-trained one). 5 labelled images per
-class, 8 seeds. Conditions: none, the affine, the library's default `VAEAugment(vae)` (for a
-checkpoint trained on few images: ``residual=True, p=0.5``), the defaults of earlier versions
-(``residual=False, p=1`` and ``residual=True, p=1``), class-aware noise, LatentBorrow (donors: the
-labelled pool's codes), and each VAE condition
-followed by the affine. Test split: 30% of the digits; validation: a quarter of the rest,
-kept out of the labelled pool (other seeds than the test runs), where the recommended
-``affine + X`` is chosen (``chosen``). Every condition is also reported on the test split: the
-library's default is judged there as it is, not chosen.
+is called with its defaults (``--digits-epochs`` for another length). 5 labelled images per
+class, 12 seeds. Test split: 30% of the digits; validation: a quarter of the rest, kept out of the
+labelled pool (other seeds than the test runs). Chosen on validation as at 100 MNIST labels: the
+best classic (DIGITS_CLASSIC: the affine at three magnitudes, an ElasticTransform sized for 16
+pixels, affine + elastic), the best VAE condition alone (the library's default `VAEAugment(vae)`,
+which for a checkpoint trained on few images is ``residual=True, p=0.5``; the earlier defaults
+``residual=False, p=1`` and ``residual=True, p=1``; class-aware noise; LatentBorrow, its donors the
+labelled pool's codes), and the best VAE condition followed by that classic. The test split runs
+`none`, the chosen classic, the chosen settings, and the library's default alone and before the
+classic: the default is judged as a user gets it, not chosen.
 
 Writes benchmarks/results/utility.json; docs/benchmarks.md renders it (benchmarks/update_readme.py).
 """
@@ -177,13 +178,27 @@ SELECT_1000 = {
     "borrow residual s=1 p=0.5 keep=1": dict(strength=1.0, p=0.5, keep=1.0, residual=True),
     "borrow residual s=1 p=0.25 keep=1": dict(strength=1.0, p=0.25, keep=1.0, residual=True),
 }
-LATENT_BORROW = {**BORROW_CANDIDATES, **SELECT_1000}  # every LatentBorrow condition by its name (build, code_of)
+# LatentBorrow candidates explored on the digits besides BORROW_CANDIDATES: the residual form (only the decoded change is
+# added, as the library's default for a small dataset does) and the most confident half of the donors
+DIGITS_BORROW = {
+    "borrow residual s=1 p=0.5 keep=1": SELECT_1000["borrow residual s=1 p=0.5 keep=1"],
+    "borrow residual s=1 p=0.5 keep=0.5": dict(strength=1.0, p=0.5, keep=0.5, residual=True),
+}
+LATENT_BORROW = {**BORROW_CANDIDATES, **SELECT_1000, **DIGITS_BORROW}  # every LatentBorrow condition by its name (build, code_of)
 # "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images: residual=True, p=0.5, chosen
 # by the library); "plain" the default of earlier versions (residual=False, p=1); "residual" the default of the version
 # before this one for a blurry checkpoint (residual=True, p=1)
 DIGITS_VAE = {"default": dict(), "plain": dict(residual=False, p=1.0), "residual": dict(residual=True, p=1.0),
               "class s=0.5 p=0.5": dict(mode="class", strength=0.5, p=0.5),
               "class s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5)}
+# classic candidates for the 16x16 digits: the affine at three magnitudes, and the ElasticTransform sized for 16 pixels
+# (sigma 4 * 16/28; the blurred field's amplitude goes as alpha / sigma, so alpha 34 * (16/28) * (2.3/4) = 11 keeps the
+# displacement at the same share of the image as MNIST's (34, 4) on 28 pixels)
+DIGITS_CLASSIC = {
+    "affine mild": CLASSIC["affine mild"], "affine": CLASSIC["affine"], "affine strong": CLASSIC["affine strong"],
+    "elastic a=11 s=2.3": lambda: ElasticBatch(11.0, 2.3),
+    "affine+elastic a=11 s=2.3": lambda: Chain(RandomAffineBatch(), ElasticBatch(11.0, 2.3)),
+}
 DIGITS_VALIDATION = 0.25  # of the non-test digits, kept out of the labelled pool for choosing
 
 
@@ -198,16 +213,18 @@ def code_of(name: str, candidates: dict) -> str:
     return code(candidates[name])
 
 
-def build(name: str, vae, x_lab, y_lab, candidates: dict | None = None):
+def build(name: str, vae, x_lab, y_lab, candidates: dict | None = None, classics: dict | None = None):
     """The augmentation of condition ``name`` (None for "none"); "classic X+vae Y" chains the VAE, then the classic.
-    ``candidates`` maps VAE condition names to VAEAugment's arguments (default: this benchmark's)."""
+    ``candidates`` maps VAE condition names to VAEAugment's arguments, ``classics`` classic names to their
+    constructors (default: this benchmark's MNIST ones)."""
     if name == "none":
         return None
-    if name in CLASSIC:
-        return CLASSIC[name]()
+    classics = CLASSIC if classics is None else classics
+    if name in classics:
+        return classics[name]()
     classic, _, vae_name = name.partition(" + ")
     if vae_name:
-        return Chain(build(vae_name, vae, x_lab, y_lab, candidates), build(classic, vae, x_lab, y_lab, candidates))
+        return Chain(build(vae_name, vae, x_lab, y_lab, candidates, classics), build(classic, vae, x_lab, y_lab, candidates, classics))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the fidelity warning: it is part of what is measured
         if name in LATENT_BORROW:
@@ -281,16 +298,22 @@ def scored(names, dataset, per_class, seeds, split, state, workers, seed0=0, onl
     return out
 
 
-def best_of(names: list[str], val: dict, per_class: int, seeds: int, state: dict, workers: int) -> str:
-    """Score ``names`` on MNIST's validation split into ``val`` and return the best of them other than "none"."""
-    val.update(scored(names, "mnist", per_class, seeds, "validation", state, workers))
+def best_of(names: list[str], val: dict, per_class: int, seeds: int, state: dict, workers: int, dataset: str = "mnist",
+            seed0: int = 0) -> str:
+    """Score ``names`` on ``dataset``'s validation split into ``val`` and return the best of them other than "none"."""
+    val.update(scored(names, dataset, per_class, seeds, "validation", state, workers, seed0=seed0))
     return max((n for n in names if n != "none"), key=lambda n: val[n]["mean"])
 
 
-def digits_gains(rows: dict, names: list[str]) -> dict:
-    """Each VAE condition over none, and each "affine + X" over the affine alone."""
-    return {**{f"{n} - none": paired(rows[n], rows["none"]) for n in names if n != "none" and " + " not in n},
-            **{f"{n} - affine": paired(rows[n], rows["affine"]) for n in names if " + " in n}}
+def gains_over(rows: dict) -> dict:
+    """Each condition over none, and each "C + X" over C alone."""
+    return {f"{n} - {n.split(' + ')[0] if ' + ' in n else 'none'}": paired(rows[n], rows[n.split(" + ")[0] if " + " in n else "none"])
+            for n in rows if n != "none"}
+
+
+def digits_build(name: str, vae, x_lab, y_lab):
+    """`build` with the digits' classic and VAE candidates."""
+    return build(name, vae, x_lab, y_lab, DIGITS_VAE, DIGITS_CLASSIC)
 
 
 # ------------------------------------------------------------------ the two datasets
@@ -317,7 +340,7 @@ def digits_state(steps: int, epochs: int | None, seed: int = 0) -> dict:
         vae = load_vae(Path(tmp) / "vae")
     with torch.inference_mode():  # LatentBorrow's donors: the codes of the labelled pool's images (not the validation ones)
         vae.latent_bank = vae.encode(to_model_space(vae, x[rest[:pool]])).mean
-    return {"x": x[rest], "y": y[rest], "pool": pool, "vae": vae, "steps": steps,
+    return {"x": x[rest], "y": y[rest], "pool": pool, "vae": vae, "steps": steps, "build": digits_build,
             "validation": (x[rest[pool:]], y[rest[pool:]]), "test": (x[test], y[test]), "metrics": vae.metrics}
 
 
@@ -338,7 +361,7 @@ def main() -> None:
     start = time.time()
     quick = args.quick
     steps = 40 if quick else args.steps
-    seeds = {"select": 1 if quick else args.select_seeds, "100": 2 if quick else 10, "1000": 1 if quick else 5, "digits": 2 if quick else 8}
+    seeds = {"select": 1 if quick else args.select_seeds, "100": 2 if quick else 10, "1000": 1 if quick else 5, "digits": 2 if quick else 12}
     out = Path(args.out)
     result = {} if quick or not out.is_file() else json.loads(out.read_text())
     datasets = [d.strip() for d in args.datasets.split(",")]
@@ -422,31 +445,43 @@ def main() -> None:
     if "digits" in datasets:
         digits_start = time.time()
         state = {"digits": digits_state(steps, epochs=2 if quick else args.digits_epochs)}
-        vae_conditions = [*DIGITS_VAE, *BORROW_CANDIDATES]
-        names = ["none", "affine", *vae_conditions, *[f"affine + {n}" for n in vae_conditions]]
-        key = "digits" if args.digits_epochs is None else f"digits_e{args.digits_epochs}"  # the CLI-default VAE, or a longer-trained one
+        vae_conditions = ["default", "class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if quick else [*DIGITS_VAE, *BORROW_CANDIDATES, *DIGITS_BORROW]
+        classic_names = ["affine", "elastic a=11 s=2.3"] if quick else list(DIGITS_CLASSIC)
+        key = "digits" if args.digits_epochs is None else f"digits_e{args.digits_epochs}"  # the CLI-default VAE, or another one
         previous = result.get(key, {})
         chosen = previous.get("chosen")
         validation = previous.get("validation")
-        if args.phase in ("all", "select"):  # the same conditions on the validation images, to choose the recommendation
-            validation = scored(names, "digits", 5, seeds["digits"], "validation", state, args.workers, seed0=1000)
-            best = max((n for n in names if n.startswith("affine + ")), key=lambda n: validation[n]["mean"])
-            best_alone = max(vae_conditions, key=lambda n: validation[n]["mean"])
-            chosen = {"classic+vae": {"condition": best, "source": "validation split (25% of the non-test digits), 5 per class",
-                                      "code": f"{code_of(best.split(' + ')[1], DIGITS_VAE)}, then the affine"},
-                      "vae": {"condition": best_alone, "source": "validation split", "code": code_of(best_alone, DIGITS_VAE)}}
+        if args.phase in ("all", "select"):  # as at 100 MNIST labels: the best classic, the best VAE, the best VAE then that classic
+            validation = {}
+            choose = dict(val=validation, per_class=5, seeds=seeds["digits"], state=state, workers=args.workers, dataset="digits",
+                          seed0=1000)
+            best_classic = best_of(["none", *classic_names], **choose)
+            best_alone = best_of(vae_conditions, **choose)
+            best = best_of([f"{best_classic} + {n}" for n in vae_conditions], **choose)
+            source = "validation split (25% of the non-test digits), 5 per class"
+            chosen = {"classic": {"condition": best_classic, "source": source, "code": best_classic},
+                      "vae": {"condition": best_alone, "source": source, "code": code_of(best_alone, DIGITS_VAE)},
+                      "classic+vae": {"condition": best, "source": source,
+                                      "code": f"{code_of(best.split(' + ')[1], DIGITS_VAE)}, then {best_classic}"}}
+        if args.phase == "test" and not chosen:
+            raise SystemExit("run --phase select --datasets digits first: the test split is used for the chosen settings only")
+        # the test split: the chosen settings, and the library's default as a user writes it (alone and before the classic)
+        classic = chosen["classic"]["condition"]
+        names = list(dict.fromkeys(["none", classic, "default", f"{classic} + default", chosen["vae"]["condition"],
+                                    chosen["classic+vae"]["condition"]]))
         rows = scored(names, "digits", 5, seeds["digits"], "test", state, args.workers) if args.phase in ("all", "test") else None
         fidelity = state["digits"]["metrics"].get("test", {})
         result[key] = {
             "protocol": {"data": "scikit-learn load_digits (1,797 8x8 digits) at 16x16; test: 30%; validation: 25% of the rest "
-                                 "(out of the labelled pool)", "labelled": "5 per class",
+                                 "(out of the labelled pool)", "labelled": "5 per class", "classic_candidates": classic_names, "vae_candidates": vae_conditions,
                          "vae": "train(folder) with vae-augment train's defaults on the unlabelled training images" if args.digits_epochs is None
                          else f"train(folder, epochs={args.digits_epochs}) on the unlabelled training images",
-                         "vae_reconstruction_r2": fidelity.get("reconstruction_r2"), "classifier": "SmallCNN for 16x16"},
+                         "vae_reconstruction_r2": fidelity.get("reconstruction_r2"),
+                         "vae_epochs": state["digits"]["metrics"].get("epochs"), "classifier": "SmallCNN for 16x16"},
             "validation": validation, "chosen": chosen,
-            "validation_gains": digits_gains(validation, names) if validation else None,
+            "validation_gains": gains_over(validation) if validation else None,
             "test": rows if rows is not None else previous.get("test"),
-            "gains": digits_gains(rows, names) if rows is not None else previous.get("gains"),
+            "gains": gains_over(rows) if rows is not None else previous.get("gains"),
             "seconds": round(time.time() - digits_start, 1),
         }
 
