@@ -24,6 +24,7 @@ RESULTS = REPO / "benchmarks" / "results"
 BENCHMARKS_DOC = "docs/benchmarks.md"  # the README links to its sections
 FIDELITY_WARNING = 0.7  # vae_augment.augment.FIDELITY_WARNING (this script reads results files only, not the package)
 SMALL_DATA_IMAGES = 10_000  # vae_augment.augment.SMALL_DATA_IMAGES
+CAREFUL_STRENGTH = 0.1  # vae_augment.augment.CAREFUL_STRENGTH
 
 # The project's goals, as the README has stated them; the summary says whether the latest run meets each.
 # paired gains on the test split (issue 12): labels -> gain -> (points, what it is); met when the mean reaches the goal
@@ -222,8 +223,9 @@ def utility_table() -> str:
     for key in sorted(k for k in u if k.startswith("digits")):
         d, dp = u[key], u[key]["protocol"]
         how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")
-               + f", trained on fewer than {SMALL_DATA_IMAGES:,} images, so `VAEAugment(vae)` chooses residual=True and p=0.5 and warns")
-        command = "python benchmarks/utility.py --datasets digits" + ("" if key == "digits" else " --digits-epochs " + key.split("_e")[1])
+               + f", trained on fewer than {SMALL_DATA_IMAGES:,} images, so `VAEAugment(vae)` chooses residual=True, p=0.5 and "
+               f"strength={CAREFUL_STRENGTH} and warns")
+        command = dp["command"]
         epochs = f", {dp['vae_epochs']} epochs" if dp.get("vae_epochs") else ""
         lines += ["", f"**Digits**, a second small dataset: {dp['data']}; {dp['labelled']}, {seeds['digits']} seeds; the VAE: "
                   f"{dp['vae']}{epochs} (held-out reconstruction_r2 {dp['vae_reconstruction_r2']:.2f}, {how}; `{command}`). "
@@ -365,8 +367,8 @@ def summary_table() -> str:
     for key in sorted(k for k in (u or {}) if k.startswith("digits")):  # the small dataset of one's own
         d = u[key]
         classic = d["chosen"]["classic"]["condition"]
-        vae = f"VAE trained {d['protocol']['vae_epochs']} epochs by `vae-augment train`'s defaults" if key == "digits" \
-            else f"VAE trained {key.split('_e')[1]} epochs"
+        vae = (f"VAE fine-tuned from `{d['protocol']['init']}` with `vae-augment train --init`" if d["protocol"].get("init")
+               else f"VAE trained {d['protocol']['vae_epochs']} epochs by `vae-augment train`'s defaults")
         g, g_classic = d["gains"]["default - none"], d["gains"][f"{classic} + default - {classic}"]
         rows.append(f"| [Default `VAEAugment(vae)` on a small dataset of one's own]({doc}#does-it-help) (digits, {vae}), over none / "
                     f"before the classic (`{classic}`), over it | {_gain(g)} / {_gain(g_classic)} points | not below 0 | "

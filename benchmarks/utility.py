@@ -34,9 +34,9 @@ class, 12 seeds. Test split: 30% of the digits; validation: a quarter of the res
 labelled pool (other seeds than the test runs). Chosen on validation as at 100 MNIST labels: the
 best classic (DIGITS_CLASSIC: the affine at three magnitudes, an ElasticTransform sized for 16
 pixels, affine + elastic), the best VAE condition alone (the library's default `VAEAugment(vae)`,
-which for a checkpoint trained on few images is ``residual=True, p=0.5``; the earlier defaults
-``residual=False, p=1`` and ``residual=True, p=1``; class-aware noise; LatentBorrow, its donors the
-labelled pool's codes), and the best VAE condition followed by that classic. The test split runs
+which for a checkpoint trained on few images is ``residual=True, p=0.5, strength=0.1``; the earlier
+defaults ``residual=True, p=0.5`` at strength 0.2, ``residual=False, p=1`` and ``residual=True, p=1``;
+class-aware noise; LatentBorrow, its donors the labelled pool's codes), and the best VAE condition followed by that classic. The test split runs
 `none`, the chosen classic, the chosen settings, and the library's default alone and before the
 classic: the default is judged as a user gets it, not chosen.
 
@@ -178,17 +178,14 @@ SELECT_1000 = {
     "borrow residual s=1 p=0.5 keep=1": dict(strength=1.0, p=0.5, keep=1.0, residual=True),
     "borrow residual s=1 p=0.25 keep=1": dict(strength=1.0, p=0.25, keep=1.0, residual=True),
 }
-# LatentBorrow candidates explored on the digits besides BORROW_CANDIDATES: the residual form (only the decoded change is
-# added, as the library's default for a small dataset does) and the most confident half of the donors
-DIGITS_BORROW = {
-    "borrow residual s=1 p=0.5 keep=1": SELECT_1000["borrow residual s=1 p=0.5 keep=1"],
-    "borrow residual s=1 p=0.5 keep=0.5": dict(strength=1.0, p=0.5, keep=0.5, residual=True),
-}
-LATENT_BORROW = {**BORROW_CANDIDATES, **SELECT_1000, **DIGITS_BORROW}  # every LatentBorrow condition by its name (build, code_of)
-# "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images: residual=True, p=0.5, chosen
-# by the library); "plain" the default of earlier versions (residual=False, p=1); "residual" the default of the version
-# before this one for a blurry checkpoint (residual=True, p=1)
-DIGITS_VAE = {"default": dict(), "plain": dict(residual=False, p=1.0), "residual": dict(residual=True, p=1.0),
+LATENT_BORROW = {**BORROW_CANDIDATES, **SELECT_1000}  # every LatentBorrow condition by its name (build, code_of)
+# "default" is VAEAugment(vae) as a user writes it (for a checkpoint trained on few images the library chooses
+# residual=True, p=0.5, strength=0.1); "residual s=0.2 p=0.5" the default of the version before this one; "plain" the
+# default of earlier versions (residual=False, p=1, strength 0.2); "residual" the one before that for a blurry checkpoint
+# (residual=True, p=1, strength 0.2). (LatentBorrow needs no residual variant here: for a checkpoint trained on few
+# images it chooses residual=True itself.)
+DIGITS_VAE = {"default": dict(), "residual s=0.2 p=0.5": dict(residual=True, p=0.5, strength=0.2),
+              "plain": dict(residual=False, p=1.0, strength=0.2), "residual": dict(residual=True, p=1.0, strength=0.2),
               "class s=0.5 p=0.5": dict(mode="class", strength=0.5, p=0.5),
               "class s=0.75 p=0.5": dict(mode="class", strength=0.75, p=0.5)}
 # classic candidates for the 16x16 digits: the affine at three magnitudes, and the ElasticTransform sized for 16 pixels
@@ -317,8 +314,9 @@ def digits_build(name: str, vae, x_lab, y_lab):
 
 
 # ------------------------------------------------------------------ the two datasets
-def digits_state(steps: int, epochs: int | None, seed: int = 0) -> dict:
-    """scikit-learn's 8x8 digits at 16x16, a VAE trained on the unlabelled training images as a user would."""
+def digits_state(steps: int, epochs: int | None, seed: int = 0, init: str | None = None) -> dict:
+    """scikit-learn's 8x8 digits at 16x16, a VAE trained on the unlabelled training images as a user would: from
+    scratch, or with ``init`` from a trained VAE (`vae-augment train --init`) at that VAE's image size."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -336,6 +334,8 @@ def digits_state(steps: int, epochs: int | None, seed: int = 0) -> dict:
             folder.mkdir(exist_ok=True)
             to_pil(x[i]).save(folder / f"{i:04d}.png")
         kwargs = {} if epochs is None else {"epochs": epochs}
+        if init is not None:  # a run from init keeps its architecture: the images are resized to its size
+            kwargs.update(init=init, image_size=load_vae(init).image_size[-1])
         train(folder, Path(tmp) / "vae", progress=False, log=False, seed=seed, **kwargs)  # the defaults of `vae-augment train`
         vae = load_vae(Path(tmp) / "vae")
     with torch.inference_mode():  # LatentBorrow's donors: the codes of the labelled pool's images (not the validation ones)
@@ -354,6 +354,7 @@ def main() -> None:
     parser.add_argument("--select-seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="training runs at once (one thread each)")
     parser.add_argument("--digits-epochs", type=int, help="train the digits VAE this long (default: vae-augment train's default)")
+    parser.add_argument("--digits-init", help="fine-tune the digits VAE from this trained VAE (e.g. mnist), at its image size")
     parser.add_argument("--labels", default="100,1000", help="MNIST label counts to choose settings at and test (comma-separated; "
                         "the other's figures are kept from --out)")
     parser.add_argument("--out", default=str(RESULTS / "utility.json"))
@@ -444,10 +445,17 @@ def main() -> None:
 
     if "digits" in datasets:
         digits_start = time.time()
-        state = {"digits": digits_state(steps, epochs=2 if quick else args.digits_epochs)}
-        vae_conditions = ["default", "class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if quick else [*DIGITS_VAE, *BORROW_CANDIDATES, *DIGITS_BORROW]
+        state = {"digits": digits_state(steps, epochs=2 if quick else args.digits_epochs, init=args.digits_init)}
+        vae_conditions = ["default", "class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if quick else [*DIGITS_VAE, *BORROW_CANDIDATES]
+        if args.digits_init and not quick:  # the earlier defaults and the strongest class noise only matter from scratch
+            vae_conditions = [n for n in vae_conditions if n not in ("plain", "residual", "class s=0.75 p=0.5")]
         classic_names = ["affine", "elastic a=11 s=2.3"] if quick else list(DIGITS_CLASSIC)
-        key = "digits" if args.digits_epochs is None else f"digits_e{args.digits_epochs}"  # the CLI-default VAE, or another one
+        # the CLI-default VAE, or another length, or one fine-tuned from a trained VAE
+        key = "digits" + (f"_e{args.digits_epochs}" if args.digits_epochs else "") + (f"_init_{args.digits_init}" if args.digits_init else "")
+        command = ("python benchmarks/utility.py --datasets digits" + (f" --digits-epochs {args.digits_epochs}" if args.digits_epochs else "")
+                   + (f" --digits-init {args.digits_init}" if args.digits_init else ""))
+        how = "train(folder" + (f", epochs={args.digits_epochs}" if args.digits_epochs else "") + \
+            (f", init={args.digits_init!r}, image_size={state['digits']['vae'].image_size[-1]}" if args.digits_init else "") + ")"
         previous = result.get(key, {})
         chosen = previous.get("chosen")
         validation = previous.get("validation")
@@ -474,8 +482,8 @@ def main() -> None:
         result[key] = {
             "protocol": {"data": "scikit-learn load_digits (1,797 8x8 digits) at 16x16; test: 30%; validation: 25% of the rest "
                                  "(out of the labelled pool)", "labelled": "5 per class", "classic_candidates": classic_names, "vae_candidates": vae_conditions,
-                         "vae": "train(folder) with vae-augment train's defaults on the unlabelled training images" if args.digits_epochs is None
-                         else f"train(folder, epochs={args.digits_epochs}) on the unlabelled training images",
+                         "vae": f"{how} on the unlabelled training images" + ("" if args.digits_epochs else ", vae-augment train's default epochs"),
+                         "command": command, "init": args.digits_init,
                          "vae_reconstruction_r2": fidelity.get("reconstruction_r2"),
                          "vae_epochs": state["digits"]["metrics"].get("epochs"), "classifier": "SmallCNN for 16x16"},
             "validation": validation, "chosen": chosen,

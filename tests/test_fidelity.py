@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from vae_augment import VAE, VAEAugment, evaluate, train
-from vae_augment.augment import FIDELITY_WARNING
+from vae_augment.augment import CAREFUL_STRENGTH, DEFAULT_STRENGTH, FIDELITY_WARNING
 
 TINY = dict(channels=1, image_size=16, latent_dim=4, widths=(4, 8), hidden=16)
 
@@ -53,13 +53,15 @@ def test_a_blurry_checkpoint_gets_a_warning(residual):
 def test_the_default_is_the_residual_mode_for_a_blurry_checkpoint_only():
     vae = VAE(**TINY)
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}
-    with pytest.warns(UserWarning, match="residual=True and p=0.5 were chosen for you"):
+    with pytest.warns(UserWarning, match="residual=True, p=0.5 and strength=0.1 were chosen for you"):
         blurry = VAEAugment(vae)
-    assert blurry.residual and blurry.p == 0.5
+    assert blurry.residual and blurry.p == 0.5 and blurry.strength == CAREFUL_STRENGTH
+    with pytest.warns(UserWarning, match="residual=True and p=0.5 were chosen for you"):
+        assert VAEAugment(vae, strength=0.3).strength == 0.3  # an explicit strength is kept
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(VAEAugment(vae, strength=0.0, residual=None)(x), x)  # residual at strength 0: the input itself
     vae.metrics = {"test": {"reconstruction_r2": 0.9}}
-    assert not VAEAugment(vae).residual
+    assert not VAEAugment(vae).residual and VAEAugment(vae).strength == DEFAULT_STRENGTH
     vae.metrics = {}
     assert not VAEAugment(vae).residual  # unmeasured (older checkpoints, diffusers backbones): as before
 
@@ -93,21 +95,21 @@ def test_every_adapter_warns_on_a_blurry_checkpoint():
     from vae_augment import AlbuVAEAugment
 
     with pytest.warns(UserWarning, match="keep only 30%"):
-        AlbuVAEAugment(vae)
+        assert AlbuVAEAugment(vae).strength == CAREFUL_STRENGTH  # its p is albumentations' own; strength as for VAEAugment
 
 
 def test_a_checkpoint_trained_on_few_images_gets_careful_defaults():
     vae = VAE(**TINY)
     vae.metrics = {"train_images": 1258, "test": {"reconstruction_r2": 0.86}}  # sharp enough, but trained on little data
-    with pytest.warns(UserWarning, match=r"trained on 1,258 images \(fewer than 10,000\).*residual=True and p=0.5 were chosen"):
+    with pytest.warns(UserWarning, match=r"trained on 1,258 images \(fewer than 10,000\).*residual=True, p=0.5 and strength=0.1 were chosen"):
         careful = VAEAugment(vae)
     assert careful.residual and careful.p == 0.5
-    with pytest.warns(UserWarning, match=r"p=0.5 was chosen for you \(half of the images stay real\); use residual=True"):
+    with pytest.warns(UserWarning, match=r"p=0.5 and strength=0.1 were chosen for you \(half of the images stay real; variants stay close to your images\); use residual=True"):
         explicit = VAEAugment(vae, residual=False)
     assert not explicit.residual and explicit.p == 0.5
     with pytest.warns(UserWarning, match="trained on 1,258 images") as caught:
-        given = VAEAugment(vae, residual=True, p=1.0)
-    assert given.residual and given.p == 1.0 and "chosen for you" not in str(caught[0].message)  # explicit choices kept
+        given = VAEAugment(vae, residual=True, p=1.0, strength=0.2)
+    assert given.residual and given.p == 1.0 and given.strength == 0.2 and "chosen for you" not in str(caught[0].message)  # explicit choices kept
     x = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     changed = (careful(x) != x).flatten(1).any(1)

@@ -117,7 +117,7 @@ def test_training_on_from_a_fitted_prior_trains_the_prior_with_the_model(trained
     with pytest.raises(ValueError, match="init has latent_dim=.*a run from init keeps its architecture"):
         train(data, tmp_path / "bad", test_data=held_out, init=fitted, latent_dim=fitted.latent_dim + 1, epochs=1, device="cpu",
               progress=False, log=False)
-    with pytest.raises(ValueError, match=r"init was trained on 1-channel \[28, 28\] images; this data has 1-channel \[16, 16\]"):
+    with pytest.raises(ValueError, match=r"init was trained on 1-channel \[28, 28\] images; this data has 1-channel \[16, 16\] images \(resize and convert them to its shape: image_size=28, channels=1"):
         small = TensorDataset(make_images(8, 1, (16, 16)), torch.zeros(8))
         train(small, tmp_path / "bad", test_data=small, init=fitted, epochs=1, device="cpu", progress=False, log=False)
     assert not (tmp_path / "bad").exists()

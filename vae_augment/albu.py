@@ -22,7 +22,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
 
-from .augment import DEFAULT_STRENGTH, augment_batch, check_mode_supported, choose_residual, latent_shape, prepare_model
+from .augment import DEFAULT_STRENGTH, augment_batch, check_mode_supported, choose_defaults, latent_shape, prepare_model
 from .hub import load_vae
 from .latent import check_mode_strength
 from .loaders import WorkerSeed
@@ -47,21 +47,22 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
     class InitSchema(BaseTransformInitSchema):
         checkpoint: Any
         checkpoint_options: dict | None = None
-        strength: float = Field(ge=0, le=4)
+        strength: float | None = Field(ge=0, le=4)
         mode: Literal["data", "posterior", "prior"]
         residual: bool | None
 
-    def __init__(self, checkpoint: Any = "mnist", strength: float = DEFAULT_STRENGTH, mode: Literal["data", "posterior", "prior"] = "data",
+    def __init__(self, checkpoint: Any = "mnist", strength: float | None = None, mode: Literal["data", "posterior", "prior"] = "data",
                  residual: bool | None = None, p: float = 1.0, checkpoint_options: dict | None = None):
         super().__init__(p=p)
-        check_mode_strength(mode, strength)
+        check_mode_strength(mode, DEFAULT_STRENGTH if strength is None else strength)  # None: chosen below
         options = dict(checkpoint_options or {})
         self.vae = prepare_model(load_vae(checkpoint, **options) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint, None)
         self.checkpoint_options = options or dict(self.vae.load_options)
         check_mode_supported(self.vae, mode)
         self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else self.vae.name_or_path
         self._worker_seed = WorkerSeed()
-        self.strength, self.mode, self.residual = float(strength), mode, choose_residual(self.vae, residual)
+        self.residual, _, strength = choose_defaults(self.vae, residual, 1.0, strength)  # p is albumentations' own
+        self.strength, self.mode = float(strength), mode
 
     def set_random_seed(self, seed: int | None) -> None:
         super().set_random_seed(seed)

@@ -30,6 +30,9 @@ FIDELITY_WARNING = 0.7
 # checkpoints trained on fewer images are handled with care by default (`choose_defaults`): measured harmful on 1,258
 # images, helpful on MNIST's 60,000; the threshold between is a judgement, not a measurement
 SMALL_DATA_IMAGES = 10_000
+# the strength chosen for such a checkpoint: on a folder of 1,258 16x16 digits (benchmarks/utility.py, validation split, 12 paired
+# seeds) residual variants at p = 0.5 measured -0.9 points against none at strength 0.2 and +0.1 [-0.3, +0.5] at 0.1
+CAREFUL_STRENGTH = 0.1
 
 
 def reconstruction_fidelity(vae: Autoencoder) -> float | None:
@@ -44,17 +47,19 @@ def training_images(vae: Autoencoder) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) else None
 
 
-def choose_defaults(vae: Autoencoder, residual: bool | None, p: float | None = 1.0) -> tuple[bool, float]:
-    """``residual`` and ``p`` as given; None chooses them from the checkpoint.
+def choose_defaults(vae: Autoencoder, residual: bool | None, p: float | None = 1.0,
+                    strength: float | None = DEFAULT_STRENGTH) -> tuple[bool, float, float]:
+    """``residual``, ``p`` and ``strength`` as given; None chooses them from the checkpoint.
 
     A checkpoint is handled with care when its held-out reconstructions are blurry (``reconstruction_r2``
     below `FIDELITY_WARNING`) or it was trained on fewer than `SMALL_DATA_IMAGES` images: there
     ``residual=None`` becomes True (only the decoded change is added to the image, so its detail survives)
-    and ``p=None`` becomes 0.5 (half of the images stay real), and a warning says so. Elsewhere the plain
-    mode and p = 1. Measured on a small dataset of one's own (benchmarks/utility.py, 1,258 16x16 digits):
-    with a VAE trained 200 epochs on them, the plain mode at p = 1 cost 1.9 points [0.1, 3.6] against no
-    augmentation, ``residual=True, p=0.5`` 0.8 [-1.1, 2.7] (no measurable harm); a VAE trained on
-    MNIST's 60,000 images gains with the plain mode."""
+    ``p=None`` becomes 0.5 (half of the images stay real) and ``strength=None`` becomes `CAREFUL_STRENGTH`
+    (0.1), and a warning says so. Elsewhere the plain mode, p = 1 and `DEFAULT_STRENGTH` (0.2). Measured
+    on a small dataset of one's own (benchmarks/utility.py, a folder of 1,258 16x16 digits, a VAE trained by
+    `vae-augment train`'s defaults, validation split): the plain mode at p = 1 cost 1.8 points against no
+    augmentation, ``residual=True, p=0.5`` at strength 0.2 0.4 to 0.9, at 0.1 nothing measurable (+0.1
+    [-0.3, +0.5]): harmless, and no help; a VAE trained on MNIST's 60,000 images gains with the plain mode."""
     if residual is not None and not isinstance(residual, bool):  # bool("no") is True: refuse rather than guess
         raise TypeError(f"residual must be True, False or None (chosen from the checkpoint), got {residual!r}")
     fidelity = reconstruction_fidelity(vae)
@@ -64,9 +69,10 @@ def choose_defaults(vae: Autoencoder, residual: bool | None, p: float | None = 1
     careful = blurry or small
     if careful:
         reasons = {"residual=True": "only the decoded change is added, so your images' detail survives",
-                   "p=0.5": "half of the images stay real"}
-        chosen = [name for name, value in (("residual=True", residual), ("p=0.5", p)) if value is None]
-        advice = (f"{' and '.join(chosen)} {'was' if len(chosen) == 1 else 'were'} chosen for you "
+                   "p=0.5": "half of the images stay real", f"strength={CAREFUL_STRENGTH}": "variants stay close to your images"}
+        chosen = [name for name, value in (("residual=True", residual), ("p=0.5", p), (f"strength={CAREFUL_STRENGTH}", strength))
+                  if value is None]
+        advice = (f"{' and '.join(filter(None, [', '.join(chosen[:-1]), chosen[-1]]))} {'was' if len(chosen) == 1 else 'were'} chosen for you "
                   f"({'; '.join(reasons[name] for name in chosen)}); " if chosen else "")
         if residual is False:
             advice += f"use residual=True ({reasons['residual=True']}), "
@@ -80,7 +86,8 @@ def choose_defaults(vae: Autoencoder, residual: bool | None, p: float | None = 1
                    "(docs/benchmarks.md#does-it-help)")
         warnings.warn(f"{why}: {advice}lower the strength, or train the VAE longer or on more images, and compare "
                       "against no augmentation on a validation split", UserWarning, stacklevel=3)
-    return (careful if residual is None else bool(residual)), ((0.5 if careful else 1.0) if p is None else p)
+    return ((careful if residual is None else bool(residual)), ((0.5 if careful else 1.0) if p is None else p),
+            ((CAREFUL_STRENGTH if careful else DEFAULT_STRENGTH) if strength is None else strength))
 
 
 def choose_residual(vae: Autoencoder, residual: bool | None) -> bool:

@@ -212,7 +212,7 @@ def _add_generate(sub) -> None:
 
 def _run_generate(args) -> int:
     n = generate_variants(args.checkpoint, args.data, args.out, per_image=args.per_image, root=args.root,
-                          strength=DEFAULT_STRENGTH if args.strength is None else args.strength, mode=args.mode,
+                          strength=args.strength, mode=args.mode,
                           residual=args.residual, seed=args.seed, limit=args.limit, split=args.split,
                           image_size=args.image_size, progress=not args.quiet, batch_size=args.batch_size, device=args.device)
     print(f"wrote {n} images to {args.out}")

@@ -11,10 +11,10 @@ from tqdm.auto import tqdm
 from .data import TORCHVISION_DATASETS, ImageFolderDataset, torchvision_dataset
 from .hub import load_vae
 from .pixels import to_pil
-from .transforms import DEFAULT_STRENGTH, VAEAugment
+from .transforms import VAEAugment
 
 
-def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, root=None, strength: float = DEFAULT_STRENGTH,
+def generate_variants(checkpoint, data, out: str | Path, per_image: int = 4, root=None, strength: float | None = None,
                       mode: str = "data", residual: bool | None = None, seed: int = 0, batch_size: int = 256,
                       limit: int | None = None, split: str = "train", image_size: int | None = None,
                       progress: bool = True, device: str | torch.device | None = None) -> int:

@@ -506,12 +506,19 @@ def _initial_model(init, info: dict[str, Any], **explicit) -> VAE | None:
     data_shape = (int(info["channels"]), [int(s) for s in info["image_size"]])
     if (config["channels"], list(config["image_size"])) != data_shape:
         raise ValueError(f"init was trained on {config['channels']}-channel {list(config['image_size'])} images; this data has "
-                         f"{data_shape[0]}-channel {data_shape[1]} images")
+                         f"{data_shape[0]}-channel {data_shape[1]} images (resize and convert them to its shape: "
+                         f"image_size={_side(config['image_size'])}, channels={config['channels']}; --image-size, --channels)")
     for name, value in explicit.items():
         if value is not None and (list(value) if name == "widths" else value) != config[name]:
             raise ValueError(f"init has {name}={config[name]!r}, got {name}={value!r}: a run from init keeps its architecture "
                              f"(leave {name} out)")
     return start
+
+
+def _side(size) -> int | list[int]:
+    """A square size as its side (as ``image_size`` takes it), else ``[height, width]``."""
+    size = [int(v) for v in size]
+    return size[0] if len(set(size)) == 1 else size
 
 
 def _spec_name(init, start: VAE) -> str:

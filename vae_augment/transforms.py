@@ -93,7 +93,9 @@ class VAEAugment(Transform):
         strength: how far latents move. In ``"data"`` mode (default) in units of the spread of
             posterior means over the training set (0 to 4); in ``"posterior"`` mode in posterior
             standard deviations (0 to 4); in ``"prior"`` mode the weight of a prior sample (0 to 1).
-            Strength 0 gives the reconstruction (or, with ``residual``, the input).
+            Strength 0 gives the reconstruction (or, with ``residual``, the input). None (default):
+            `DEFAULT_STRENGTH` (0.2), or `augment.CAREFUL_STRENGTH` (0.1) for a checkpoint handled with
+            care (see ``residual``), where 0.2 measured a small cost.
         mode: ``"data"``, ``"posterior"``, ``"prior"``, ``"neighbour"`` or ``"class"`` (noise along the
             within-class covariance of labelled codes, learnt by `fit`; see `latent.perturb`).
         residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives. None
@@ -119,11 +121,11 @@ class VAEAugment(Transform):
 
     _transformed_types = (is_pure_tensor, tv_tensors.Image, PIL.Image.Image)
 
-    def __init__(self, vae, strength: float = DEFAULT_STRENGTH, mode: str = "data", residual: bool | None = None, p: float | None = None,
+    def __init__(self, vae, strength: float | None = None, mode: str = "data", residual: bool | None = None, p: float | None = None,
                  same_on_batch: bool = False, generator: torch.Generator | None = None, device: str | torch.device | None = None,
                  precision: str | None = None):
         super().__init__()
-        check_mode_strength(mode, strength)
+        check_mode_strength(mode, DEFAULT_STRENGTH if strength is None else strength)  # None: chosen below
         if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1):
             raise ValueError(f"p must be a probability in [0, 1], got {p!r} (or None: chosen from the checkpoint)")
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -134,9 +136,10 @@ class VAEAugment(Transform):
         check_mode_supported(self.vae, mode)
         check_precision(self.vae, precision)
         self.precision = precision
-        self.strength = float(strength)
         self.mode = mode
-        self.residual, p = choose_defaults(self.vae, residual, p)
+        self.residual, p, strength = choose_defaults(self.vae, residual, p, strength)
+        check_mode_strength(mode, strength)
+        self.strength = float(strength)
         self.p = float(p)
         self.same_on_batch = bool(same_on_batch)
         self.generator = generator
