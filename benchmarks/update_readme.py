@@ -225,7 +225,7 @@ def utility_table() -> str:
         how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")
                + f", trained on fewer than {SMALL_DATA_IMAGES:,} images, so `VAEAugment(vae)` chooses residual=True, p=0.5 and "
                f"strength={CAREFUL_STRENGTH} and warns")
-        command = dp["command"]
+        command = dp.get("command", "python benchmarks/utility.py --datasets digits")  # older results: the default run
         epochs = f", {dp['vae_epochs']} epochs" if dp.get("vae_epochs") else ""
         lines += ["", f"**Digits**, a second small dataset: {dp['data']}; {dp['labelled']}, {seeds['digits']} seeds; the VAE: "
                   f"{dp['vae']}{epochs} (held-out reconstruction_r2 {dp['vae_reconstruction_r2']:.2f}, {how}; `{command}`). "
