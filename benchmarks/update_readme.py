@@ -346,6 +346,15 @@ def backbone_strength_table() -> str:
     return "\n".join(lines)
 
 
+def _harm(*gains: dict) -> str:
+    """The "do no harm" goal: met when no interval lies wholly below 0, and whether the means say more."""
+    if any(g["ci95"][1] < 0 for g in gains):
+        return "**missed**: it hurts"
+    if all(g["ci95"][0] > 0 for g in gains):
+        return "met: it helps"
+    return "met: no measurable harm (the intervals span 0), and no measurable help"
+
+
 def _met(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
@@ -372,7 +381,7 @@ def summary_table() -> str:
         g, g_classic = d["gains"]["default - none"], d["gains"][f"{classic} + default - {classic}"]
         rows.append(f"| [Default `VAEAugment(vae)` on a small dataset of one's own]({doc}#does-it-help) (digits, {vae}), over none / "
                     f"before the classic (`{classic}`), over it | {_gain(g)} / {_gain(g_classic)} points | not below 0 | "
-                    f"{'met' if g['ci95'][1] >= 0 and g_classic['ci95'][1] >= 0 else '**missed**: it hurts'} |")
+                    f"{_harm(g, g_classic)} |")
         best = d["chosen"]["classic+vae"]["condition"]  # chosen on the validation split
         g = d["gains"][f"{best} - {classic}"]
         rows.append(f"| [Recommended VAE then the classic, over the classic alone]({doc}#does-it-help) (digits: "
