@@ -162,7 +162,8 @@ def _acc(r: dict) -> str:
 
 def _minutes(u: dict) -> str:
     """How long the runs behind the results took."""
-    parts = [f"{name}: {u[name]['seconds'] / 60:.0f} minutes" for name in ("mnist", "digits") if "seconds" in u.get(name, {})]
+    parts = [f"{name}: {u[name]['seconds'] / 60:.0f} minutes" for name in ("mnist", *sorted(k for k in u if k.startswith("digits")))
+             if "seconds" in u.get(name, {})]
     parts += [f"mnist re-run, phase {part}: {seconds / 60:.0f} minutes" for part, seconds in u.get("mnist", {}).get("seconds_parts", {}).items()]
     if "seconds_both" in u["protocol"]:  # a run of both datasets, one of them re-run since
         parts.insert(0, f"both datasets in one run: {u['protocol']['seconds_both'] / 60:.0f} minutes")
@@ -384,7 +385,7 @@ def summary_table() -> str:
                     f"{_harm(g, g_classic)} |")
         best = d["chosen"]["classic+vae"]["condition"]  # chosen on the validation split
         g = d["gains"][f"{best} - {classic}"]
-        rows.append(f"| [Recommended VAE then the classic, over the classic alone]({doc}#does-it-help) (digits: "
+        rows.append(f"| [Recommended VAE then the classic, over the classic alone]({doc}#does-it-help) (digits, {vae}: "
                     f"`{best}`, chosen on validation) | {_gain(g)} points | > 0 | {_met(g['ci95'][0] > 0)} |")
     d = _load(RESULTS / "density.json")
     if d and not d["protocol"]["quick"]:
