@@ -234,14 +234,12 @@ def utility_table() -> str:
                   "Every condition explored on validation (gains over `none`, or over the classic before ` + `), and the test "
                   "split for the chosen settings and the library's default:", "",
                   "| condition | validation | paired gain (validation) | test | paired gain (test) |", "| --- | --- | --- | --- | --- |"]
-        for name, v in d["validation"].items():
-            vg = next((g for k, g in d["validation_gains"].items() if k.rsplit(" - ", 1)[0] == name), None)
-            r = d["test"].get(name)
-            tg = next((g for k, g in d["gains"].items() if k.rsplit(" - ", 1)[0] == name), None)
-            lines.append(f"| {name} | {_acc(v)} | {_gain(vg) if vg else '-'} | {_acc(r) if r else '-'} | {_gain(tg) if tg else '-'} |")
-        for name in (n for n in d["test"] if n not in d["validation"]):  # the default before the classic, if not explored
-            tg = next((g for k, g in d["gains"].items() if k.rsplit(" - ", 1)[0] == name), None)
-            lines.append(f"| {name} | - | - | {_acc(d['test'][name])} | {_gain(tg) if tg else '-'} |")
+        def cells(rows: dict, gains: dict, name: str) -> str:  # accuracy and paired gain of ``name`` ("-" where not run)
+            g = next((g for k, g in gains.items() if k.rsplit(" - ", 1)[0] == name), None)
+            return f"{_acc(rows[name]) if name in rows else '-'} | {_gain(g) if g else '-'}"
+
+        for name in [*d["validation"], *(n for n in d["test"] if n not in d["validation"])]:  # then the default before the classic, if not explored
+            lines.append(f"| {name} | {cells(d['validation'], d['validation_gains'], name)} | {cells(d['test'], d['gains'], name)} |")
     return "\n".join(lines)
 
 

@@ -304,8 +304,8 @@ def best_of(names: list[str], val: dict, per_class: int, seeds: int, state: dict
 
 def gains_over(rows: dict) -> dict:
     """Each condition over none, and each "C + X" over C alone."""
-    return {f"{n} - {n.split(' + ')[0] if ' + ' in n else 'none'}": paired(rows[n], rows[n.split(" + ")[0] if " + " in n else "none"])
-            for n in rows if n != "none"}
+    base = {n: n.split(" + ")[0] if " + " in n else "none" for n in rows if n != "none"}
+    return {f"{n} - {b}": paired(rows[n], rows[b]) for n, b in base.items()}
 
 
 def digits_build(name: str, vae, x_lab, y_lab):

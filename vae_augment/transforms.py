@@ -137,8 +137,7 @@ class VAEAugment(Transform):
         check_precision(self.vae, precision)
         self.precision = precision
         self.mode = mode
-        self.residual, p, strength = choose_defaults(self.vae, residual, p, strength)
-        check_mode_strength(mode, strength)
+        self.residual, p, strength = choose_defaults(self.vae, residual, p, strength)  # a chosen strength is valid in every mode
         self.strength = float(strength)
         self.p = float(p)
         self.same_on_batch = bool(same_on_batch)
