@@ -1,13 +1,19 @@
-"""Shared fixtures: tiny model configs, tiny data made in the test, and the (optional) MNIST root.
+"""Shared fixtures and helpers: tiny model configs and models (and a tiny trained checkpoint), tiny data made in
+the test, the command line's tiny options and one-line errors, a free port, a per-test time limit, and the (optional)
+MNIST root.
 
-Everything here is small enough for the whole suite to run in about a minute on two CPU cores.
+Everything here is small enough for the whole suite to run in a few minutes on two CPU cores.
 Tests that need MNIST take its root from the environment variable ``VAE_AUGMENT_DATA`` (the
 folder that holds ``MNIST/raw``, e.g. ``../shared/data``) and skip cleanly without it.
+Test files import the plain helpers and constants (``from conftest import TINY, make_images``);
+fixtures need no import. tests/README.md lists what is here and which file tests what.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,10 @@ torch.set_num_threads(1)
 
 # A VAE small enough to train for a few steps in well under a second.
 TINY = {"latent_dim": 4, "widths": [4, 8], "hidden": 16}
+# The same at 16x16 gray: test_borrow, test_class_noise, test_fidelity.
+TINY_16 = {"channels": 1, "image_size": 16, **TINY}
+# TINY as `vae-augment train` options.
+TINY_ARGS = ["--widths", "4,8", "--hidden", "16", "--latent-dim", "4"]
 
 
 def tiny_kl():
@@ -66,6 +76,57 @@ def write_pngs(folder: Path, images: torch.Tensor, prefix: str = "img") -> Path:
     return folder
 
 
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on (for a server to start on, or to stand for an unreachable one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_error_line(err: str, command: str) -> str:
+    """Check that ``err`` (a command's stderr) is one ``vae-augment COMMAND: error: ...`` line and no traceback; return it."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vae-augment {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def trained_checkpoint(images: torch.Tensor, folder: Path) -> Path:
+    """A tiny gray 28x28 VAE (`TINY`, seed 0) fitted to ``images`` for 150 steps (about a second), saved in ``folder`` with
+    the reference statistics the app reads (metrics.json); returns ``folder``. test_app and test_app_browser serve it."""
+    from torch.utils.data import TensorDataset
+
+    from vae_augment import VAE
+    from vae_augment.atomic import atomic_write_json
+    from vae_augment.training import reference_statistics
+
+    torch.manual_seed(0)
+    vae = VAE(channels=1, image_size=28, **TINY)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
+    for _ in range(150):
+        loss = vae.loss(images[torch.randint(0, len(images), (64,))])["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    vae.eval()
+    metrics = reference_statistics(vae, TensorDataset(images, torch.zeros(len(images))))
+    vae.save_pretrained(folder)
+    atomic_write_json(folder / "metrics.json", {"dataset": "rectangles", **metrics})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vae():
+    """The tiny gray 28x28 VAE (seed 0, `TINY`) with latent scale 0.5, in eval mode; one per test module.
+    A module that needs another model defines its own ``vae`` fixture, which takes precedence (test_borrow, test_class_noise)."""
+    from vae_augment import VAE
+
+    torch.manual_seed(0)
+    model = VAE(channels=1, image_size=28, **TINY)
+    model.latent_scale.fill_(0.5)
+    return model.eval()
+
+
 @pytest.fixture
 def saved_vae(tmp_path):
     """A tiny VAE saved with save_pretrained, with non-default latent statistics; returns (vae, folder)."""
@@ -90,6 +151,24 @@ def assert_same_state():
         assert not different, f"tensors differ: {different}"
 
     return check
+
+
+@pytest.fixture
+def time_limit(request):
+    """Fail a test that runs longer than its module's ``TIME_LIMIT_S`` (20 s if unset), by SIGALRM: the test extra has no
+    pytest-timeout. A module opts in with ``pytestmark = pytest.mark.usefixtures("time_limit")`` (the bad_input suites)."""
+    seconds = getattr(request.module, "TIME_LIMIT_S", 20)
+
+    def expire(signum, frame):
+        raise TimeoutError(f"this case ran past its {seconds} s limit")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="session")

@@ -7,17 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from vae_augment import VAE
 from vae_augment.albu import AlbuVAEAugment
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    model = VAE(latent_dim=4, widths=[4, 8], hidden=16)
-    model.latent_scale.fill_(0.5)
+def checkpoint(vae, tmp_path_factory) -> str:
+    """conftest.py's tiny VAE, saved."""
     folder = tmp_path_factory.mktemp("ckpt")
-    model.save_pretrained(folder)
+    vae.save_pretrained(folder)
     return str(folder)
 
 

@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import io
 import re
-import socket
 import sys
 import zipfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import free_port, make_images, trained_checkpoint
 from PIL import Image
 
 gr = pytest.importorskip("gradio")
@@ -41,49 +41,9 @@ def load_app_module():
     return importlib.import_module("vae_augment.app")
 
 
-def rectangles(n: int, size=(SIDE, SIDE), seed: int = 0) -> torch.Tensor:
-    """``n`` gray images ``[n, 1, H, W]`` in [0, 1]: one bright rectangle each on a dark background."""
-    height, width = size
-    g = torch.Generator().manual_seed(seed)
-    images = torch.full((n, 1, height, width), 0.05)
-    for i in range(n):
-        h, w = (int(torch.randint(s // 4, s // 2 + 1, (1,), generator=g)) for s in (height, width))
-        top, left = int(torch.randint(0, height - h + 1, (1,), generator=g)), int(torch.randint(0, width - w + 1, (1,), generator=g))
-        images[i, :, top : top + h, left : left + w] = 0.5 + 0.5 * torch.rand(1, generator=g)
-    return images
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def train_tiny(images: torch.Tensor, folder: Path) -> Path:
-    """A tiny VAE fitted to ``images`` for 150 steps (about a second), saved with its reference statistics."""
-    from torch.utils.data import TensorDataset
-
-    from vae_augment.checkpoint import atomic_write_json
-    from vae_augment.training import reference_statistics
-
-    torch.manual_seed(0)
-    vae = VAE(channels=1, image_size=SIDE, latent_dim=4, widths=[4, 8], hidden=16)
-    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-2)
-    for _ in range(150):
-        loss = vae.loss(images[torch.randint(0, len(images), (64,))])["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    vae.eval()
-    metrics = reference_statistics(vae, TensorDataset(images, torch.zeros(len(images))))
-    vae.save_pretrained(folder)
-    atomic_write_json(folder / "metrics.json", {"dataset": "rectangles", **metrics})
-    return folder
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    return train_tiny(rectangles(256), tmp_path_factory.mktemp("tiny"))
+    return trained_checkpoint(make_images(256), tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +68,7 @@ def png(tmp_path):
     28x28 gray rectangle like the tiny model's training images."""
 
     def make(mode: str = "L", size=(SIDE, SIDE), name: str = "image.png", seed: int = 3) -> str:
-        gray = rectangles(1, size=(size[1], size[0]), seed=seed)[0, 0].numpy()
+        gray = make_images(1, size=(size[1], size[0]), seed=seed)[0, 0].numpy()
         image = Image.fromarray((gray * 255).round().astype(np.uint8), mode="L")
         if mode == "I;16":
             image = Image.fromarray((gray * 65535).round().astype(np.uint16))
@@ -408,7 +368,7 @@ def test_default_checkpoints_are_the_bundled_ones():
 def test_traverse_moves_one_latent_dimension_at_a_time():
     torch.manual_seed(0)
     vae = VAE(channels=1, image_size=SIDE, latent_dim=4, widths=[4, 8], hidden=16).eval()
-    x = rectangles(1)[0]
+    x = make_images(1)[0]
     mean = vae.encode(x.unsqueeze(0)).mean[0]
     out = vae.traverse(x, [2, 0], torch.tensor([-1.0, 0.0, 0.5]))
     assert out.shape == (2, 3, 1, SIDE, SIDE)
@@ -467,3 +427,66 @@ def test_augment_notes_an_input_unlike_the_training_images(client, tmp_path):
     Image.new("L", (28, 28)).save(digit)
     *_, summary, _, _ = client.predict(handle_file(str(digit)), "tiny", "data", 0.3, False, 1, 0, False, api_name="/augment")
     assert "Note:" not in summary and "strength **0.3**" in summary
+
+
+# ------------------------------------------------------------------ the handlers, called without building the app
+@pytest.fixture
+def direct(checkpoint):
+    """What a handler is bound to in the app: a model cache and an output folder, built here without Gradio's Blocks."""
+    from vae_augment.app import handlers
+
+    return handlers, support.ModelCache({"tiny": checkpoint}), support.OutputFolder()
+
+
+def test_augment_handler_returns_the_endpoint_outputs_and_repeats_with_its_seed(direct, png):
+    handlers, models, outputs = direct
+    image = png()
+    first = handlers.augment(models, outputs, image, "tiny", "data", 0.5, False, 3, 7, False)
+    again = handlers.augment(models, outputs, image, " tiny ", "data", 0.5, False, 3, 7, False)
+    original, reconstruction, gallery, changes, score, summary, archive, seed = first
+    assert seed == 7 and len(gallery) == 3 and len(changes) == 3
+    assert [caption for _, caption in gallery] == ["variant 1", "variant 2", "variant 3"]
+    assert pixels(original).shape == (DISPLAY, DISPLAY) and Path(reconstruction).parent == Path(original).parent
+    with zipfile.ZipFile(archive) as zipped:
+        assert sorted(zipped.namelist()) == ["grid.png", "original.png", "reconstruction.png",
+                                             "variant_01.png", "variant_02.png", "variant_03.png"]
+    assert "strength **0.5** in mode **data**" in summary
+    assert score == pytest.approx(support.anomaly(models.get("tiny"), support.load_image(image, 1))[0])
+    for (path, _), (path_again, _) in zip(gallery, again[2]):  # one seed, the same variants, in a new folder
+        assert path != path_again and np.array_equal(pixels(path), pixels(path_again))
+
+
+def test_handlers_report_bad_inputs_as_ui_errors_that_name_the_argument(direct, png):
+    handlers, models, outputs = direct
+    with pytest.raises(gr.Error, match=r"count must be a whole number in \[1, 64\], got 0"):
+        handlers.sample(models, outputs, "tiny", 0, 1.0, 0, False)
+    with pytest.raises(gr.Error, match=r"steps must be a whole number in \[2, 16\], got 1"):
+        handlers.interpolate(models, outputs, png(), png(seed=4), "tiny", 1, "linear")
+    with pytest.raises(gr.Error, match="not a checkpoint this app offers"):
+        handlers.anomaly(models, outputs, png(), "./tiny")
+    assert handlers.checkpoint_info(models, "./tiny").startswith("**Cannot use this checkpoint**")
+    assert handlers.checkpoint_info(models, "tiny").startswith("**tiny**")
+
+
+def test_explore_and_anomaly_handlers_agree_with_the_library(direct, png):
+    handlers, models, outputs = direct
+    picture, table = handlers.explore(models, outputs, png(), "tiny", 3, 5, 2.0)
+    assert len([line for line in table.splitlines() if re.match(r"\| \d+ \| z\[\d\] \|", line)]) == 3
+    assert pixels(picture).shape[1] >= 5 * SIDE
+    score, percentile, text, seen, reconstruction, difference = handlers.anomaly(models, outputs, png(), "tiny")
+    expected = support.anomaly(models.get("tiny"), support.load_image(png(), 1))
+    assert (score, percentile) == pytest.approx(expected) and 0 <= percentile <= 100
+    assert f"{score:.1f}" in text and all(Path(p).is_file() for p in (seen, reconstruction, difference))
+
+
+def test_strength_range_and_model_settings_follow_the_choices(direct):
+    from vae_augment.latent import MAX_STRENGTH
+
+    handlers, models, _ = direct
+    lowest = min(MAX_STRENGTH, key=MAX_STRENGTH.get)
+    slider = handlers.strength_range(lowest, 100.0)
+    assert slider.maximum == MAX_STRENGTH[lowest] and slider.value == MAX_STRENGTH[lowest]
+    assert handlers.strength_range("data", 0.25).value == 0.25
+    score, anomaly_score, residual = handlers.model_settings(models, "tiny")
+    assert models.get("tiny").score_unit in score.label and models.get("tiny").score_unit in anomaly_score.label
+    assert handlers.model_settings(models, "org/not-loaded")[0].label == "Anomaly score (in the model's unit)"

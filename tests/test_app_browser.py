@@ -35,12 +35,12 @@ pytestmark = [pytest.mark.skipif(not CHROMIUM.is_file(), reason="needs Debian's 
 
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
-    from test_app import free_port, load_app_module, rectangles, train_tiny
+    from conftest import free_port, make_images, trained_checkpoint
 
+    from vae_augment import app
     from vae_augment.checkpoint import bundled_names
 
-    app = load_app_module()
-    checkpoints = None if "mnist" in bundled_names() else {"tiny": train_tiny(rectangles(256), tmp_path_factory.mktemp("tiny"))}
+    checkpoints = None if "mnist" in bundled_names() else {"tiny": trained_checkpoint(make_images(256), tmp_path_factory.mktemp("tiny"))}
     demo = app.build_app(checkpoints)
     _, address, _ = app.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:

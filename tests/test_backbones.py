@@ -19,7 +19,7 @@ from PIL import Image
 
 diffusers = pytest.importorskip("diffusers")
 
-from conftest import tiny_kl, tiny_taesd  # noqa: E402 (test_hub.py imports them from here)
+from conftest import tiny_kl, tiny_taesd  # noqa: E402
 
 from vae_augment import CheckpointError, VAEAugment, augment_batch, load_vae  # noqa: E402
 from vae_augment.checkpoint import DIFFUSERS_WEIGHTS  # noqa: E402
@@ -238,10 +238,10 @@ def test_an_interrupted_save_leaves_the_previous_backbone_files(saved, tmp_path,
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import vae_augment.checkpoint
+    import vae_augment.atomic
 
     with monkeypatch.context() as patch:  # diffusers has written its files when the statistics fail
-        patch.setattr(vae_augment.checkpoint, "atomic_write_json", fail)
+        patch.setattr(vae_augment.atomic, "atomic_write_json", fail)
         with pytest.raises(KeyboardInterrupt):
             vae.save_pretrained(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -283,7 +283,7 @@ def test_pipeline_folders_need_the_vae_subfolder(tmp_path):
 
 
 def test_push_refuses_a_diffusers_folder(saved):
-    from vae_augment import checkpoint as hub
+    from vae_augment import hub
 
     with pytest.raises(ValueError, match="is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' own push_to_hub"):
         hub.push(saved[1], "org/name")

@@ -7,19 +7,20 @@ import warnings
 
 import pytest
 import torch
+from conftest import TINY_16
 from torchvision.transforms import v2
 
 from vae_augment import VAE, CheckpointError, LatentBorrow
 from vae_augment.latent import borrow_residual, propagate_labels
 
-TINY = dict(channels=1, image_size=16, latent_dim=4, widths=(4, 8), hidden=16)
 pytestmark = pytest.mark.filterwarnings("ignore:LatentBorrow borrows from")  # the tiny banks here: the warning has its own test
 
 
 @pytest.fixture(scope="module")
 def vae():
+    """A tiny 16x16 VAE with a latent bank (this module's own: it takes precedence over conftest.py's 28x28 one)."""
     torch.manual_seed(0)
-    model = VAE(**TINY).eval()
+    model = VAE(**TINY_16).eval()
     with torch.inference_mode():  # "training codes": 5 around each labelled image's
         codes = model.encode(labelled()[0]).mean
     model.latent_bank = codes.repeat(5, 1) + 0.5 * codes.std(0) * torch.randn(60, 4, generator=torch.Generator().manual_seed(5))
@@ -133,7 +134,7 @@ def test_seeded_draws_repeat_and_statistics_round_trip(vae, tmp_path):
 
 def test_unlabelled_images_instead_of_the_bank(vae):
     x, y = labelled()
-    plain = VAE(**TINY).eval()  # no latent bank
+    plain = VAE(**TINY_16).eval()  # no latent bank
     with pytest.raises(ValueError, match="needs unlabelled images"):
         LatentBorrow(plain).fit(x, y)
     unlabelled = torch.rand(30, 1, 16, 16, generator=torch.Generator().manual_seed(9))
@@ -163,7 +164,7 @@ def test_bad_input_is_refused_with_the_reason(vae, tmp_path):
         borrow(x, y[:3])
     with pytest.raises(ValueError, match="nothing to save"):
         LatentBorrow(vae).save_statistics(tmp_path / "none.safetensors")
-    other = VAE(**{**TINY, "latent_dim": 6}).eval()
+    other = VAE(**{**TINY_16, "latent_dim": 6}).eval()
     borrow.save_statistics(tmp_path / "four.safetensors")
     with pytest.raises(CheckpointError, match="4-dimensional"):
         LatentBorrow(other).load_statistics(tmp_path / "four.safetensors")
@@ -210,7 +211,7 @@ def test_codes_no_labelled_code_reaches_are_not_donors(vae):
     with torch.inference_mode():
         codes = vae.encode(x).mean
     island = -codes.mean(0) * 50 + 0.01 * torch.randn(12, 4, generator=torch.Generator().manual_seed(3))  # far from all
-    model = VAE(**TINY).eval()
+    model = VAE(**TINY_16).eval()
     model.load_state_dict(vae.state_dict())
     model.latent_bank = torch.cat([vae.latent_bank, island])
     pseudo, _ = propagate_labels(codes, y, model.latent_bank)
@@ -220,7 +221,7 @@ def test_codes_no_labelled_code_reaches_are_not_donors(vae):
 
 
 def test_inconsistent_statistics_files_and_bad_labels_are_refused(vae, tmp_path):
-    from vae_augment.checkpoint import atomic_save_tensors
+    from vae_augment.atomic import atomic_save_tensors
 
     x, y = labelled()
     stats = dict(LatentBorrow(vae).fit(x, y).statistics)
@@ -238,7 +239,7 @@ def test_a_small_bank_warns_that_it_measured_no_gain_there(vae):
     x, y = labelled()
     with pytest.warns(UserWarning, match="borrows from 60 unlabelled images"):
         LatentBorrow(vae).fit(x, y)
-    model = VAE(**TINY).eval()
+    model = VAE(**TINY_16).eval()
     model.load_state_dict(vae.state_dict())
     model.latent_bank = vae.latent_bank.repeat(170, 1) + 0.01 * torch.randn(10_200, 4, generator=torch.Generator().manual_seed(4))
     with warnings.catch_warnings():

@@ -7,18 +7,18 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_16, tiny_taesd
 from torch.utils.data import DataLoader, TensorDataset
 
 from vae_augment import VAE, CheckpointError, PosteriorCache, VAEAugment
 from vae_augment.latent import covariance_factor, perturb, within_class_covariance
 
-TINY = dict(channels=1, image_size=16, latent_dim=4, widths=(4, 8), hidden=16)
-
 
 @pytest.fixture(scope="module")
 def vae():
+    """A tiny 16x16 VAE (this module's own: it takes precedence over conftest.py's 28x28 one)."""
     torch.manual_seed(0)
-    return VAE(**TINY).eval()
+    return VAE(**TINY_16).eval()
 
 
 def labelled(n_per_class: int = 6, classes: int = 3, seed: int = 0):
@@ -119,10 +119,7 @@ def test_class_mode_needs_fit_and_flat_latents(vae):
 
 
 def test_class_mode_is_refused_for_spatial_latents():
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(0)
-    tiny = diffusers.AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                     num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
+    tiny = tiny_taesd()  # skips without diffusers
     with pytest.raises(ValueError, match="mode 'class' is not available for a AutoencoderTiny"):
         VAEAugment(tiny, mode="class")
     with pytest.raises(ValueError, match="spatial latents"):
@@ -136,7 +133,7 @@ def test_statistics_round_trip_through_safetensors(vae, tmp_path):
     loaded = VAEAugment(vae, mode="class", strength=0.5).load_statistics(path)
     torch.testing.assert_close(loaded.class_factor, augment.class_factor)
     assert loaded.class_statistics["images"] == 18 and loaded.class_statistics["shrinkage"] == pytest.approx(0.1)
-    other = VAE(**{**TINY, "latent_dim": 6})
+    other = VAE(**{**TINY_16, "latent_dim": 6})
     with pytest.raises(CheckpointError, match="statistics of 4-dimensional latents; this VAE has 6"):
         VAEAugment(other, mode="class").load_statistics(path)
     path.write_bytes(path.read_bytes()[:40])

@@ -12,14 +12,12 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 import pytest
-from conftest import make_images, write_pngs
+from conftest import TINY_ARGS, make_images, write_pngs
 from huggingface_hub import HfApi
 from PIL import Image
 
 from vae_augment import load_vae
 from vae_augment.cli import main
-
-TINY_ARGS = ["--widths", "4,8", "--hidden", "16", "--latent-dim", "4"]
 
 
 @pytest.fixture(scope="module")

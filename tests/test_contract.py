@@ -28,7 +28,7 @@ from torchvision.transforms import v2
 from vae_augment import VAE, AugmentCollate, Autoencoder, DiagonalGaussian, LatentMix, PosteriorCache, VAEAugment, augment_batch, load_vae
 from vae_augment.augment import PRECISIONS
 from vae_augment.checkpoint import read_config
-from vae_augment.hub import MODEL_KINDS
+from vae_augment.loader import MODEL_KINDS
 from vae_augment.latent import MODES
 
 SIZE = (18, 26)

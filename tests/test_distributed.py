@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from conftest import make_images, write_pngs
+from conftest import TINY_ARGS, make_images, write_pngs
 from vae_augment import load_vae
 
 
@@ -18,8 +18,8 @@ def test_two_processes_train_in_sync_and_rank_0_writes_a_loadable_checkpoint(tmp
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vae_augment.cli",
-           "train", "--dataset", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "8", "--widths", "4,8",
-           "--hidden", "16", "--latent-dim", "4", "--iw-k", "0", "--device", "cpu", "--quiet"]
+           "train", "--dataset", str(data), "--out", str(out), "--epochs", "2", "--batch-size", "8", *TINY_ARGS,
+           "--iw-k", "0", "--device", "cpu", "--quiet"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     metrics = json.loads((out / "metrics.json").read_text())

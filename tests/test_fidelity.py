@@ -7,12 +7,11 @@ import warnings
 
 import pytest
 import torch
+from conftest import TINY_16
 from torch.utils.data import TensorDataset
 
 from vae_augment import VAE, VAEAugment, evaluate, train
-from vae_augment.augment import CAREFUL_STRENGTH, DEFAULT_STRENGTH, FIDELITY_WARNING
-
-TINY = dict(channels=1, image_size=16, latent_dim=4, widths=(4, 8), hidden=16)
+from vae_augment.policy import CAREFUL_STRENGTH, DEFAULT_STRENGTH, FIDELITY_WARNING
 
 
 def images(n: int = 40, seed: int = 0) -> torch.Tensor:
@@ -21,7 +20,7 @@ def images(n: int = 40, seed: int = 0) -> torch.Tensor:
 
 def test_evaluate_reports_the_share_of_variation_reconstructions_keep():
     torch.manual_seed(0)
-    vae = VAE(**TINY).eval()
+    vae = VAE(**TINY_16).eval()
     x = images()
     figures = evaluate(vae, TensorDataset(x, torch.zeros(len(x))), batch_size=16)  # several batches, summed exactly
     with torch.no_grad():
@@ -42,7 +41,7 @@ def test_train_stores_the_fidelity_with_the_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("residual", [False, True])
 def test_a_blurry_checkpoint_gets_a_warning(residual):
-    vae = VAE(**TINY)
+    vae = VAE(**TINY_16)
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}
     with pytest.warns(UserWarning, match=r"keep only 24% of its held-out images' variation") as caught:
         augment = VAEAugment(vae, residual=residual)
@@ -51,7 +50,7 @@ def test_a_blurry_checkpoint_gets_a_warning(residual):
 
 
 def test_the_default_is_the_residual_mode_for_a_blurry_checkpoint_only():
-    vae = VAE(**TINY)
+    vae = VAE(**TINY_16)
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}
     with pytest.warns(UserWarning, match="residual=True, p=0.5 and strength=0.1 were chosen for you"):
         blurry = VAEAugment(vae)
@@ -69,7 +68,7 @@ def test_the_default_is_the_residual_mode_for_a_blurry_checkpoint_only():
 @pytest.mark.parametrize("metrics", [{"test": {"reconstruction_r2": FIDELITY_WARNING + 0.2}}, {}, {"test": {}}],
                          ids=["sharp", "no-metrics", "older-checkpoint"])
 def test_a_sharp_or_unmeasured_checkpoint_gets_none(metrics):
-    vae = VAE(**TINY)
+    vae = VAE(**TINY_16)
     vae.metrics = metrics
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -87,7 +86,7 @@ def test_the_bundled_checkpoint_is_sharp_enough():
 def test_every_adapter_warns_on_a_blurry_checkpoint():
     from vae_augment import LatentMix
 
-    vae = VAE(**TINY)
+    vae = VAE(**TINY_16)
     vae.metrics = {"test": {"reconstruction_r2": 0.3}}
     with pytest.warns(UserWarning, match="keep only 30%"):
         LatentMix(vae)
@@ -99,7 +98,7 @@ def test_every_adapter_warns_on_a_blurry_checkpoint():
 
 
 def test_a_checkpoint_trained_on_few_images_gets_careful_defaults():
-    vae = VAE(**TINY)
+    vae = VAE(**TINY_16)
     vae.metrics = {"train_images": 1258, "test": {"reconstruction_r2": 0.86}}  # sharp enough, but trained on little data
     with pytest.warns(UserWarning, match=r"trained on 1,258 images \(fewer than 10,000\).*residual=True, p=0.5 and strength=0.1 were chosen"):
         careful = VAEAugment(vae)

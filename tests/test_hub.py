@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -24,12 +23,12 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 import torch
-from conftest import TINY, make_images
+from conftest import TINY, free_port, make_images
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
 from vae_augment import VAE, CheckpointError, load_vae
-from vae_augment import checkpoint
+from vae_augment import checkpoint, hub
 
 
 # ------------------------------------------------------------------ save / load round trip
@@ -207,7 +206,7 @@ def add_diffusers_repos(fake: FakeHub, root: Path) -> None:
 
     if importlib.util.find_spec("diffusers") is None:  # the optional extra: those repos' tests skip
         return
-    from test_backbones import tiny_kl, tiny_taesd
+    from conftest import tiny_kl, tiny_taesd
 
     tiny_kl().save_pretrained(root / "sd-vae")
     tiny_taesd().save_pretrained(root / "taesd")
@@ -376,10 +375,7 @@ def hub_runs(hub_server, tmp_path_factory):
     - then offline_cached: HF_HUB_OFFLINE=1 with the HF_HOME the online run filled.
     """
     work = tmp_path_factory.mktemp("hub_runs")
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        closed_port = sock.getsockname()[1]
-    unreachable = f"http://127.0.0.1:{closed_port}"
+    unreachable = f"http://127.0.0.1:{free_port()}"  # a port nobody listens on
     processes = {
         "online": start_loader(work / "online", list(ONLINE_LOADS.values()), endpoint=hub_server.url, hf_home=work / "online" / "hf"),
         "offline_empty": start_loader(work / "offline_empty", [("org/copy", None)], endpoint=hub_server.url,
@@ -486,7 +482,7 @@ def finished_run(saved_vae):
 
 
 def test_push_uploads_config_weights_and_a_model_card(finished_run, fake_upload):
-    url = checkpoint.push(finished_run, "org/name", private=True)
+    url = hub.push(finished_run, "org/name", private=True)
     assert url == f"https://huggingface.co/org/name/commit/{'e' * 40}"
     assert fake_upload["create_repo"] == [{"repo_id": "org/name", "private": True, "exist_ok": True}]
     (upload,) = fake_upload["upload_folder"]
@@ -517,9 +513,9 @@ def test_push_to_hub_from_a_model(saved_vae, fake_upload):
 
 def test_push_refuses_bad_input_before_contacting_the_hub(finished_run, tmp_path, fake_upload):
     with pytest.raises(ValueError, match=r"repo_id must look like 'org/name', got 'not a repo'"):
-        checkpoint.push(finished_run, "not a repo")
+        hub.push(finished_run, "not a repo")
     with pytest.raises(CheckpointError, match="does not exist or is not a folder"):
-        checkpoint.push(tmp_path / "missing", "org/name")
+        hub.push(tmp_path / "missing", "org/name")
     assert fake_upload == {"create_repo": [], "upload_folder": []}
 
 
@@ -549,18 +545,16 @@ def closed_hub(monkeypatch):
     """HF_ENDPOINT on a loopback port nobody listens on (the Hub switched off), not offline mode."""
     from huggingface_hub import constants
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(checkpoint, "_REACHABLE", {})
+    monkeypatch.setattr(hub, "_REACHABLE", {})
     return f"http://127.0.0.1:{port}"
 
 
 def test_an_unreachable_hub_is_final_at_once_with_the_ways_out(closed_hub, tmp_path):
     start = time.monotonic()
-    with pytest.raises(checkpoint.OfflineError) as caught:
+    with pytest.raises(hub.OfflineError) as caught:
         load_vae("org/name", cache_dir=str(tmp_path / "cache"))
     assert time.monotonic() - start < 5  # one probe, no five retries with back-off (about 23 s)
     message = str(caught.value)
@@ -571,7 +565,7 @@ def test_an_unreachable_hub_is_final_at_once_with_the_ways_out(closed_hub, tmp_p
 
 def test_push_to_an_unreachable_hub_says_what_to_do(closed_hub, finished_run):
     start = time.monotonic()
-    with pytest.raises(checkpoint.OfflineError, match=r"cannot push .* the Hub \(http://127.0.0.1:\d+\) cannot be reached.*"
+    with pytest.raises(hub.OfflineError, match=r"cannot push .* the Hub \(http://127.0.0.1:\d+\) cannot be reached.*"
                                                       r"push from a machine with a network"):
-        checkpoint.push(finished_run, "org/name")
+        hub.push(finished_run, "org/name")
     assert time.monotonic() - start < 5

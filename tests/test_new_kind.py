@@ -1,7 +1,7 @@
 """A third model kind needs its own class and one entry in the loader's kind table, nothing else.
 
 `LinearAE` below is a complete kind written only against the `Autoencoder` interface and the
-checkpoint helpers: it is saved, found by `load_vae` through `hub.MODEL_KINDS`, and used by the
+checkpoint helpers: it is saved, found by `load_vae` through `loader.MODEL_KINDS`, and used by the
 transforms, the DataLoader helpers and the app's computations without any change to them.
 """
 
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from vae_augment import DiffusersVAE, LatentMix, PosteriorCache, VAE, VAEAugment, checkpoint, hub, load_vae
+from vae_augment import DiffusersVAE, LatentMix, PosteriorCache, VAE, VAEAugment, atomic, checkpoint, load_vae, loader
 from vae_augment.app import support
 from vae_augment.models import Autoencoder, DiagonalGaussian
 
@@ -77,15 +77,15 @@ class LinearAE(Autoencoder):
         return model.eval()
 
     def save_pretrained(self, save_directory):
-        with checkpoint.staged_folder(save_directory) as stage:
-            checkpoint.atomic_save_tensors(stage / WEIGHTS, self.state_dict())
-            checkpoint.atomic_write_json(stage / checkpoint.CONFIG_NAME, {"kind": "LinearAE", "latent_dim": self.latent_dim})
+        with atomic.staged_folder(save_directory, remove=checkpoint.SAVED_FILES) as stage:
+            atomic.atomic_save_tensors(stage / WEIGHTS, self.state_dict())
+            atomic.atomic_write_json(stage / checkpoint.CONFIG_NAME, {"kind": "LinearAE", "latent_dim": self.latent_dim})
 
 
 @pytest.fixture
 def kinds(monkeypatch):
-    """The kind table with the new kind in it: the one line a new kind adds to vae_augment/hub.py."""
-    monkeypatch.setattr(hub, "MODEL_KINDS", (LinearAE, DiffusersVAE, VAE))
+    """The kind table with the new kind in it: the one line a new kind adds to vae_augment/loader.py."""
+    monkeypatch.setattr(loader, "MODEL_KINDS", (LinearAE, DiffusersVAE, VAE))
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 import torch
-from conftest import TINY, make_images, write_pngs
+from conftest import TINY, TINY_ARGS, make_images, write_pngs
 from torch.utils.data import TensorDataset
 
 from vae_augment import VAE, CheckpointError, VAEAugment, augment_batch, fit_prior, load_vae, train
@@ -187,8 +187,8 @@ def test_bad_prior_arguments_are_refused(trained):
 def test_cli_fit_prior_writes_a_new_reevaluated_checkpoint(tmp_path, capsys):
     data = write_pngs(tmp_path / "images", make_images(40, 1, (28, 28)))
     run = tmp_path / "run"
-    assert main(["train", "--dataset", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "8", "--widths", "4,8",
-                 "--hidden", "16", "--latent-dim", "4", "--iw-k", "4", "--device", "cpu", "--quiet"]) == 0
+    assert main(["train", "--dataset", str(data), "--out", str(run), "--epochs", "2", "--batch-size", "8", *TINY_ARGS,
+                 "--iw-k", "4", "--device", "cpu", "--quiet"]) == 0
     source = {p.name: p.read_bytes() for p in run.iterdir()}
     argv = ["fit-prior", "--checkpoint", str(run), "--dataset", str(data), "--out", str(tmp_path / "mog"), "--components", "8",
             "--steps", "100", "--batch-size", "64", "--iw-k", "4", "--device", "cpu", "--quiet"]
@@ -215,7 +215,7 @@ def test_cli_fit_prior_writes_a_new_reevaluated_checkpoint(tmp_path, capsys):
 def test_train_init_refuses_a_model_that_is_not_a_conv_vae():
     """train(init=...) starts only from the kind train() trains: a diffusers backbone is refused by the loader."""
     from conftest import tiny_kl
-    from vae_augment.hub import load_trainable
+    from vae_augment.loader import load_trainable
 
     with pytest.raises(TypeError, match="init must be a conv VAE"):
         load_trainable(tiny_kl())

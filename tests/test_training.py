@@ -13,7 +13,7 @@ from conftest import TINY, make_images, write_pngs
 from safetensors.torch import load_file
 from torch.utils.data import TensorDataset
 
-from vae_augment import VAE, CheckpointError, checkpoint, evaluate, load_vae, train
+from vae_augment import VAE, CheckpointError, atomic, checkpoint, evaluate, load_vae, train
 from vae_augment.data import ImageFolderDataset, load_splits, torchvision_dataset
 from vae_augment.training import STATE_NAME
 
@@ -223,6 +223,27 @@ def test_binarize_trains_on_fresh_binary_draws_of_the_gray_images(tmp_path, monk
         train_tiny(tmp_path / "str", binarize="yes")
 
 
+def test_train_config_names_every_argument_of_train_and_checks_them_when_made(tmp_path, assert_same_state):
+    """`train`'s keyword arguments are `TrainConfig`'s fields; a config is checked before any data is read, and
+    `train_with(config)` is the same run as `train(...)` with those arguments."""
+    import dataclasses
+    import inspect
+
+    from vae_augment.training import TrainConfig, train_with
+
+    assert list(inspect.signature(train).parameters) == [field.name for field in dataclasses.fields(TrainConfig)]
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        TrainConfig(data=str(tmp_path / "no-such-folder"), out=tmp_path / "never", batch_size=0)
+    with pytest.raises(ValueError, match="precision must be 'auto', 'fp32' or 'bf16', got 'fp16'"):
+        TrainConfig(precision="fp16")
+    assert not (tmp_path / "never").exists()
+    train_set, test_set = tiny_datasets()
+    options = dict(test_data=test_set, epochs=1, batch_size=16, lr=5e-3, iw_k=0, seed=3, device="cpu", progress=False, **TINY)
+    by_config = train_with(TrainConfig(train_set, tmp_path / "config", **options))
+    assert_same_state(by_config.state_dict(), train_tiny(tmp_path / "call", **options).state_dict())
+    assert "init" not in by_config.metrics["training"]  # recorded only for a run started from one
+
+
 def test_default_epochs_reach_the_minimum_step_budget_on_small_data(tmp_path, monkeypatch):
     """epochs=None: 10 epochs on a large dataset; on a small one, as many as make MIN_STEPS optimizer steps."""
     from vae_augment import training
@@ -362,7 +383,7 @@ def test_a_save_that_fails_after_writing_the_weights_keeps_the_old_pair(saved_va
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "atomic_write_json", fail)
+        patch.setattr(atomic, "atomic_write_json", fail)
         with pytest.raises(OSError, match="No space left"):
             VAE(**{**TINY, "hidden": 48}).save_pretrained(folder)
     assert {name: (folder / name).read_bytes() for name in old_bytes} == old_bytes
@@ -405,7 +426,7 @@ def test_saving_a_model_without_a_latent_bank_removes_a_stale_one(tmp_path):
 def test_atomic_write_replaces_the_file_when_nothing_fails(tmp_path):
     path = tmp_path / "file.bin"
     path.write_bytes(b"old")
-    checkpoint.atomic_write_bytes(path, b"new contents")
+    atomic.atomic_write_bytes(path, b"new contents")
     assert path.read_bytes() == b"new contents"
     assert no_temp_files(tmp_path)
 

@@ -15,14 +15,7 @@ from vae_augment import PosteriorCache
 from vae_augment import VAEAugment, augment_batch, worker_init_fn
 
 
-@pytest.fixture(scope="module")
-def vae() -> VAE:
-    torch.manual_seed(0)
-    model = VAE(latent_dim=4, widths=[4, 8], hidden=16)
-    model.latent_scale.fill_(0.5)
-    return model.eval()
-
-
+# `vae` (the tiny gray 28x28 VAE, latent scale 0.5) is conftest.py's.
 @pytest.fixture(scope="module")
 def rgb_vae() -> VAE:
     torch.manual_seed(1)
@@ -249,3 +242,51 @@ def test_bf16_precision_is_close_to_float32_and_keeps_types(vae):
     torch.testing.assert_close(residual, x.float() / 255, atol=1e-6, rtol=0)  # strength 0 stays the identity
     with pytest.raises(ValueError, match=r"precision must be None \(float32\), 'bf16' or 'fp16', got 'int8'"):
         VAEAugment(vae, precision="int8")
+
+
+# ------------------------------------------------------------------ one base, public apply
+def test_the_three_transforms_share_one_base(vae):
+    from vae_augment import LatentBorrow, LatentMix
+    from vae_augment.transform_base import LabelledBatchTransform, VAETransform
+
+    assert issubclass(VAEAugment, VAETransform) and issubclass(LatentMix, LabelledBatchTransform)
+    assert issubclass(LatentBorrow, LabelledBatchTransform) and issubclass(LabelledBatchTransform, VAETransform)
+    for make in (lambda p: VAEAugment(vae, p=p), lambda p: LatentMix(vae, p=p), lambda p: LatentBorrow(vae, p=p)):
+        with pytest.raises(ValueError, match=r"p must be .*\[0, 1\], got 1.5"):
+            make(1.5)
+    for cls in (VAEAugment, LatentMix, LatentBorrow):
+        with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+            cls(vae, generator=3)
+    assert LatentMix(vae, lam=(0.25, 0.5), residual=False).extra_repr() == "method='extrapolate', lam=(0.25, 0.5), p=1.0, residual=False"
+    assert VAEAugment(vae, strength=0.3, mode="posterior", residual=True, p=0.5).extra_repr() == (
+        "strength=0.3, mode='posterior', residual=True, p=0.5, same_on_batch=False")  # precision None: left out
+
+
+def test_apply_applies_drawn_params_and_skips_the_encoder_given_a_posterior(vae):
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    augment = VAEAugment(vae, strength=1.0, generator=torch.Generator().manual_seed(1))
+    out = augment(x)
+    params = augment.last_params
+    assert torch.equal(augment.apply(x, params), out)  # the same draw, applied again
+    uint8 = (x * 255).round().to(torch.uint8)
+    assert augment.apply(uint8, params).dtype == torch.uint8  # the caller's type back
+    with torch.inference_mode():
+        posterior = vae.encode(vae.to_model(x))
+    calls = []
+    handle = vae.encoder.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        given = augment.apply(x, params, posterior=posterior)
+    finally:
+        handle.remove()
+    assert not calls and torch.allclose(given, out, atol=1e-5)
+    other = augment.draw(3)
+    assert not torch.allclose(augment.apply(x, other), out)
+    with pytest.raises(ValueError, match="params were drawn for 3 images, got a batch of 2"):
+        augment.apply(x[:2], params)
+
+
+def test_apply_with_a_function_is_still_module_apply(vae):
+    augment = VAEAugment(vae)
+    seen = []
+    assert augment.apply(lambda module: seen.append(type(module).__name__)) is augment
+    assert "VAE" in seen and "VAEAugment" in seen

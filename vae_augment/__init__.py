@@ -2,25 +2,37 @@
 
 Layers, lowest first; each module imports only from those above it in this list:
 
-1. ``pixels`` (conversion at the edges), ``latent`` (the latent perturbations), ``losses``
-2. ``checkpoint`` (the checkpoint folder format and Hub transfers; no model classes)
-3. ``models`` (the `Autoencoder` interface, the conv `VAE`, the `DiffusersVAE` wrapper)
-4. ``hub`` (the loader: the kind table, `load_vae`)
-5. ``augment`` (the functional core), ``loaders`` (DataLoader helpers, worker seeding),
-   ``transforms`` (torchvision v2), ``albu`` (albumentations)
-6. ``data``, ``training``, ``generate``, ``preview``
-7. ``cli``, ``app`` (Gradio)
+1. ``pixels`` (conversion at the edges), ``latent`` (the latent perturbations), ``losses``,
+   ``seeding`` (re-seeding inside DataLoader workers)
+2. ``atomic`` (atomic writes), ``checkpoint`` (the checkpoint folder format: file names, reading with
+   validation), ``card`` (the model card), ``hub`` (Hub transfers); none knows the model classes
+3. ``models`` (the `Autoencoder` interface, the conv `VAE` with its networks and its persistence,
+   the `DiffusersVAE` wrapper)
+4. ``loader`` (the kind table, `load_vae`)
+5. ``policy`` (the default strength, residual mode and p for a checkpoint, and why), ``augment`` (the
+   functional core on an `Autoencoder`: one image <-> model-space round trip; it loads no model),
+   ``transform_base`` (what the transforms share: model resolution, argument checks, seeding,
+   ``repr``, statistics files), ``transforms`` (torchvision v2: `VAEAugment`, `LatentMix`,
+   `LatentBorrow`), ``albu`` (albumentations), ``loaders`` (DataLoader helpers, above the transforms
+   they call)
+6. ``data``; ``evaluation`` (held-out figures, reference statistics), ``run_folder`` (the trainer state, which
+   folders training may write), ``devices`` (device choice, DistributedDataParallel); then ``training``
+   (`TrainConfig` and the phases of `train`), ``generate``, ``preview``; then ``prior`` (`fit_prior`)
+7. ``cli``, ``app`` (Gradio: ``app.support``, the work without Gradio; ``app.handlers``, the requests;
+   ``app``, one builder per tab)
 
 ``tests/test_layers.py`` checks this order.
 """
 
 from .augment import augment_batch
 from .checkpoint import CheckpointError, bundled_names
-from .hub import load_vae
+from .evaluation import evaluate
+from .loader import load_vae
 from .loaders import AugmentCollate, PosteriorCache, worker_init_fn
 from .losses import elbo
 from .models import VAE, Autoencoder, DiagonalGaussian, DiffusersVAE
-from .training import evaluate, fit_prior, train
+from .prior import fit_prior
+from .training import train
 from .transforms import LatentBorrow, LatentMix, VAEAugment
 
 __version__ = "0.1.0"

@@ -22,11 +22,13 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
 
-from .augment import DEFAULT_STRENGTH, augment_batch, check_mode_supported, choose_defaults, latent_shape, prepare_model
-from .hub import load_vae
+from .augment import augment_batch, check_mode_supported, latent_shape
 from .latent import check_mode_strength
-from .loaders import WorkerSeed
+from .loader import load_vae
 from .pixels import batch_to_hwc, hwc_to_batch
+from .policy import DEFAULT_STRENGTH, choose_defaults
+from .seeding import WorkerSeed
+from .transform_base import prepare_model
 
 
 class AlbuVAEAugment(A.ImageOnlyTransform):
@@ -61,7 +63,7 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
         check_mode_supported(self.vae, mode)
         self.checkpoint = checkpoint if isinstance(checkpoint, (str, os.PathLike)) else self.vae.name_or_path
         self._worker_seed = WorkerSeed()
-        self.residual, _, strength = choose_defaults(self.vae, residual, 1.0, strength)  # p is albumentations' own
+        self.residual, _, strength = choose_defaults(self.vae, residual, 1.0, strength, stacklevel=2)  # p is albumentations' own
         self.strength, self.mode = float(strength), mode
 
     def set_random_seed(self, seed: int | None) -> None:
@@ -70,7 +72,7 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
 
     def _rng(self) -> np.random.Generator:
         """albumentations' generator; in a DataLoader worker, re-seeded once from the Compose seed mixed
-        with the worker's seed (`loaders.WorkerSeed`), so workers draw different variants and a seeded run repeats."""
+        with the worker's seed (`seeding.WorkerSeed`), so workers draw different variants and a seeded run repeats."""
         new = self._worker_seed.next_seed(getattr(self, "_seed", None) or 0)
         if new is not None:
             self.random_generator = np.random.default_rng(new)

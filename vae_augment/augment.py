@@ -1,144 +1,25 @@
 """The functional core of augmentation on image batches: encode, perturb or mix latents, decode.
 
-`augment_batch` and `latent_mix_batch` are plain functions on ``[B, C, H, W]`` float images in
-[0, 1]; the torchvision and albumentations adapters and the DataLoader helpers only draw their
-parameters, convert types at their edges and call them. They work on any `Autoencoder`: images
-of another size or channel count than the model's are converted for it and the result converted
-back.
+`augment_batch`, `latent_mix_batch` and `latent_borrow_batch` are plain functions on
+``[B, C, H, W]`` float images in [0, 1] and an `Autoencoder` (never a checkpoint name: resolving
+one is the adapters' job, in `transform_base`); the torchvision and albumentations adapters and
+the DataLoader helpers only draw their parameters, convert types at their edges and call them.
+Images of another size or channel count than the model's are converted for it and the result
+converted back, in one place: `encode_images` on the way in, `decode_to_input` on the way out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
-import os
-import warnings
 
 import torch
 
-from .hub import MODEL_KINDS, load_vae
 from .latent import borrow_residual, feature_space_mix, perturb
 from .models import Autoencoder, DiagonalGaussian
-from .pixels import change_to_channels, convert_channels
+from .pixels import change_to_channels, convert_channels, image_to_float
+from .policy import DEFAULT_STRENGTH
 
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtypes for `precision`
-DEFAULT_STRENGTH = 0.2  # data-relative units: on MNIST ~96% of variants keep their label (benchmarks/quality.py)
-# held-out reconstruction_r2 (`training.evaluate`) below which VAEAugment warns: the bundled MNIST VAE keeps 0.91
-# of its test digits' variation; a VAE trained for seconds on 1,300 16x16 digits 0.24
-FIDELITY_WARNING = 0.7
-# checkpoints trained on fewer images are handled with care by default (`choose_defaults`): measured harmful on 1,258
-# images, helpful on MNIST's 60,000; the threshold between is a judgement, not a measurement
-SMALL_DATA_IMAGES = 10_000
-# the strength chosen for such a checkpoint: on a folder of 1,258 16x16 digits (benchmarks/utility.py, validation split, 12 paired
-# seeds) residual variants at p = 0.5 measured -0.4 points [-1.4, +0.6] against none at strength 0.2, +0.2 [-0.4, +0.8]
-# at 0.1, and on the test split at 0.1 -0.2 [-0.5, +0.1] (at 0.2 in an earlier run: -1.6 [-3.0, -0.2])
-CAREFUL_STRENGTH = 0.1
-
-
-def reconstruction_fidelity(vae: Autoencoder) -> float | None:
-    """The checkpoint's held-out ``reconstruction_r2`` (measured by `vae_augment.train`), or None when unmeasured."""
-    fidelity = (vae.metrics.get("test") or {}).get("reconstruction_r2")
-    return float(fidelity) if isinstance(fidelity, (int, float)) and math.isfinite(fidelity) else None
-
-
-def training_images(vae: Autoencoder) -> int | None:
-    """How many images the checkpoint was trained on (``train_images`` in its metrics), or None when unrecorded."""
-    n = vae.metrics.get("train_images")
-    return n if isinstance(n, int) and not isinstance(n, bool) else None
-
-
-def choose_defaults(vae: Autoencoder, residual: bool | None, p: float | None = 1.0,
-                    strength: float | None = DEFAULT_STRENGTH) -> tuple[bool, float, float]:
-    """``residual``, ``p`` and ``strength`` as given; None chooses them from the checkpoint.
-
-    A checkpoint is handled with care when its held-out reconstructions are blurry (``reconstruction_r2``
-    below `FIDELITY_WARNING`) or it was trained on fewer than `SMALL_DATA_IMAGES` images: there
-    ``residual=None`` becomes True (only the decoded change is added to the image, so its detail survives)
-    ``p=None`` becomes 0.5 (half of the images stay real) and ``strength=None`` becomes `CAREFUL_STRENGTH`
-    (0.1), and a warning says so. Elsewhere the plain mode, p = 1 and `DEFAULT_STRENGTH` (0.2). Measured
-    on a small dataset of one's own (benchmarks/utility.py, a folder of 1,258 16x16 digits, a VAE trained by
-    `vae-augment train`'s defaults, validation split): the plain mode at p = 1 cost 1.8 points against no
-    augmentation, ``residual=True, p=0.5`` at strength 0.2 0.4 (1.6 on the test split), at 0.1 nothing
-    measurable (test: -0.2 [-0.5, +0.1]): harmless, and no help; a VAE trained on MNIST's 60,000 images gains with the plain mode."""
-    if residual is not None and not isinstance(residual, bool):  # bool("no") is True: refuse rather than guess
-        raise TypeError(f"residual must be True, False or None (chosen from the checkpoint), got {residual!r}")
-    fidelity = reconstruction_fidelity(vae)
-    blurry = fidelity is not None and fidelity < FIDELITY_WARNING
-    images = training_images(vae)
-    small = images is not None and images < SMALL_DATA_IMAGES
-    careful = blurry or small
-    if careful:
-        reasons = {"residual=True": "only the decoded change is added, so your images' detail survives",
-                   "p=0.5": "half of the images stay real", f"strength={CAREFUL_STRENGTH}": "variants stay close to your images"}
-        chosen = [name for name, value in (("residual=True", residual), ("p=0.5", p), (f"strength={CAREFUL_STRENGTH}", strength))
-                  if value is None]
-        advice = (f"{' and '.join(filter(None, [', '.join(chosen[:-1]), chosen[-1]]))} {'was' if len(chosen) == 1 else 'were'} chosen for you "
-                  f"({'; '.join(reasons[name] for name in chosen)}); " if chosen else "")
-        if residual is False:
-            advice += f"use residual=True ({reasons['residual=True']}), "
-        if blurry:
-            why = (f"this checkpoint's reconstructions keep only {fidelity:.0%} of its held-out images' variation "
-                   f"(reconstruction_r2 {fidelity:.2f}; below {FIDELITY_WARNING:.0%} variants are blurrier than the "
-                   "images and can make a classifier worse)")
-        else:
-            why = (f"this checkpoint was trained on {images:,} images (fewer than {SMALL_DATA_IMAGES:,}): on a small dataset of "
-                   "one's own (1,258 16x16 digits) a VAE's variants measured up to 2 points below no augmentation "
-                   "(docs/benchmarks.md#does-it-help)")
-        warnings.warn(f"{why}: {advice}lower the strength, or train the VAE longer, on more images or from one trained on similar "
-                      "images (vae-augment train --init), and compare "
-                      "against no augmentation on a validation split", UserWarning, stacklevel=3)
-    return ((careful if residual is None else bool(residual)), ((0.5 if careful else 1.0) if p is None else p),
-            ((CAREFUL_STRENGTH if careful else DEFAULT_STRENGTH) if strength is None else strength))
-
-
-def choose_residual(vae: Autoencoder, residual: bool | None) -> bool:
-    """``residual`` as given, or chosen from the checkpoint (see `choose_defaults`; for adapters whose ``p``
-    is their own)."""
-    return choose_defaults(vae, residual)[0]
-
-
-# ------------------------------------------------------------------ the model
-def as_model(vae) -> Autoencoder:
-    """A model, a checkpoint spec (bundled name, folder, Hub id) or a diffusers autoencoder object (of
-    which a copy is wrapped, so the caller's keeps its mode and dtype) -> an `Autoencoder`."""
-    if isinstance(vae, Autoencoder):
-        return vae
-    if isinstance(vae, (str, os.PathLike)):
-        return load_vae(vae)
-    if any(kind.wraps(vae) for kind in MODEL_KINDS):
-        return load_vae(copy.deepcopy(vae))
-    raise TypeError("vae must be a vae_augment model (VAE, DiffusersVAE), a diffusers AutoencoderKL/AutoencoderTiny, or a "
-                    f"checkpoint name/folder/Hub id, got {type(vae).__name__}")
-
-
-def check_device(device) -> torch.device:
-    """``device`` as a `torch.device`, if it names one that exists on this machine; else a ValueError."""
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (device.index or 0) >= count:
-            here = f"cuda:0 to cuda:{count - 1}" if count else "no CUDA device"
-            raise ValueError(f"device {str(device)!r} is not available on this machine (it has {here}; 'cpu' always works)")
-        return device
-    try:
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as err:
-        raise ValueError(f"device {str(device)!r} is not available on this machine ({err}); 'cpu' always works") from None
-    return device
-
-
-def prepare_model(vae, device) -> Autoencoder:
-    """The model to run; a model given for another device is copied there, never moved in place,
-    so the caller's model (perhaps used elsewhere, or still training) is left as it was."""
-    device = None if device is None else check_device(device)
-    vae = as_model(vae)
-    if device is not None and device != vae.device:
-        vae = copy.deepcopy(vae).to(device)
-    return vae
 
 
 def check_mode_supported(vae: Autoencoder, mode: str) -> None:
@@ -169,7 +50,7 @@ def _autocast(vae: Autoencoder, precision: str | None):
     return torch.autocast(vae.device.type, dtype=PRECISIONS[precision])
 
 
-# ------------------------------------------------------------------ images <-> model space
+# ------------------------------------------------------------------ images <-> model space (the one round trip)
 def to_model_space(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W]`` float images (C = 1, 3 or 4) -> the model's space (see `Autoencoder.to_model`)."""
     if x.shape[1] not in (1, 3, 4):
@@ -178,19 +59,58 @@ def to_model_space(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     return vae.to_model(x)
 
 
-def from_model_space(vae: Autoencoder, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Decoded model-space images -> the size and channels of ``like`` (RGB for RGBA: alpha is added back by the caller)."""
-    return convert_channels(vae.from_model(y, like.shape[-2:]), 3 if like.shape[1] == 4 else like.shape[1])
+def encode_images(vae: Autoencoder, x: torch.Tensor) -> DiagonalGaussian:
+    """The posteriors of ``x: [B, C, H, W]`` float images in [0, 1] (any size, 1, 3 or 4 channels, any device)."""
+    return vae.encode(to_model_space(vae, x.to(vae.device, vae.latent_scale.dtype)))
 
 
-def change_to_input(vae: Autoencoder, delta: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A change in model space -> the size and channels of ``like`` (a gray change applies to every colour)."""
-    return change_to_channels(vae.from_model(delta, like.shape[-2:]), like.shape[1])
+def decode_to_input(vae: Autoencoder, z: torch.Tensor, mean: torch.Tensor, like: torch.Tensor, residual: bool) -> torch.Tensor:
+    """Decode ``z`` and bring it to ``like``'s size, channels (alpha kept) and dtype; with ``residual``,
+    ``like`` plus the decoded change from ``mean`` to ``z`` (a gray change applies to every colour)."""
+    if residual:
+        decoded = vae.decode(torch.cat([z, mean])).float()
+        delta = change_to_channels(vae.from_model(decoded[: z.shape[0]] - decoded[z.shape[0]:], like.shape[-2:]), like.shape[1])
+        return (like + delta.to(like)).clamp_(0, 1)
+    decoded = vae.from_model(vae.decode(z), like.shape[-2:])
+    result = convert_channels(decoded, 3 if like.shape[1] == 4 else like.shape[1]).to(like)
+    if like.shape[1] == 4:  # keep the alpha channel
+        result = torch.cat([result, like[:, 3:]], 1)
+    return result
 
 
 def latent_shape(vae: Autoencoder, size) -> tuple[int, ...]:
     """Shape of one latent (of the noise to draw) for an image of ``size = (H, W)`` (None: the model's own, if it has one)."""
     return tuple(vae.latent_shape(*size)) if size is not None else tuple(vae.latent_shape())
+
+
+def encode_means(vae: Autoencoder, images, batch_size: int = 256) -> torch.Tensor:
+    """Posterior means ``[N, D]`` (float32, CPU) of ``images``: ``[N, C, H, W]`` (uint8 or float in [0, 1]) or a
+    sequence of PIL images / image tensors of their own sizes and modes."""
+    n = images.shape[0] if isinstance(images, torch.Tensor) and images.ndim == 4 else len(images)
+    codes = []
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            chunk = images[start : start + batch_size]
+            if isinstance(chunk, torch.Tensor) and chunk.ndim == 4:
+                x = to_model_space(vae, image_to_float(chunk)[0].to(vae.device))
+            else:  # images of their own sizes and modes: each into the model's space first
+                x = torch.cat([to_model_space(vae, image_to_float(image)[0].to(vae.device)) for image in chunk])
+            codes.append(vae.encode(x).mean.float().cpu())
+    return torch.cat(codes) if codes else torch.zeros(0, vae.latent_shape()[0])
+
+
+def labelled_codes(vae: Autoencoder, images, labels, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and labels, or a dataset of (image, label) items (``labels`` None) -> codes ``[N, D]`` and labels ``[N]``."""
+    if labels is None:
+        items = [images[i] for i in range(len(images))]
+        if not items or not all(isinstance(item, (tuple, list)) and len(item) >= 2 for item in items):
+            raise ValueError("fit(dataset) needs a dataset of (image, label) items; or pass images and labels")
+        images, labels = [item[0] for item in items], [int(item[1]) for item in items]
+    labels = torch.as_tensor(labels).cpu()
+    n = images.shape[0] if isinstance(images, torch.Tensor) and images.ndim == 4 else len(images)
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must be [N] class indices for N = {n} images, got shape {tuple(labels.shape)}")
+    return encode_means(vae, images, batch_size), labels
 
 
 # ------------------------------------------------------------------ VAE augmentation
@@ -243,33 +163,17 @@ def _augment_batch(vae, x, noise, mode, strength, residual, apply, posterior, cl
         return x.clone()
     selected = x if rows is None else x[rows.to(x.device)]
     device = vae.device
-    if posterior is None:
-        posterior = vae.encode(to_model_space(vae, selected.to(device, vae.latent_scale.dtype)))
-    else:
-        posterior = posterior.to(device)
+    posterior = encode_images(vae, selected) if posterior is None else posterior.to(device)
     noise = noise.to(device, posterior.mean.dtype)
     if mode == "prior":
         noise = vae.prior_sample(noise) if prior is None else prior.to(device, posterior.mean.dtype)
     z = perturb(posterior.mean, posterior.std, noise, mode, strength, vae.latent_scale, vae.latent_bank, class_factor)
-    result = _decode_to_input(vae, z, posterior.mean, selected, residual)
+    result = decode_to_input(vae, z, posterior.mean, selected, residual)
     if rows is None:
         return result
     out = x.clone()
     out[rows.to(x.device)] = result
     return out
-
-
-def _decode_to_input(vae: Autoencoder, z: torch.Tensor, mean: torch.Tensor, like: torch.Tensor, residual: bool) -> torch.Tensor:
-    """Decode ``z`` and bring it to ``like``'s size, channels (alpha kept) and dtype; with ``residual``,
-    ``like`` plus the decoded change from ``mean`` to ``z``."""
-    if residual:
-        decoded = vae.decode(torch.cat([z, mean])).float()
-        delta = change_to_input(vae, decoded[: z.shape[0]] - decoded[z.shape[0]:], like)
-        return (like + delta.to(like)).clamp_(0, 1)
-    result = from_model_space(vae, vae.decode(z), like).to(like)
-    if like.shape[1] == 4:  # keep the alpha channel
-        result = torch.cat([result, like[:, 3:]], 1)
-    return result
 
 
 # ------------------------------------------------------------------ same-class latent mixing
@@ -282,10 +186,10 @@ def latent_mix_batch(vae: Autoencoder, x: torch.Tensor, partner: torch.Tensor, l
         out = x.clone()
         if x.shape[0] and apply.any():
             device = vae.device
-            mean = vae.encode(to_model_space(vae, x.to(device))).mean
+            mean = encode_images(vae, x).mean
             z = feature_space_mix(mean, partner.to(device), lam.to(device), method)
             rows = apply.nonzero().squeeze(1)
-            out[rows] = _decode_to_input(vae, z[rows.to(device)], mean[rows.to(device)], x[rows], residual)
+            out[rows] = decode_to_input(vae, z[rows.to(device)], mean[rows.to(device)], x[rows], residual)
     return out.clone()
 
 
@@ -299,10 +203,9 @@ def latent_borrow_batch(vae: Autoencoder, x: torch.Tensor, donor: torch.Tensor, 
     with torch.inference_mode():
         out = x.clone()
         if x.shape[0] and apply.any():
-            device = vae.device
             rows = apply.nonzero().squeeze(1)
             selected = x[rows]
-            mean = vae.encode(to_model_space(vae, selected.to(device, vae.latent_scale.dtype))).mean
+            mean = encode_images(vae, selected).mean
             z = borrow_residual(mean, donor[rows].to(mean), centre[rows].to(mean), strength)
-            out[rows] = _decode_to_input(vae, z, mean, selected, residual)
+            out[rows] = decode_to_input(vae, z, mean, selected, residual)
     return out.clone()

@@ -1,13 +1,14 @@
-"""The checkpoint folder format of both model kinds, and moving checkpoint files to and from the Hub.
+"""The checkpoint folder format of both model kinds: its file names, and reading them with validation.
 
 A vae-augment checkpoint is a folder with ``config.json`` (every constructor argument of the model)
 and ``model.safetensors``; optionally ``latent_bank.safetensors`` (training codes for the
-"neighbour" mode), ``metrics.json`` and ``README.md`` (the model card). A diffusers autoencoder
-folder is diffusers' own ``config.json`` + ``diffusion_pytorch_model.safetensors`` plus
-``vae_augment.json`` (calibrated latent statistics and options). This module names those files,
-reads and writes each of them (a folder's files are written as one unit, `staged_folder`), and
-downloads and uploads them with huggingface_hub. Which model class a folder holds is decided by
-the loader (`vae_augment.hub`); nothing here knows the model classes.
+"neighbour" mode), ``metrics.json`` and ``README.md`` (the model card, `vae_augment.card`). A
+diffusers autoencoder folder is diffusers' own ``config.json`` + ``diffusion_pytorch_model.safetensors``
+plus ``vae_augment.json`` (calibrated latent statistics and options). This module names those files,
+reads each of them, refusing with a `CheckpointError` that says what is wrong and what is accepted,
+and turns a spec (bundled name, folder, Hub repo id) into a folder (`resolve`). Writing is atomic
+(`vae_augment.atomic`); downloads and uploads are `vae_augment.hub`'s. Which model class a folder
+holds is decided by the loader (`vae_augment.loader`); nothing here knows the model classes.
 
 Weights are read from safetensors only: pickle files can run code when loaded.
 """
@@ -19,31 +20,14 @@ import json
 import math
 import os
 import re
-import secrets
-import shutil
-import socket
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit
 
 import torch
-from huggingface_hub import HfApi, constants, hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    GatedRepoError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 from safetensors import SafetensorError, safe_open
-import safetensors.torch
 from safetensors.torch import load_file
+
+from . import atomic
 
 # files of every checkpoint
 CONFIG_NAME = "config.json"
@@ -66,14 +50,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*
 
 class CheckpointError(ValueError):
     """A checkpoint folder or file that cannot be loaded; the message says why and what is accepted."""
-
-
-class MissingFileError(CheckpointError):
-    """A Hub repo (reachable) that does not have the file asked for."""
-
-
-class OfflineError(CheckpointError):
-    """A Hub file that is not in the local cache while the Hub cannot be reached (or HF_HUB_OFFLINE is set)."""
 
 
 def bundled_dir() -> Path:
@@ -140,25 +116,6 @@ def dead_link_reason(path: Path) -> str:
     except OSError as err:
         return "a symlink loop" if err.errno == errno.ELOOP else f"a symlink to {os.readlink(path)!r}, which does not exist"
     return "a symlink that cannot be followed"
-
-
-def is_save_debris(name: str) -> bool:
-    """What a save killed outright leaves in a folder: a hidden temporary file (`atomic_write_bytes`) or a
-    staging folder (`staged_folder`); never part of a checkpoint, safe to delete."""
-    return name.startswith(".staging-") or (name.startswith(".") and name.endswith(".tmp"))
-
-
-def remove_save_debris(folder: Path) -> list[str]:
-    """Delete the leftovers of interrupted saves in ``folder`` (see `is_save_debris`); returns their names."""
-    removed = []
-    for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        if is_save_debris(path.name):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return removed
 
 
 def _pickle_hint(path: Path) -> str:
@@ -425,231 +382,13 @@ def read_trainer_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
 
 
 # ------------------------------------------------------------------ writing
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    # created 0666 minus the process's umask, by the kernel (mkstemp would make it 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def staged_folder(folder: str | Path, remove: tuple[str, ...] = SAVED_FILES) -> Iterator[Path]:
-    """Save a checkpoint's files as one unit.
-
-    Write every file into the yielded staging folder (hidden, inside ``folder``). When the block
-    ends without an error, the staged files are fsynced and renamed over their namesakes in
-    ``folder``; then the files matching the glob patterns in ``remove`` that were not staged (left
-    from an earlier save, e.g. a latent bank the new model lacks) are deleted. An error while
-    writing leaves ``folder`` as it was; an error while renaming puts back the files already
-    replaced (kept as hard links until then), so weights and config never mismatch. A process
-    killed outright (SIGKILL, power loss) can leave a ``.staging-*`` folder behind, safe to delete.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
-    try:
-        yield stage
-        staged = sorted(p for p in stage.iterdir() if p.is_file())
-        for path in staged:
-            with open(path, "r+b") as f:
-                os.fsync(f.fileno())
-        backups = stage / ".previous"
-        backups.mkdir()
-        for path in staged:
-            if (folder / path.name).is_file():
-                _link_or_copy(folder / path.name, backups / path.name)
-        done: list[str] = []
-        try:
-            for path in staged:
-                os.replace(path, folder / path.name)
-                done.append(path.name)
-        except BaseException:
-            for name in done:  # put the previous files back (or remove files that are new)
-                if (backups / name).exists():
-                    os.replace(backups / name, folder / name)
-                else:
-                    (folder / name).unlink(missing_ok=True)
-            raise
-        names = {p.name for p in staged}
-        for pattern in remove:
-            for old in folder.glob(pattern):
-                if old.name not in names and old.is_file():
-                    old.unlink()
-        _fsync_folder(folder)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # a file system without hard links
-        shutil.copy2(src, dst)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the renames in ``folder`` durable (where the platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    atomic_write_bytes(path, safetensors.torch.save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
-
-
 def write_statistics(folder: str | Path, latent_loc: torch.Tensor, latent_scale: torch.Tensor, **options: Any) -> None:
     """Write a diffusers folder's ``vae_augment.json`` (see `read_statistics`)."""
-    atomic_write_json(Path(folder) / STATS_NAME, {"latent_loc": latent_loc.flatten().tolist(),
-                                                  "latent_scale": latent_scale.flatten().tolist(), **options})
+    atomic.atomic_write_json(Path(folder) / STATS_NAME, {"latent_loc": latent_loc.flatten().tolist(),
+                                                         "latent_scale": latent_scale.flatten().tolist(), **options})
 
 
-def model_card(config: dict[str, Any], metrics: dict[str, Any], repo_id: str | None = None) -> str:
-    """A model card (README.md) with the dataset, the training command and the measured figures."""
-    lines = [
-        "---",
-        "library_name: vae-augment",
-        "tags:",
-        "- vae",
-        "- data-augmentation",
-        "- image",
-        "---",
-        "",
-        f"# {repo_id or 'vae-augment checkpoint'}",
-        "",
-        "A convolutional variational autoencoder for data augmentation with "
-        "[vae-augment](https://github.com/vae-augment/vae-augment).",
-        "",
-        "```python",
-        "from vae_augment import load_vae",
-        f"vae = load_vae({(repo_id or 'path/to/this/folder')!r})",
-        "```",
-        "",
-        "## Training",
-        "",
-        f"- dataset: {metrics.get('dataset', 'unknown')}",
-    ]
-    if metrics.get("command"):
-        lines += ["- command:", "", "```bash", metrics["command"], "```", ""]
-    if metrics.get("prior_command"):  # fit-prior's output: the mixture prior was fitted afterwards, with this command
-        lines += ["- prior fitted with:", "", "```bash", metrics["prior_command"], "```", ""]
-    lines += ["", "## Config", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", ""]
-    test = metrics.get("test")
-    if test:
-        lines += ["## Test figures", "", "| metric | value |", "| --- | --- |"]
-        for key, value in test.items():
-            lines.append(f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ the Hub
-WAYS_OUT = ("Ways out: load a local folder instead (load_vae('path/to/folder'), which needs no network); run once "
-            "where the Hub can be reached, which fills the cache; or set HF_HUB_OFFLINE=1 with a Hugging Face cache "
-            "(HF_HOME) that already holds the repo")
-_REACHABLE: dict[str, tuple[float, bool]] = {}  # endpoint -> (when probed, reachable), so one probe serves a few calls
-_PROBE_TTL_S = 30.0
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the Hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` seconds.
-
-    huggingface_hub retries a host it cannot reach five times with back-off (about 23 s) before it
-    falls back to its cache; one probe instead makes an unreachable Hub final at once. True under
-    ``HF_HUB_OFFLINE``, which huggingface_hub handles itself. The answer is kept for 30 s.
-    """
-    if constants.HF_HUB_OFFLINE:
-        return True
-    endpoint = constants.ENDPOINT
-    when, reachable = _REACHABLE.get(endpoint, (0.0, False))
-    if time.monotonic() - when < _PROBE_TTL_S:
-        return reachable
-    url = urlsplit(endpoint)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout).close()
-        reachable = True
-    except OSError:  # refused, no route, no DNS: no network
-        reachable = False
-    _REACHABLE[endpoint] = (time.monotonic(), reachable)
-    return reachable
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    """A failure to reach the server at all (refused, no route, no DNS, timed out), from any HTTP client."""
-    return isinstance(err, OSError) or any(cls.__name__ in ("ConnectError", "ConnectTimeout", "NetworkError", "TimeoutException")
-                                           for cls in type(err).__mro__)
-
-
-def download_file(repo_id: str, filename: str, revision: str | None = None, **kwargs) -> Path:
-    """hf_hub_download with errors that say what went wrong (offline, missing repo, missing file).
-
-    An unreachable Hub is found with one probe (`hub_reachable`) and the file then looked up in the
-    cache only, so no network means an answer within seconds, with the ways out."""
-    where = f"{repo_id!r}" + (f" at revision {revision!r}" if revision else "")
-    probed_offline = not kwargs.get("local_files_only") and not hub_reachable()
-    if probed_offline:
-        kwargs = {**kwargs, "local_files_only": True}
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, **kwargs))
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
-        if constants.HF_HUB_OFFLINE:
-            reason = "HF_HUB_OFFLINE is set and the file is not in the local Hugging Face cache"
-        elif probed_offline or not kwargs.get("local_files_only"):
-            reason = f"the Hub ({constants.ENDPOINT}) cannot be reached (no network?) and the file is not in the local cache"
-        else:
-            reason = "local_files_only is set and the file is not in the local Hugging Face cache"
-        raise OfflineError(f"cannot fetch {filename} of Hub repo {where}: {reason}. {WAYS_OUT}. ({type(err).__name__})") from None
-    except GatedRepoError:
-        raise CheckpointError(f"Hub repo {where} is gated: accept its terms on the Hub and log in with `hf auth login`") from None
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"Hub repo {where} was not found (or is private: log in with `hf auth login`)") from None
-    except RevisionNotFoundError:
-        raise CheckpointError(f"Hub repo {repo_id!r} has no revision {revision!r}") from None
-    except EntryNotFoundError:
-        hint = ""
-        if filename in (WEIGHTS_NAME, DIFFUSERS_WEIGHTS):
-            hint = " vae-augment loads weights only from safetensors (pickle files such as pytorch_model.bin can run code when loaded)."
-        raise MissingFileError(f"Hub repo {where} has no {filename}.{hint}") from None
-    except HfHubHTTPError as err:
-        raise CheckpointError(f"downloading {filename} of Hub repo {where} failed: {err}") from None
-
-
-def fetch_files(repo_id: str, required: Sequence[str], optional: Sequence[str] = (), revision: str | None = None,
-                **kwargs) -> Path:
-    """Download ``required`` files (in this order; a missing one raises `MissingFileError`) and whichever
-    of ``optional`` exist into the huggingface_hub cache; returns the snapshot folder that holds them."""
-    paths = [download_file(repo_id, name, revision=revision, **kwargs) for name in required]
-    for name in optional:
-        try:
-            download_file(repo_id, name, revision=revision, **kwargs)
-        except CheckpointError:
-            pass
-    if len({p.parent for p in paths}) > 1:  # all from one snapshot; guard against a moved cache
-        raise CheckpointError(f"{' and '.join(required)} of {repo_id!r} resolved to different snapshots")
-    return paths[0].parent
-
-
+# ------------------------------------------------------------------ which folder a spec names
 def resolve(spec: str | os.PathLike, fetch: Callable[[str], Path]) -> Path:
     """A bundled name, local folder or Hub repo id -> a local checkpoint folder; a repo id is passed
     to ``fetch`` (which downloads the files of the kind it expects)."""
@@ -669,32 +408,3 @@ def resolve(spec: str | os.PathLike, fetch: Callable[[str], Path]) -> Path:
         f"cannot find checkpoint {text!r}: it is not a bundled name ({names}), an existing folder, "
         f"or a Hugging Face Hub repo id of the form 'org/name' ({problem})"
     )
-
-
-def push(checkpoint: str | Path, repo_id: str, private: bool | None = None, token: str | None = None, revision: str | None = None) -> str:
-    """Upload config.json, model.safetensors, metrics.json and a model card of a local checkpoint."""
-    folder = check_folder(checkpoint)
-    if is_diffusers_config(read_config(folder)):
-        raise CheckpointError(f"{str(folder)!r} is a diffusers autoencoder, not a vae-augment checkpoint; share it with diffusers' "
-                         "own push_to_hub (and copy vae_augment.json, its calibrated latent statistics, along)")
-    require_weights(folder, WEIGHTS_NAME)
-    if not is_repo_id(repo_id):
-        raise CheckpointError(f"repo_id must look like 'org/name', got {repo_id!r}")
-    config, metrics = read_config(folder), read_metrics(folder)
-    api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
-    except Exception as err:  # huggingface_hub's HTTP client raises its own transport errors (httpx's ConnectError, ...)
-        if not _is_connection_error(err):
-            raise
-        raise OfflineError(f"cannot push {str(folder)!r} to Hub repo {repo_id!r}: the Hub ({constants.ENDPOINT}) cannot be "
-                           f"reached (no network? {type(err).__name__}); push from a machine with a network (the folder is "
-                           "all it needs)") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        staging = Path(tmp)
-        for name in (CONFIG_NAME, WEIGHTS_NAME, METRICS_NAME, BANK_NAME):
-            if (folder / name).is_file():
-                (staging / name).symlink_to((folder / name).resolve())
-        (staging / CARD_NAME).write_text(model_card(config, metrics, repo_id), encoding="utf-8")
-        info = api.upload_folder(repo_id=repo_id, folder_path=staging, revision=revision, commit_message="Upload vae-augment checkpoint")
-    return str(getattr(info, "commit_url", info))

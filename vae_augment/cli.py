@@ -11,14 +11,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from .augment import DEFAULT_STRENGTH
-from .checkpoint import check_folder, is_diffusers_config, is_save_debris, push, read_config
+from .atomic import is_save_debris
+from .checkpoint import check_folder, is_diffusers_config, read_config
 from .data import load_splits
+from .devices import default_device
+from .evaluation import evaluate, reference_statistics
 from .generate import generate_variants
-from .hub import load_vae
+from .hub import push
 from .latent import MODES
+from .loader import load_vae
+from .policy import DEFAULT_STRENGTH
 from .preview import preview_grid
-from .training import default_device, evaluate, fit_prior, reference_statistics, train
+from .prior import fit_prior
+from .training import DEFAULT_EPOCHS, MIN_STEPS, train
 
 
 def _int_list(text: str) -> list[int]:
@@ -36,8 +41,8 @@ def _add_train(sub) -> None:
     p.add_argument("--root", help="folder holding the torchvision dataset (e.g. ../shared/data)")
     p.add_argument("--download", action="store_true", help="download the torchvision dataset if missing")
     p.add_argument("--out", default="runs/vae", help="checkpoint folder (default: runs/vae)")
-    p.add_argument("--epochs", type=int, help="default: 10, or as many as make 2,000 optimizer steps on a small dataset "
-                   "(a folder of 1,300 images: about 220 epochs, a minute on two CPU cores)")
+    p.add_argument("--epochs", type=int, help=f"default: {DEFAULT_EPOCHS}, or as many as make {MIN_STEPS:,} optimizer steps on a "
+                   "small dataset (see docs/benchmarks.md#does-it-help for what that measured)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .data import TORCHVISION_DATASETS, ImageFolderDataset, torchvision_dataset
-from .hub import load_vae
+from .loader import load_vae
 from .pixels import to_pil
 from .transforms import VAEAugment
 

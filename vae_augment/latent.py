@@ -215,10 +215,9 @@ def propagate_labels(codes: torch.Tensor, labels: torch.Tensor, bank: torch.Tens
     similarity: F <- alpha * (mean F of its neighbours) + Y, ``steps`` times from F = Y (one-hot
     labels, zero for the bank). Returns each bank code's label ``[M]`` (long; -1 for a code that no
     labelled code reaches in ``steps`` links) and its confidence ``[M]``, the share of its score that
-    label has (1: every path leads to that class; 0 for -1). On MNIST's bundled checkpoint with 10
-    labels per class, 92-94% of the bank's labels are right, and 96-100% of the most confident half of
-    each class (seeds 0-2, measured while choosing the settings of benchmarks/levers.py; not in a results file). The links are one-way (a code's own neighbours), which measured
-    a little better there than the symmetric graph."""
+    label has (1: every path leads to that class; 0 for -1). The links are one-way (a code's own
+    neighbours), which measured a little better than the symmetric graph; how many labels come out
+    right is in docs/benchmarks.md."""
     labels = torch.as_tensor(labels).reshape(-1)
     if labels.numel() == 0 or labels.shape[0] != codes.shape[0] or int(labels.min()) < 0:
         raise ValueError(f"labels must be one class index in [0, K) per labelled code ({codes.shape[0]}), got {labels.tolist()[:10]}")
@@ -245,3 +244,20 @@ def borrow_residual(mean: torch.Tensor, donor: torch.Tensor, centre: torch.Tenso
     variant takes on a real writer's variation (slant, width, style) while keeping its own class.
     All ``[B, D]``; strength 0 returns ``mean``."""
     return mean + strength * (donor - centre)
+
+
+def borrow_donors(bank: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor, classes: torch.Tensor,
+                  keep: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The donors of `borrow_residual`: of each class ``c`` (an index into ``classes``) the share ``keep`` of
+    the bank codes propagated to it (``pseudo``, from `propagate_labels`) that it is most confident of.
+    Returns the donors ``[M', D]``, sorted by class, and the count of each class ``[K]``."""
+    donors, counts = [], []
+    for c in range(classes.numel()):
+        members = torch.nonzero(pseudo == c).squeeze(1)
+        if members.numel() == 0:
+            raise ValueError(f"no unlabelled image was assigned to class {classes[c].item()}; give more unlabelled "
+                             "images (or labelled ones of that class)")
+        top = confidence[members].argsort(descending=True)[: max(1, int(keep * members.numel()))]
+        donors.append(bank[members[top]])
+        counts.append(len(top))
+    return torch.cat(donors), torch.tensor(counts)

@@ -1,62 +1,27 @@
-"""DataLoader helpers: a posterior cache, whole-batch augmentation in the collate function, and the
-seeding of augmentation randomness inside DataLoader workers.
-
-`WorkerSeed` is what the torchvision and albumentations adapters use to give each worker its
-own draws; `PosteriorCache` and `AugmentCollate` wrap a `VAEAugment` (any object with its
-``vae``, ``draw`` and settings: this module sits below the adapters so that they can use it).
+"""DataLoader helpers: a posterior cache (`PosteriorCache`) and whole-batch augmentation in the
+collate function (`AugmentCollate`), both around a `VAEAugment`, whose public ``draw`` and
+``apply`` they call. Worker seeding lives in `vae_augment.seeding` (``worker_init_fn`` is
+re-exported here).
 """
 
 from __future__ import annotations
 
 import PIL.Image
 import torch
-from torch.utils.data import Dataset, default_collate, get_worker_info
+from torch.utils.data import Dataset, default_collate
 
-from .augment import augment_batch, latent_shape, to_model_space
+from .augment import encode_images, latent_shape
 from .models import DiagonalGaussian
-from .pixels import float_to_image, image_size_of, image_to_float
+from .pixels import image_size_of, image_to_float
+from .seeding import worker_init_fn
+from .transforms import VAEAugment
+
+__all__ = ["PosteriorCache", "AugmentCollate", "worker_init_fn"]
 
 
-class WorkerSeed:
-    """Re-seeding of an explicit random generator once per DataLoader worker.
-
-    `next_seed` returns a new seed the first time it is called in a worker (a worker process of a
-    new epoch counts as new), mixing the base seed (the user's, recorded at the first call) with the
-    worker's own seed, so workers draw different variants, different user seeds give different
-    runs, and a run repeats under the same ``torch.manual_seed``. It returns None outside workers
-    and on later calls in the same worker.
-    """
-
-    def __init__(self):
-        self.base: int | None = None
-        self.worker: tuple[int, int] | None = None
-
-    def next_seed(self, base: int) -> int | None:
-        if self.base is None:
-            self.base = int(base)
-        info = get_worker_info()
-        if info is None or self.worker == (info.id, info.seed):
-            return None
-        self.worker = (info.id, info.seed)
-        return (self.base * 1_000_003 + info.seed) % (2**63)
-
-
-def reseed_in_worker(generator: torch.Generator | None, seed: WorkerSeed) -> torch.Generator | None:
-    """``generator`` (None: the global torch RNG, which DataLoader seeds itself), re-seeded by ``seed`` in a new worker."""
-    if generator is not None:
-        new = seed.next_seed(generator.initial_seed())
-        if new is not None:
-            generator.manual_seed(new)
-    return generator
-
-
-def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one intra-op thread per worker, so workers don't oversubscribe cores."""
-    torch.set_num_threads(1)
-
-
-def _is_vae_augment(augment) -> bool:
-    return all(hasattr(augment, name) for name in ("vae", "draw", "mode", "strength", "residual", "precision")) and callable(augment)
+def _check_augment(augment) -> None:
+    if not isinstance(augment, VAEAugment):
+        raise TypeError(f"augment must be a VAEAugment, got {type(augment).__name__}")
 
 
 class PosteriorCache(Dataset):
@@ -75,8 +40,7 @@ class PosteriorCache(Dataset):
     """
 
     def __init__(self, dataset: Dataset, augment, batched: bool = False):
-        if not _is_vae_augment(augment):
-            raise TypeError(f"augment must be a VAEAugment, got {type(augment).__name__}")
+        _check_augment(augment)
         self.dataset, self.augment, self.batched = dataset, augment, bool(batched)
         n, vae = len(dataset), augment.vae
         # latents of the first image's size; for a model whose latents depend on the size (spatial
@@ -103,32 +67,30 @@ class PosteriorCache(Dataset):
         return (item[0], tuple(item[1:])) if isinstance(item, tuple) else (item, None)
 
     def _fill(self, indices: torch.Tensor, x: torch.Tensor) -> None:
-        """Encode the images ``x`` of the dataset rows ``indices`` that are not cached yet, into the cache."""
+        """Encode the images ``x: [B, C, H, W]`` (float in [0, 1]) of the dataset rows ``indices`` that are not
+        cached yet, into the cache."""
         missing = (~self.cached[indices]).nonzero().squeeze(1)
         if missing.numel():
-            vae = self.augment.vae
             with torch.inference_mode():
-                posterior = vae.encode(to_model_space(vae, x[missing].to(vae.device)))
+                posterior = encode_images(self.augment.vae, x[missing])
             self.mean[indices[missing]] = posterior.mean.cpu()
             self.logvar[indices[missing]] = posterior.logvar.cpu()
             self.cached[indices[missing]] = True
 
     def _augment(self, indices: torch.Tensor, image, where: str):
         """Augment ``image`` (one image or a collated batch, rows ``indices`` of the dataset) from cached posteriors."""
-        aug, vae = self.augment, self.augment.vae
-        x, meta = image_to_float(image)
+        aug = self.augment
+        x = image_to_float(image)[0]  # checks the image; `apply` converts the original, so the result keeps its type
         if x.shape[0] != len(indices):
             raise ValueError(f"PosteriorCache expects one image per item, got a batch of {x.shape[0]}")
-        if latent_shape(vae, x.shape[-2:]) != tuple(self.mean.shape[1:]):
+        size = tuple(x.shape[-2:])
+        if latent_shape(aug.vae, size) != tuple(self.mean.shape[1:]):
             raise ValueError(f"PosteriorCache with a model of spatial latents needs images of one size, {tuple(self.size)}; "
-                             f"{where} {tuple(x.shape[-2:])} (resize or crop them first)")
+                             f"{where} {size} (resize or crop them first)")
         self._fill(indices, x)
-        posterior = DiagonalGaussian(self.mean[indices], self.logvar[indices])
-        params = aug.draw(len(indices), tuple(x.shape[-2:]))
+        params = aug.draw(len(indices), size)
         aug.last_params = params
-        y = augment_batch(vae, x, params["noise"], aug.mode, aug.strength, aug.residual, params["apply"], posterior=posterior,
-                          precision=aug.precision, class_factor=getattr(aug, "class_factor", None))
-        return float_to_image(y, meta, image)
+        return aug.apply(image, params, posterior=DiagonalGaussian(self.mean[indices], self.logvar[indices]))
 
     def __getitem__(self, index: int):
         if self.batched:
@@ -173,8 +135,7 @@ class AugmentCollate:
     """
 
     def __init__(self, augment):
-        if not _is_vae_augment(augment):
-            raise TypeError(f"augment must be a VAEAugment, got {type(augment).__name__}")
+        _check_augment(augment)
         self.augment = augment
 
     def __call__(self, samples):

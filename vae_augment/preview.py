@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from .augment import DEFAULT_STRENGTH
+from .policy import DEFAULT_STRENGTH
 from .data import load_splits
-from .hub import load_vae
+from .loader import load_vae
 from .pixels import to_pil
 from .transforms import VAEAugment
 

@@ -9,30 +9,20 @@ import os
 import pickle
 import re
 import resource
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, make_images, write_pngs
+from conftest import TINY, make_images, one_error_line, write_pngs
 from huggingface_hub import HfApi
 from safetensors.torch import load_file, save_file
 
-from vae_augment import VAE, CheckpointError, VAEAugment, checkpoint, load_vae
+from vae_augment import VAE, CheckpointError, VAEAugment, checkpoint, hub, load_vae
 from vae_augment.cli import main
 
 
-@pytest.fixture(autouse=True)
-def time_limit():
-    """Fail a case that runs past 20 s (the test extra has no pytest-timeout)."""
-    def expire(signum, frame):
-        raise TimeoutError("this case ran past its 20 s limit")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+TIME_LIMIT_S = 20  # per case (conftest.py's time_limit)
+pytestmark = pytest.mark.usefixtures("time_limit")
 
 
 @pytest.fixture
@@ -51,13 +41,6 @@ def folder(tmp_path) -> Path:
 def edit_config(folder: Path, **change) -> None:
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **change}))
-
-
-def one_error_line(err: str, command: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"vae-augment {command}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def peak_memory_mb() -> float:
@@ -345,7 +328,7 @@ def test_malformed_hub_ids_are_refused_without_asking_the_hub(spec, reason, monk
     def no_download(*args, **kwargs):
         raise AssertionError("the Hub was asked")
 
-    monkeypatch.setattr(checkpoint, "hf_hub_download", no_download)
+    monkeypatch.setattr(hub, "hf_hub_download", no_download)
     with pytest.raises(CheckpointError, match=rf"cannot find checkpoint {re.escape(repr(spec))}: it is not a bundled name .*, "
                                               rf"an existing folder, or a Hugging Face Hub repo id of the form 'org/name' \({re.escape(reason)}"):
         load_vae(spec)

@@ -12,36 +12,19 @@ change of zero) shows whether a conversion round-trips at the input's own scale.
 
 from __future__ import annotations
 
-import signal
 import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
 from PIL import Image
 
-from vae_augment import VAE, AugmentCollate, LatentMix, PosteriorCache, VAEAugment, load_vae
+from vae_augment import AugmentCollate, LatentMix, PosteriorCache, VAEAugment, load_vae
 from vae_augment.pixels import MAX_PIXELS, check_image_size, convert_channels, image_to_float, pil_scale, pil_to_float
 
-TIMEOUT_S = 10  # per case; every case takes well under a second on a free core
-
-
-@pytest.fixture(autouse=True)
-def _timeout():
-    """Fail a case that runs longer than `TIMEOUT_S` (SIGALRM; pytest-timeout is not installed)."""
-
-    def expire(signum, frame):
-        raise TimeoutError(f"test case ran longer than {TIMEOUT_S} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, TIMEOUT_S)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+TIME_LIMIT_S = 10  # per case (conftest.py's time_limit); every case takes well under a second on a free core
+pytestmark = pytest.mark.usefixtures("time_limit")
 
 
 @pytest.fixture(scope="module")
@@ -136,24 +119,16 @@ def test_latentmix_refuses_a_generator_of_the_wrong_type_when_made():
         LatentMix("mnist", generator=42)
 
 
-# ------------------------------------------------------------------ the battery, on a tiny VAE
+# ------------------------------------------------------------------ the battery, on a tiny VAE (conftest.py's `vae`)
 @pytest.fixture(scope="module")
-def tiny() -> VAE:
-    torch.manual_seed(0)
-    model = VAE(channels=1, image_size=28, **TINY)
-    model.latent_scale.fill_(0.5)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def unchanged(tiny) -> VAEAugment:
+def unchanged(vae) -> VAEAugment:
     """Strength 0 with the residual mode: the input plus a decoded change of zero, i.e. the input."""
-    return VAEAugment(tiny, strength=0.0, residual=True)
+    return VAEAugment(vae, strength=0.0, residual=True)
 
 
 @pytest.fixture(scope="module")
-def variants(tiny) -> VAEAugment:
-    return VAEAugment(tiny, strength=1.0, residual=False, generator=torch.Generator().manual_seed(0))
+def variants(vae) -> VAEAugment:
+    return VAEAugment(vae, strength=1.0, residual=False, generator=torch.Generator().manual_seed(0))
 
 
 def rectangle(size=(28, 28)) -> np.ndarray:
@@ -244,22 +219,22 @@ def test_every_pil_mode_round_trips_at_its_own_scale(unchanged, kind):
 
 
 @pytest.mark.parametrize("kind", ["I;16", "I;16B", "I", "F [0, 1]", "F [0, 255]", "F [0, 65535]"])
-def test_high_bit_depth_and_float_images_are_augmented_at_their_own_scale(tiny, kind):
+def test_high_bit_depth_and_float_images_are_augmented_at_their_own_scale(vae, kind):
     """A variant of a 16-bit or float image has the brightness of the same variant of its 8-bit version."""
     image, (_, scale, _) = pil_image(kind), PIL_CASES[kind]
     eight_bit = Image.fromarray((np.asarray(image, dtype=np.float64) / scale * 255).round().astype(np.uint8))
-    variant = VAEAugment(tiny, strength=1.0, generator=torch.Generator().manual_seed(1))(image)
-    reference = VAEAugment(tiny, strength=1.0, generator=torch.Generator().manual_seed(1))(eight_bit)
+    variant = VAEAugment(vae, strength=1.0, generator=torch.Generator().manual_seed(1))(image)
+    reference = VAEAugment(vae, strength=1.0, generator=torch.Generator().manual_seed(1))(eight_bit)
     assert variant.mode == image.mode
     values = np.asarray(variant, dtype=np.float64) / scale
     assert 0 <= values.min() and values.max() <= 1
     np.testing.assert_allclose(values, np.asarray(reference, dtype=np.float64) / 255, atol=1 / 255 + 1e-6)
 
 
-def test_binary_images_are_thresholded_not_dithered(tiny):
+def test_binary_images_are_thresholded_not_dithered(vae):
     """Mode 1 comes back as the gray result thresholded at half (dithering would scatter dots over the digit)."""
     image = pil_image("1")
-    blurry = VAEAugment(tiny, strength=0.0, residual=False)  # the reconstruction: many grays
+    blurry = VAEAugment(vae, strength=0.0, residual=False)  # the reconstruction: many grays
     gray = np.asarray(blurry(image.convert("L")))
     assert ((gray > 40) & (gray < 215)).any()  # there are grays to binarize
     np.testing.assert_array_equal(np.asarray(blurry(image)), gray >= 128)
@@ -345,13 +320,13 @@ def test_vae_augment_returns_each_accepted_dtype_and_shape(variants, dtype, shap
 
 
 @pytest.mark.parametrize("dtype", REFUSED_DTYPES, ids=str)
-def test_other_dtypes_are_refused_naming_what_is_accepted(variants, tiny, dtype):
+def test_other_dtypes_are_refused_naming_what_is_accepted(variants, vae, dtype):
     message = rf"image tensors must be uint8 in \[0, 255\] or float in \[0, 1\], got dtype {dtype}"
     x = image_tensor(dtype, (2, 1, 28, 28)) if dtype != torch.complex64 else torch.zeros(2, 1, 28, 28, dtype=dtype)
     with pytest.raises(TypeError, match=message):
         variants(x)
     with pytest.raises(TypeError, match=message):
-        LatentMix(tiny)(x, torch.tensor([0, 0]))
+        LatentMix(vae)(x, torch.tensor([0, 0]))
     with pytest.raises(TypeError, match=message):
         AugmentCollate(variants)([(x[0], 0), (x[1], 1)])
     with pytest.raises(TypeError, match=message):
@@ -385,10 +360,10 @@ def test_bad_image_tensors_are_refused_by_vae_augment(variants, x, error, messag
 
 @pytest.mark.parametrize("x, error, message", [case[1:] for case in BAD_TENSORS if case[1].ndim == 3],
                          ids=[case[0] for case in BAD_TENSORS if case[1].ndim == 3])
-def test_bad_image_tensors_are_refused_by_the_other_entry_points(variants, tiny, x, error, message):
+def test_bad_image_tensors_are_refused_by_the_other_entry_points(variants, vae, x, error, message):
     batch = torch.stack([x, x])
     with pytest.raises(error, match=message):
-        LatentMix(tiny)(batch, torch.tensor([0, 0]))
+        LatentMix(vae)(batch, torch.tensor([0, 0]))
     with pytest.raises(error, match=message):
         AugmentCollate(variants)([(x, 0), (x, 1)])
     with pytest.raises(error, match=message):
@@ -397,10 +372,10 @@ def test_bad_image_tensors_are_refused_by_the_other_entry_points(variants, tiny,
         PosteriorCache([x, x], variants, batched=True).precompute()
 
 
-def test_empty_batches_come_back_empty(variants, tiny):
+def test_empty_batches_come_back_empty(variants, vae):
     x = image_tensor(torch.uint8, (0, 1, 28, 28))
     assert variants(x).shape == (0, 1, 28, 28) and variants(x).dtype == torch.uint8
-    out, labels = LatentMix(tiny)(x, torch.zeros(0, dtype=torch.long))
+    out, labels = LatentMix(vae)(x, torch.zeros(0, dtype=torch.long))
     assert out.shape == (0, 1, 28, 28) and labels.shape == (0,)
     assert len(PosteriorCache([], variants)) == 0
 
@@ -413,14 +388,14 @@ def test_zero_size_pil_images_are_refused(variants, mode, size):
         variants(Image.new(mode, size))
 
 
-def test_numpy_images_are_refused_not_passed_through(variants, tiny):
+def test_numpy_images_are_refused_not_passed_through(variants, vae):
     image = (rectangle() * 255).astype(np.uint8)
     with pytest.raises(TypeError, match=r"VAEAugment takes PIL images and torch tensors, got a numpy array .*AlbuVAEAugment"):
         variants(image)
     with pytest.raises(TypeError, match=r"VAEAugment takes PIL images and torch tensors, got a numpy array"):
         variants((image, 3))
     with pytest.raises(TypeError, match=r"LatentMix takes image tensors \[B, C, H, W\], got a numpy array"):
-        LatentMix(tiny)(np.stack([image, image])[:, None], torch.tensor([0, 0]))
+        LatentMix(vae)(np.stack([image, image])[:, None], torch.tensor([0, 0]))
     assert variants((torch.from_numpy(image)[None], np.array(3)))[1] == 3  # numpy labels still pass through
 
 
@@ -468,10 +443,10 @@ BAD_LABELS = [
 
 
 @pytest.mark.parametrize("labels, error, message", [case[1:] for case in BAD_LABELS], ids=[case[0] for case in BAD_LABELS])
-def test_bad_labels_are_refused_naming_what_is_accepted(tiny, labels, error, message):
+def test_bad_labels_are_refused_naming_what_is_accepted(vae, labels, error, message):
     x = image_tensor(torch.float32, (6, 1, 28, 28))
     with pytest.raises(error, match=message):
-        LatentMix(tiny)(x, labels)
+        LatentMix(vae)(x, labels)
 
 
 # ------------------------------------------------------------------ 9 and the rest: constructor arguments
@@ -496,13 +471,13 @@ VAE_AUGMENT_ARGS = [
 
 
 @pytest.mark.parametrize("kwargs, error, message", VAE_AUGMENT_ARGS, ids=[str(case[0]) for case in VAE_AUGMENT_ARGS])
-def test_bad_vae_augment_arguments(tiny, kwargs, error, message):
+def test_bad_vae_augment_arguments(vae, kwargs, error, message):
     with pytest.raises(error, match=message):
-        VAEAugment(tiny, **kwargs)
+        VAEAugment(vae, **kwargs)
 
 
-def test_a_device_that_exists_is_accepted(tiny):
-    assert VAEAugment(tiny, device="cpu").vae is tiny and VAEAugment(tiny, device=torch.device("cpu")).vae is tiny
+def test_a_device_that_exists_is_accepted(vae):
+    assert VAEAugment(vae, device="cpu").vae is vae and VAEAugment(vae, device=torch.device("cpu")).vae is vae
 
 
 LATENT_MIX_ARGS = [
@@ -521,19 +496,19 @@ LATENT_MIX_ARGS = [
 
 
 @pytest.mark.parametrize("kwargs, error, message", LATENT_MIX_ARGS, ids=[str(case[0]) for case in LATENT_MIX_ARGS])
-def test_bad_latent_mix_arguments(tiny, kwargs, error, message):
+def test_bad_latent_mix_arguments(vae, kwargs, error, message):
     with pytest.raises(error, match=message):
-        LatentMix(tiny, **kwargs)
+        LatentMix(vae, **kwargs)
 
 
 @pytest.mark.parametrize("helper", [lambda a: PosteriorCache([torch.zeros(1, 28, 28)], a), AugmentCollate],
                          ids=["PosteriorCache", "AugmentCollate"])
 @pytest.mark.parametrize("augment_arg, name", [("mnist", "str"), (None, "NoneType"), (lambda x: x, "function")])
-def test_the_dataloader_helpers_need_a_vae_augment(tiny, helper, augment_arg, name):
+def test_the_dataloader_helpers_need_a_vae_augment(vae, helper, augment_arg, name):
     with pytest.raises(TypeError, match=rf"augment must be a VAEAugment, got {name}"):
         helper(augment_arg)
     with pytest.raises(TypeError, match=r"augment must be a VAEAugment, got LatentMix"):
-        helper(LatentMix(tiny))
+        helper(LatentMix(vae))
 
 
 def test_the_dataloader_helpers_return_every_accepted_dtype(variants):
@@ -556,11 +531,11 @@ def test_posterior_cache_returns_pil_images_in_their_mode_and_scale(unchanged, k
 
 # ------------------------------------------------------------------ the albumentations adapter
 @pytest.fixture(scope="module")
-def albu(tiny):
+def albu(vae):
     pytest.importorskip("albumentations")
     from vae_augment.albu import AlbuVAEAugment
 
-    return AlbuVAEAugment(tiny, strength=1.0, residual=False)
+    return AlbuVAEAugment(vae, strength=1.0, residual=False)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float16, np.float32, np.float64], ids=lambda d: np.dtype(d).name)
@@ -616,23 +591,23 @@ ALBU_ARGS = [
 
 
 @pytest.mark.parametrize("kwargs, message", ALBU_ARGS, ids=[str(case[0]) for case in ALBU_ARGS])
-def test_bad_albumentations_arguments(tiny, kwargs, message):
+def test_bad_albumentations_arguments(vae, kwargs, message):
     pytest.importorskip("albumentations")
     from vae_augment.albu import AlbuVAEAugment
 
     with pytest.raises(ValueError, match=message):
-        AlbuVAEAugment(tiny, **kwargs)
+        AlbuVAEAugment(vae, **kwargs)
 
 
 # ------------------------------------------------------------------ the app's endpoint functions, called directly
 @pytest.fixture(scope="module")
-def endpoints(tiny, tmp_path_factory):
+def endpoints(vae, tmp_path_factory):
     """The Python functions behind the app's named endpoints (``/augment``, ...), by api name."""
     pytest.importorskip("gradio")
     from vae_augment import app
 
     folder = tmp_path_factory.mktemp("tiny")
-    tiny.save_pretrained(folder)
+    vae.save_pretrained(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         demo = app.build_app({"tiny": folder})

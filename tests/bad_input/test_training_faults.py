@@ -9,12 +9,11 @@ import json
 import os
 import re
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, make_images, write_pngs
+from conftest import TINY, TINY_ARGS, make_images, one_error_line, write_pngs
 from safetensors.torch import load_file
 from torch.utils.data import TensorDataset
 
@@ -25,20 +24,8 @@ from vae_augment.data import ImageFolderDataset
 from vae_augment.training import STATE_NAME
 
 RUN_FILES = {"config.json", "model.safetensors", "metrics.json", "README.md", STATE_NAME}
-TINY_ARGS = ["--widths", "4,8", "--hidden", "16", "--latent-dim", "4"]
-
-
-@pytest.fixture(autouse=True)
-def time_limit():
-    """Fail a case that runs past 20 s (the test extra has no pytest-timeout)."""
-    def expire(signum, frame):
-        raise TimeoutError("this case ran past its 20 s limit")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+TIME_LIMIT_S = 20  # per case (conftest.py's time_limit)
+pytestmark = pytest.mark.usefixtures("time_limit")
 
 
 def tiny_data():
@@ -54,13 +41,6 @@ def train_tiny(out: Path, **kwargs):
 
 def contents(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def one_error_line(err: str, command: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"vae-augment {command}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ------------------------------------------------------------------ 1. --out must be empty, new, or a run of its own

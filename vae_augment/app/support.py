@@ -27,7 +27,7 @@ from torchvision.utils import make_grid
 
 from ..augment import augment_batch, latent_shape
 from ..checkpoint import CheckpointError, bundled_dir, bundled_names, is_repo_id
-from ..hub import fetch_checkpoint, load_vae
+from ..loader import fetch_checkpoint, load_vae
 from ..latent import check_mode_strength
 from ..models import Autoencoder
 from ..pixels import convert_channels, pil_channels, pil_scale, pil_to_float, resize, to_pil

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import checkpoint
+from .. import atomic, checkpoint
 from .base import Autoencoder, DiagonalGaussian
 
 KINDS = ("AutoencoderKL", "AutoencoderTiny")
@@ -302,6 +302,6 @@ class DiffusersVAE(Autoencoder):
         one unit: an interrupted save leaves the previous ones intact."""
         # diffusers deletes old weight shards only in the folder it writes to (here the empty stage);
         # staged_folder removes them, and a VAE's files, from the folder
-        with checkpoint.staged_folder(save_directory) as stage:
+        with atomic.staged_folder(save_directory, remove=checkpoint.SAVED_FILES) as stage:
             self.autoencoder.save_pretrained(stage, safe_serialization=True)
             checkpoint.write_statistics(stage, self.latent_loc, self.latent_scale, max_pixels=self.max_pixels, tiling=self.tiling)
