@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 os.environ["VAE_AUGMENT_DEFAULT_OMP"] = "1"  # measure torch's default OpenMP behaviour, see common.py
-from common import RESULTS, SmallCNN, rate, write_json  # noqa: I001,E402  (sets OMP_WAIT_POLICY before torch loads; puts the repo on sys.path)
+from common import DEFAULT_ROOT, RESULTS, SmallCNN, rate, write_json  # noqa: I001,E402  (sets OMP_WAIT_POLICY before torch loads; puts the repo on sys.path)
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -48,12 +48,9 @@ from vae_augment.latent import perturb  # noqa: E402
 from vae_augment import AugmentCollate, VAEAugment, worker_init_fn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from goals import SPEED_GOALS, speed_goal_met  # noqa: E402
+
 PEAK_SIDE = 1536  # the matrix multiply that measures the machine's peak
-GOALS = {  # the speed issue's goals: figure -> (target, "at least" or "at most")
-    "efficiency_fp32": (0.60, "at least"), "efficiency_bf16": (0.40, "at least"), "vae_per_sample_img_s": (4_000, "at least"),
-    "per_sample_over_floor": (1.25, "at most"), "worker_batched_over_floor": (1.25, "at most"),
-    "worker_batched_cached_over_floor": (1.25, "at most"),
-}
 
 
 def flops(fn) -> float:
@@ -66,7 +63,6 @@ def flops(fn) -> float:
 def matmul_gflop_s(dtype: torch.dtype, repeat: int) -> float:
     a, b = torch.randn(PEAK_SIDE, PEAK_SIDE, dtype=dtype), torch.randn(PEAK_SIDE, PEAK_SIDE, dtype=dtype)
     return rate(lambda: a @ b, 2 * PEAK_SIDE**3, repeat) / 1e9
-
 
 
 def images(root: str, n: int) -> tuple[torch.Tensor, str]:
@@ -118,28 +114,9 @@ def epoch_seconds(dataset: Dataset, train_step: bool, batch_transform=None, batc
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small sizes; finishes in well under a minute")
-    parser.add_argument("--root", default=os.environ.get("VAE_AUGMENT_DATA", "../shared/data"))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--checkpoint", default="mnist")
-    parser.add_argument("--out", default=str(RESULTS / "throughput.json"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    n_loader = 2_000 if args.quick else 20_000
-    repeat = 3 if args.quick else 7
-    data, source = images(args.root, max(n_loader, 2_048))
-    labels = torch.zeros(len(data), dtype=torch.long)
-    vae = load_vae(args.checkpoint)
-    augment = VAEAugment(vae)
-    figures: dict = {"checkpoint": args.checkpoint, "images": source, "threads": args.threads, "quick": args.quick,
-                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                     "default_strength": augment.strength, "default_mode": augment.mode}
-
-    # 1. batches of 256: VAEAugment vs the bare model, interleaved so both see the same machine state
+def batch_figures(vae, augment, fast, data: torch.Tensor, repeat: int) -> dict:
+    """VAEAugment on batches of 256 against the bare model and the machine's matmul peak, and decoding alone."""
+    figures: dict = {}
     batch = data[:256].float().div(255)
     noise = torch.randn(256, vae.latent_dim)
 
@@ -148,7 +125,6 @@ def main() -> None:
             posterior = vae.encode(batch)
             return vae.decode(perturb(posterior.mean, posterior.std, noise, "data", augment.strength, vae.latent_scale))
 
-    fast = VAEAugment(vae, precision="bf16")  # autocast; ~2x on CPUs with AVX512-BF16/AMX
     # rounds interleaved so the VAE and the machine's peak see the same machine state; best of each
     rates: dict[str, list[float]] = {"bare": [], "fp32": [], "bf16": [], "peak_fp32": [], "peak_bf16": []}
     for _ in range(3):
@@ -177,86 +153,94 @@ def main() -> None:
 
     figures["decode_batch_img_s"] = max(rate(decode, 256, repeat) for _ in range(3))
     figures["decode_batch_bf16_img_s"] = max(rate(lambda: decode("bf16"), 256, repeat) for _ in range(3))
+    return figures
 
-    # 2. one sample at a time, uint8 [1, 28, 28] as a Dataset would hand it over
-    singles = [data[i] for i in range(200 if args.quick else 1_000)]
-    figures["vae_per_sample_img_s"] = rate(lambda: [augment(s) for s in singles], len(singles), 3 if args.quick else 5, warmup=1)
-    figures["vae_per_sample_bf16_img_s"] = rate(lambda: [fast(s) for s in singles], len(singles), 3 if args.quick else 5, warmup=1)
+
+def per_sample_figures(augment, fast, singles: list, quick: bool, figures: dict) -> dict:
+    """One uint8 ``[1, 28, 28]`` sample at a time, as a Dataset would hand it over (and as PIL); ``figures``: the batch ones."""
+    out = {"vae_per_sample_img_s": rate(lambda: [augment(s) for s in singles], len(singles), 3 if quick else 5, warmup=1),
+           "vae_per_sample_bf16_img_s": rate(lambda: [fast(s) for s in singles], len(singles), 3 if quick else 5, warmup=1)}
     pil_singles = [__import__("PIL.Image").Image.fromarray(s[0].numpy()) for s in singles]
-    figures["vae_per_sample_pil_img_s"] = rate(lambda: [augment(s) for s in pil_singles], len(pil_singles), 3, warmup=1)
-    arithmetic_us = vae_flops / (figures["peak_fp32_gflop_s"] * 1e9) * 1e6
-    figures["per_sample_arithmetic_us"] = arithmetic_us
-    figures["per_sample_overhead_us"] = 1e6 / figures["vae_per_sample_img_s"] - arithmetic_us
+    out["vae_per_sample_pil_img_s"] = rate(lambda: [augment(s) for s in pil_singles], len(pil_singles), 3, warmup=1)
+    arithmetic_us = figures["vae_mflop_per_image"] * 1e6 / (figures["peak_fp32_gflop_s"] * 1e9) * 1e6
+    out["per_sample_arithmetic_us"] = arithmetic_us
+    out["per_sample_overhead_us"] = 1e6 / out["vae_per_sample_img_s"] - arithmetic_us
+    return out
 
-    # 3. classic references on the same images, per sample
+
+def classic_figures(singles: list) -> dict:
+    """albumentations' Affine and torchvision's RandomAffine on the same images, per sample: the classic reference."""
     import albumentations as A
     from torchvision.transforms import v2
 
     affine = A.Affine(rotate=(-15, 15), translate_percent=(-0.1, 0.1), scale=(0.9, 1.1), p=1.0)
     arrays = [s[0].numpy() for s in singles]
-    figures["albumentations_affine_img_s"] = rate(lambda: [affine(image=a)["image"] for a in arrays], len(arrays), 3, warmup=1)
     random_affine = v2.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1))
-    figures["torchvision_random_affine_img_s"] = rate(lambda: [random_affine(s) for s in singles], len(singles), 3, warmup=1)
+    return {"albumentations_affine_img_s": rate(lambda: [affine(image=a)["image"] for a in arrays], len(arrays), 3, warmup=1),
+            "torchvision_random_affine_img_s": rate(lambda: [random_affine(s) for s in singles], len(singles), 3, warmup=1)}
 
-    # 4. DataLoader epochs, 2 workers: without VAE, with VAEAugment per sample, with the posterior cache, batched
-    subset = data[:n_loader]
-    plain = TensorImages(subset, labels[:n_loader], transform=to_float)
-    per_sample = TensorImages(subset, labels[:n_loader], transform=lambda x: augment(x).float().div(255))
-    cached = PosteriorCache(TensorImages(subset, labels[:n_loader]), augment)
-    raw = TensorImages(subset, labels[:n_loader])  # uint8; AugmentCollate converts and augments whole batches in the workers
+
+def epoch_figures(augment, fast, subset: torch.Tensor, labels: torch.Tensor, quick: bool) -> dict:
+    """DataLoader epochs, 2 workers, each recipe over the same epoch without the VAE; with and without the training step."""
+    plain = TensorImages(subset, labels, transform=to_float)
+    per_sample = TensorImages(subset, labels, transform=lambda x: augment(x).float().div(255))
+    cached = PosteriorCache(TensorImages(subset, labels), augment)
+    raw = TensorImages(subset, labels)  # uint8; AugmentCollate converts and augments whole batches in the workers
     cached_batches = PosteriorCache(raw, augment, batched=True)  # whole batches in the workers, decode only
     cached_batches_bf16 = PosteriorCache(raw, fast, batched=True)
+    recipes = {  # name -> (dataset, keyword arguments of epoch_seconds)
+        "plain": (plain, {}), "vae": (per_sample, {}), "cached": (cached, {}), "batched": (plain, {"batch_transform": augment}),
+        "worker_batched": (raw, {"collate_fn": AugmentCollate(augment)}),
+        "worker_batched_cached": (cached_batches, {"collate_fn": cached_batches.collate}),
+        "batched_bf16": (plain, {"batch_transform": fast}),
+        "worker_batched_cached_bf16": (cached_batches_bf16, {"collate_fn": cached_batches_bf16.collate})}
+    figures: dict = {}
     for train_step, prefix in ((True, ""), (False, "loading_only_")):
-        times: dict[str, list[float]] = {"plain": [], "vae": [], "cached": [], "batched": [], "worker_batched": [],
-                                         "worker_batched_cached": [], "batched_bf16": [], "worker_batched_cached_bf16": []}
+        times: dict[str, list[float]] = {name: [] for name in recipes}
         epoch_seconds(cached, train_step)  # first epoch fills the cache; later ones only decode
         epoch_seconds(cached_batches, train_step, collate_fn=cached_batches.collate)
         epoch_seconds(cached_batches_bf16, train_step, collate_fn=cached_batches_bf16.collate)
-        for _ in range(2 if args.quick else 3):  # interleaved, best of each
-            times["plain"].append(epoch_seconds(plain, train_step))
-            times["vae"].append(epoch_seconds(per_sample, train_step))
-            times["cached"].append(epoch_seconds(cached, train_step))
-            times["batched"].append(epoch_seconds(plain, train_step, batch_transform=augment))
-            times["worker_batched"].append(epoch_seconds(raw, train_step, collate_fn=AugmentCollate(augment)))
-            times["worker_batched_cached"].append(epoch_seconds(cached_batches, train_step, collate_fn=cached_batches.collate))
-            times["batched_bf16"].append(epoch_seconds(plain, train_step, batch_transform=fast))
-            times["worker_batched_cached_bf16"].append(epoch_seconds(cached_batches_bf16, train_step,
-                                                                     collate_fn=cached_batches_bf16.collate))
+        for _ in range(2 if quick else 3):  # interleaved, best of each
+            for name, (dataset, kwargs) in recipes.items():
+                times[name].append(epoch_seconds(dataset, train_step, **kwargs))
         best = {k: min(v) for k, v in times.items()}
         figures[f"{prefix}epoch_seconds"] = best
         figures[f"{prefix}dataloader_epoch_ratio"] = best["vae"] / best["plain"]
-        figures[f"{prefix}dataloader_epoch_ratio_cached"] = best["cached"] / best["plain"]
-        figures[f"{prefix}dataloader_epoch_ratio_batched"] = best["batched"] / best["plain"]
-        figures[f"{prefix}dataloader_epoch_ratio_worker_batched"] = best["worker_batched"] / best["plain"]
-        figures[f"{prefix}dataloader_epoch_ratio_worker_batched_cached"] = best["worker_batched_cached"] / best["plain"]
-        figures[f"{prefix}dataloader_epoch_ratio_batched_bf16"] = best["batched_bf16"] / best["plain"]
-        figures[f"{prefix}dataloader_epoch_ratio_worker_batched_cached_bf16"] = best["worker_batched_cached_bf16"] / best["plain"]
-    figures["dataloader_images"] = n_loader
-    # The floor of an epoch ratio when the VAE and the classifier share the processor: the VAE's FLOPs per
-    # image over the classifier's training step's (forward and backward), plus the step itself.
+        for name in list(recipes)[2:]:
+            figures[f"{prefix}dataloader_epoch_ratio_{name}"] = best[name] / best["plain"]
+    figures["dataloader_images"] = len(subset)
+    return figures
+
+
+def floor_figures(data: torch.Tensor, labels: torch.Tensor, figures: dict) -> dict:
+    """The floor of an epoch ratio when the VAE and the classifier share the processor: the VAE's FLOPs per image over
+    the classifier's training step's (forward and backward), plus the step itself; each recipe's ratio over it."""
     classifier = SmallCNN()
     step = data[:64].float().div(255)
-    figures["classifier_step_mflop_per_image"] = flops(
-        lambda: nn.functional.cross_entropy(classifier(step), labels[:64]).backward()) / len(step) / 1e6
-    floor = 1 + figures["vae_mflop_per_image"] / figures["classifier_step_mflop_per_image"]
-    figures["epoch_ratio_floor"] = floor
-    figures["per_sample_over_floor"] = figures["dataloader_epoch_ratio"] / floor
-    figures["worker_batched_over_floor"] = figures["dataloader_epoch_ratio_worker_batched"] / floor
-    figures["worker_batched_cached_over_floor"] = figures["dataloader_epoch_ratio_worker_batched_cached"] / floor
-    figures["goals"] = {name: {"target": target, "direction": direction, "measured": figures[name],
-                               "met": figures[name] >= target if direction == "at least" else figures[name] <= target}
-                        for name, (target, direction) in GOALS.items()}
+    out = {"classifier_step_mflop_per_image": flops(
+        lambda: nn.functional.cross_entropy(classifier(step), labels[:64]).backward()) / len(step) / 1e6}
+    floor = 1 + figures["vae_mflop_per_image"] / out["classifier_step_mflop_per_image"]
+    out["epoch_ratio_floor"] = floor
+    out["per_sample_over_floor"] = figures["dataloader_epoch_ratio"] / floor
+    out["worker_batched_over_floor"] = figures["dataloader_epoch_ratio_worker_batched"] / floor
+    out["worker_batched_cached_over_floor"] = figures["dataloader_epoch_ratio_worker_batched_cached"] / floor
+    return out
 
-    # 5. GPU, where there is one
-    if torch.cuda.is_available():
-        gpu_vae = load_vae(args.checkpoint, device="cuda")
-        gpu_augment = VAEAugment(gpu_vae)
-        for size in (256, 4096):
-            x = data[:256].repeat(size // 256, 1, 1, 1).float().div(255).cuda()
-            figures[f"gpu_batch{size}_img_s"] = rate(lambda x=x: gpu_augment(x), size, repeat, sync=torch.cuda.synchronize)
-        figures["gpu"] = torch.cuda.get_device_name()
 
-    out = write_json(args.out, figures)
+def gpu_figures(checkpoint: str, data: torch.Tensor, repeat: int) -> dict:
+    """Batched throughput on the GPU, where there is one."""
+    if not torch.cuda.is_available():
+        return {}
+    gpu_augment = VAEAugment(load_vae(checkpoint, device="cuda"))
+    figures: dict = {}
+    for size in (256, 4096):
+        x = data[:256].repeat(size // 256, 1, 1, 1).float().div(255).cuda()
+        figures[f"gpu_batch{size}_img_s"] = rate(lambda x=x: gpu_augment(x), size, repeat, sync=torch.cuda.synchronize)
+    figures["gpu"] = torch.cuda.get_device_name()
+    return figures
+
+
+def report(figures: dict, out: Path) -> None:
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         if key != "goals":
@@ -265,6 +249,40 @@ def main() -> None:
         print(f"goal: {name} {goal['direction']} {goal['target']:g}: measured {goal['measured']:.3f}, "
               f"{'met' if goal['met'] else 'MISSED'}")
     print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes; finishes in well under a minute")
+    parser.add_argument("--root", default=DEFAULT_ROOT)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", default="mnist")
+    parser.add_argument("--out", default=str(RESULTS / "throughput.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    n_loader = 2_000 if args.quick else 20_000
+    repeat = 3 if args.quick else 7
+    data, source = images(args.root, max(n_loader, 2_048))
+    labels = torch.zeros(len(data), dtype=torch.long)
+    vae = load_vae(args.checkpoint)
+    augment = VAEAugment(vae)
+    fast = VAEAugment(vae, precision="bf16")  # autocast; ~2x on CPUs with AVX512-BF16/AMX
+    figures: dict = {"checkpoint": args.checkpoint, "images": source, "threads": args.threads, "quick": args.quick,
+                     "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                     "default_strength": augment.strength, "default_mode": augment.mode}
+    figures.update(batch_figures(vae, augment, fast, data, repeat))
+    singles = [data[i] for i in range(200 if args.quick else 1_000)]
+    figures.update(per_sample_figures(augment, fast, singles, args.quick, figures))
+    figures.update(classic_figures(singles))
+    figures.update(epoch_figures(augment, fast, data[:n_loader], labels[:n_loader], args.quick))
+    figures.update(floor_figures(data, labels, figures))
+    figures["goals"] = {name: {"target": goal.target, "direction": goal.direction, "measured": figures[name],
+                               "met": speed_goal_met(figures[name], goal)} for name, goal in SPEED_GOALS.items()}
+    figures.update(gpu_figures(args.checkpoint, data, repeat))
+    out = write_json(args.out, figures)
+    report(figures, out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,12 @@ class-aware noise; LatentBorrow, its donors the labelled pool's codes), and the 
 `none`, the chosen classic, the chosen settings, and the library's default alone and before the
 classic: the default is judged as a user gets it, not chosen.
 
+The classic candidates are torchvision's RandomAffine and ElasticTransform with one draw per image, batched
+(benchmarks/classic.py, which also measures how much faster than torchvision's per-image loop). A test
+condition is an alias of benchmarks/goals.py's TEST_CONDITIONS (with its paired gains in TEST_GAINS): to add
+one, name it there, say which condition it runs in `test_names`, and how that condition is built in `build`.
+The training runs and their pool are in benchmarks/runs.py, the paired statistics in benchmarks/stats.py.
+
 Writes benchmarks/results/utility.json; docs/benchmarks.md renders it (benchmarks/update_readme.py).
 """
 
@@ -47,82 +53,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import multiprocessing
-import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
+from common import DEFAULT_ROOT, RESULTS, mnist, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
-from torch.nn import functional as F
-from torchvision.transforms.v2 import functional as TF
 
+from classic import Chain, ElasticBatch, RandomAffineBatch
+from goals import LABEL_COUNTS, TEST_CONDITIONS, TEST_GAINS
+from runs import best_of, scored
+from stats import gains_over, paired, summarize
 from vae_augment import LatentBorrow, VAEAugment, load_vae, train
 from vae_augment.augment import to_model_space
 from vae_augment.pixels import resize, to_pil
 
 VALIDATION = slice(50_000, 60_000)
 POOL = 50_000
-# t_{0.975, n-1} for the 95% interval of a mean over n paired seeds
-T95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262, 11: 2.228, 12: 2.201,
-       15: 2.145, 20: 2.093}
 
 
-# ------------------------------------------------------------------ classic augmentations, one draw per image, batched
-class RandomAffineBatch:
-    """v2.RandomAffine(degrees, translate, scale, shear) with one draw per image, done for the whole
-    batch with affine_grid/grid_sample (a per-image loop over v2.RandomAffine gives the same
-    distribution, 20x slower)."""
-
-    def __init__(self, degrees=15.0, translate=0.1, scale=(0.9, 1.1), shear=10.0):
-        self.degrees, self.translate, self.scale, self.shear = degrees, translate, scale, shear
-
-    def __call__(self, x, y):
-        n = x.shape[0]
-        u = torch.rand(n, 5)
-        angle = torch.deg2rad((u[:, 0] * 2 - 1) * self.degrees)
-        shear = torch.deg2rad((u[:, 1] * 2 - 1) * self.shear)
-        scale = self.scale[0] + u[:, 2] * (self.scale[1] - self.scale[0])
-        tx, ty = (u[:, 3] * 2 - 1) * self.translate * 2, (u[:, 4] * 2 - 1) * self.translate * 2  # grid units span 2
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        a = torch.stack([torch.stack([cos, -sin + cos * torch.tan(shear)], 1), torch.stack([sin, cos + sin * torch.tan(shear)], 1)], 1)
-        inverse = torch.linalg.inv(a * scale.view(-1, 1, 1))
-        theta = torch.cat([inverse, -inverse @ torch.stack([tx, ty], 1).unsqueeze(2)], 2)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-class ElasticBatch:
-    """v2.ElasticTransform(alpha, sigma) with one displacement field per image: uniform noise in
-    [-1, 1] blurred by a Gaussian of ``sigma`` pixels, times alpha / side, added to the sampling
-    grid (torchvision's construction, batched)."""
-
-    def __init__(self, alpha=34.0, sigma=4.0):
-        self.alpha, self.sigma = alpha, sigma
-
-    def __call__(self, x, y):
-        n, _, h, w = x.shape
-        kernel = int(8 * self.sigma + 1) | 1
-        noise = torch.rand(n, 2, h, w) * 2 - 1
-        displacement = TF.gaussian_blur(noise, [kernel, kernel], [self.sigma, self.sigma])
-        displacement = displacement * torch.tensor([self.alpha / w, self.alpha / h]).view(1, 2, 1, 1)
-        identity = F.affine_grid(torch.eye(2, 3).expand(n, 2, 3), list(x.shape), align_corners=False)
-        return F.grid_sample(x, identity + displacement.permute(0, 2, 3, 1), mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-class Chain:
-    def __init__(self, *steps):
-        self.steps = steps
-
-    def __call__(self, x, y):
-        for step in self.steps:
-            x = step(x, y)
-        return x
-
-
+# ------------------------------------------------------------------ the conditions
 class Batch:
     """A VAEAugment on the whole batch (one draw per image)."""
 
@@ -232,82 +183,6 @@ def build(name: str, vae, x_lab, y_lab, candidates: dict | None = None, classics
     return Batch(augment)
 
 
-def balanced_subset(y: torch.Tensor, per_class: int, seed: int, pool: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    picks = []
-    for c in range(int(y.max()) + 1):
-        idx = (y[:pool] == c).nonzero().squeeze(1)
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-    return torch.cat(picks)
-
-
-# ------------------------------------------------------------------ running jobs on both cores
-_STATE: dict = {}
-
-
-def _init(state):
-    torch.set_num_threads(1)
-    _STATE.update(state)
-
-
-def _job(job) -> float:
-    """One training run: (dataset, condition, labels per class, seed, split, only_variants) -> test accuracy."""
-    dataset, name, per_class, seed, split, only_variants = job
-    s = _STATE[dataset]
-    x, y = s["x"], s["y"]
-    idx = balanced_subset(y, per_class, seed, s["pool"])
-    augment = s.get("build", build)(name, s["vae"], x[idx], y[idx])  # a benchmark may bring its own conditions
-    if only_variants:  # classification accuracy score: every training image is a VAE variant
-        augment.augment.p = 1.0
-    model = train_classifier(x[idx], y[idx], steps=s["steps"], batch_size=64, seed=seed, augment=augment)
-    x_eval, y_eval = s[split]
-    return (predict(model, x_eval) == y_eval).float().mean().item()
-
-
-def run_all(jobs: list, state: dict, workers: int) -> list[float]:
-    if workers <= 1:
-        _init(state)
-        return [_job(j) for j in jobs]
-    with multiprocessing.get_context("fork").Pool(workers, initializer=_init, initargs=(state,)) as pool:
-        return pool.map(_job, jobs, chunksize=1)
-
-
-def summarize(runs: list[float]) -> dict:
-    return {"mean": statistics.fmean(runs), "std": statistics.stdev(runs) if len(runs) > 1 else 0.0, "runs": runs}
-
-
-def paired(a: dict, b: dict) -> dict:
-    """Gain of a over b in points, paired by seed: mean, std and a 95% t-interval over the seeds."""
-    d = [100 * (x - y) for x, y in zip(a["runs"], b["runs"])]
-    mean = statistics.fmean(d)
-    std = statistics.stdev(d) if len(d) > 1 else 0.0
-    half = T95.get(len(d), 1.96) * std / math.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "seeds": len(d)}
-
-
-def scored(names, dataset, per_class, seeds, split, state, workers, seed0=0, only_variants=False) -> dict:
-    jobs = [(dataset, name, per_class, seed0 + s, split, only_variants) for name in names for s in range(seeds)]
-    accs = run_all(jobs, state, workers)
-    out = {name: summarize(accs[i * seeds:(i + 1) * seeds]) for i, name in enumerate(names)}
-    for name, r in out.items():
-        print(f"[{dataset} {split}, {per_class * 10} labels{', variants only' if only_variants else ''}] {name:<44} "
-              f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}", flush=True)
-    return out
-
-
-def best_of(names: list[str], val: dict, per_class: int, seeds: int, state: dict, workers: int, dataset: str = "mnist",
-            seed0: int = 0) -> str:
-    """Score ``names`` on ``dataset``'s validation split into ``val`` and return the best of them other than "none"."""
-    val.update(scored(names, dataset, per_class, seeds, "validation", state, workers, seed0=seed0))
-    return max((n for n in names if n != "none"), key=lambda n: val[n]["mean"])
-
-
-def gains_over(rows: dict) -> dict:
-    """Each condition over none, and each "C + X" over C alone."""
-    base = {n: n.split(" + ")[0] if " + " in n else "none" for n in rows if n != "none"}
-    return {f"{n} - {b}": paired(rows[n], rows[b]) for n, b in base.items()}
-
-
 def digits_build(name: str, vae, x_lab, y_lab):
     """`build` with the digits' classic and VAE candidates."""
     return build(name, vae, x_lab, y_lab, DIGITS_VAE, DIGITS_CLASSIC)
@@ -344,7 +219,169 @@ def digits_state(steps: int, epochs: int | None, seed: int = 0, init: str | None
             "validation": (x[rest[pool:]], y[rest[pool:]]), "test": (x[test], y[test]), "metrics": vae.metrics}
 
 
-def main() -> None:
+def mnist_state(root: str, steps: int) -> dict:
+    """MNIST's pool, validation and test splits, and the bundled VAE with LatentBorrow's donors from the pool only."""
+    x, y = mnist(root, train=True)
+    x_test, y_test = mnist(root, train=False)
+    vae = load_vae("mnist")
+    vae.latent_bank = pool_bank(vae)  # LatentBorrow's donors: codes of pool images only
+    return {"x": x, "y": y, "pool": POOL, "vae": vae, "steps": steps, "build": build,
+            "validation": (x[VALIDATION], y[VALIDATION]), "test": (x_test, y_test)}
+
+
+# ------------------------------------------------------------------ MNIST: choose on validation, then test once
+def chosen_entry(best_classic: str, best_vae: str, best_combined: str, source: str, candidates: dict, vae_source: str | None = None) -> dict:
+    """The record of a choice: alias -> the condition, where it was chosen, and its code."""
+    vae_code = code_of(best_combined.split(" + ")[1], candidates)
+    return {"classic": {"condition": best_classic, "source": source, "code": best_classic},
+            "vae": {"condition": best_vae, "source": vae_source or source, "code": code_of(best_vae, candidates)},
+            "classic+vae": {"condition": best_combined, "source": source, "code": f"{vae_code}, then {best_classic}"}}
+
+
+def select_100(m: dict, state: dict, classic_names: list, vae_names: list, seeds: int, workers: int) -> None:
+    """At 100 labels: the best classic, the best VAE condition alone, and the best VAE condition before that classic."""
+    val: dict = {}
+    choose = dict(val=val, per_class=10, seeds=seeds, state=state, workers=workers)
+    best_classic = best_of(["none", *classic_names], **choose)
+    best_vae = best_of(vae_names, **choose)
+    best_combined = best_of([f"{best_classic} + {n}" for n in vae_names], **choose)
+    m["validation_100"] = val
+    m["validation_gains"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
+    m["chosen"] = chosen_entry(best_classic, best_vae, best_combined, "validation split, 100 labels", VAE_CANDIDATES)
+
+
+def select_1000(m: dict, state: dict, classic_names: list, vae_names: list, seeds: int, workers: int) -> None:
+    """The same choice made afresh at 1,000 labels: the best classic, then each of ``vae_names`` before it."""
+    val: dict = {}
+    choose = dict(val=val, per_class=100, seeds=seeds, state=state, workers=workers)
+    best_classic = best_of(["none", *classic_names], **choose)
+    best_combined = best_of([f"{best_classic} + {n}" for n in vae_names], **choose)
+    best_vae = best_combined.split(" + ")[1]
+    m["validation_1000"] = val
+    m["validation_gains_1000"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
+    source = "validation split, 1,000 labels"
+    m["chosen_1000"] = chosen_entry(best_classic, best_vae, best_combined, source, SELECT_1000,
+                                    vae_source=f"{source}: the VAE step of the chosen classic+vae")
+
+
+def test_names(chosen: dict) -> dict:
+    """Each test condition's alias (goals.TEST_CONDITIONS) -> the condition it runs: "none", or the one chosen under its alias."""
+    return {alias: "none" if alias == "none" else chosen[alias]["condition"] for alias in TEST_CONDITIONS}
+
+
+def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: int) -> None:
+    """The test split, used once for each label count's chosen settings, and the paired gains of goals.TEST_GAINS."""
+    test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
+    for labels in label_counts:
+        key = "chosen" if labels == 100 else "chosen_1000"
+        if key not in m:
+            raise SystemExit(f"run --phase select --labels {labels} first: the test split is used for the settings "
+                             "chosen on validation only")
+        names = test_names(m[key])
+        rows = scored(list(names.values()), "mnist", labels // 10, seeds[str(labels)], "test", state, workers, seed0=100)
+        rows = test[str(labels)] = {alias: rows[name] for alias, name in names.items()}
+        gains[str(labels)] = {gain: paired(rows[a], rows[b]) for gain, (a, b) in TEST_GAINS.items()}
+    m["test"] = {n: test[n] for n in LABEL_COUNTS if n in test}
+    m["gains"] = {n: gains[n] for n in LABEL_COUNTS if n in gains}
+
+
+def cas_100(m: dict, state: dict, seeds: int, workers: int) -> None:
+    """Classification accuracy score at 100 labels: the chosen VAE setting's variants only (p = 1), against the real images."""
+    vae = m["chosen"]["vae"]["condition"]
+    cas = scored([vae], "mnist", 10, seeds, "test", state, workers, seed0=100, only_variants=True)
+    real = summarize(m["test"]["100"]["none"]["runs"][:seeds])  # the same seeds as the variants-only runs
+    m["cas_100"] = {"variants_only": cas[vae], "real": real, "gain": paired(cas[vae], real), "condition": vae, "seeds": seeds}
+
+
+def run_mnist(args, m: dict, steps: int, seeds: dict) -> None:
+    """Every MNIST step of ``--phase`` at ``--labels`` into ``m`` (the results' "mnist")."""
+    mnist_start = time.time()
+    state = {"mnist": mnist_state(args.root, steps)}
+    m["protocol"] = {"labelled": [100, 1000], "pool": "training images 0-49,999", "validation": "training images 50,000-59,999",
+                     "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
+                     "vae": "bundled checkpoint 'mnist'", "bank": "its latent bank's codes of pool images (LatentBorrow's donors)"}
+    classic_names = ["affine", "elastic"] if args.quick else list(CLASSIC)
+    select, test = args.phase in ("all", "select"), args.phase in ("all", "test")
+    if select and 100 in args.label_counts:
+        vae_names = ["class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if args.quick else [*VAE_CANDIDATES, *BORROW_CANDIDATES]
+        select_100(m, state, classic_names, vae_names, seeds["select"], args.workers)
+    if select and 1000 in args.label_counts:
+        vae_names = ["borrow s=1 p=0.25 keep=1"] if args.quick else list(SELECT_1000)
+        select_1000(m, state, classic_names, vae_names, seeds["select"], args.workers)
+    if test:
+        test_mnist(m, state, args.label_counts, seeds, args.workers)
+    if test and 100 in args.label_counts:
+        cas_100(m, state, seeds["1000"], args.workers)
+    if args.phase == "all" and args.label_counts == [100, 1000]:
+        m["seconds"] = round(time.time() - mnist_start, 1)
+        m.pop("seconds_parts", None)  # every figure is this run's now
+    else:  # a part re-run on its own: the whole run's time stays, and the part's is kept beside it
+        m.setdefault("seconds_parts", {})[f"{args.phase}, {args.labels} labels"] = round(time.time() - mnist_start, 1)
+
+
+# ------------------------------------------------------------------ digits: the same, on a small dataset of one's own
+def select_digits(state: dict, classic_names: list, vae_names: list, seeds: int, workers: int) -> tuple[dict, dict]:
+    """As at 100 MNIST labels: the best classic, the best VAE condition, the best VAE condition then that classic."""
+    validation: dict = {}
+    choose = dict(val=validation, per_class=5, seeds=seeds, state=state, workers=workers, dataset="digits", seed0=1000)
+    best_classic = best_of(["none", *classic_names], **choose)
+    best_alone = best_of(vae_names, **choose)
+    best = best_of([f"{best_classic} + {n}" for n in vae_names], **choose)
+    source = "validation split (25% of the non-test digits), 5 per class"
+    return validation, chosen_entry(best_classic, best_alone, best, source, DIGITS_VAE)
+
+
+def digits_key(args) -> str:
+    """The results' key of this digits run: the CLI-default VAE, or another length, or one fine-tuned from a trained VAE."""
+    return "digits" + (f"_e{args.digits_epochs}" if args.digits_epochs else "") + (f"_init_{args.digits_init}" if args.digits_init else "")
+
+
+def digits_vae_words(args, vae) -> tuple[str, str]:
+    """The command that repeats this digits run, and how its VAE ``vae`` was trained."""
+    epochs, init = args.digits_epochs, args.digits_init
+    command = ("python benchmarks/utility.py --datasets digits" + (f" --digits-epochs {epochs}" if epochs else "")
+               + (f" --digits-init {init}" if init else ""))
+    how = "train(folder" + (f", epochs={epochs}" if epochs else "") + (f", init={init!r}, image_size={vae.image_size[-1]}" if init else "") + ")"
+    return command, how
+
+
+def run_digits(args, previous: dict, steps: int, seeds: dict) -> dict:
+    """The digits run of ``--phase``: its entry in the results (``previous``: the same key's earlier entry)."""
+    digits_start = time.time()
+    state = {"digits": digits_state(steps, epochs=2 if args.quick else args.digits_epochs, init=args.digits_init)}
+    vae_names = ["default", "class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if args.quick else [*DIGITS_VAE, *BORROW_CANDIDATES]
+    if args.digits_init and not args.quick:  # the earlier defaults and the strongest class noise only matter from scratch
+        vae_names = [n for n in vae_names if n not in ("plain", "residual", "class s=0.75 p=0.5")]
+    classic_names = ["affine", "elastic a=11 s=2.3"] if args.quick else list(DIGITS_CLASSIC)
+    command, how = digits_vae_words(args, state["digits"]["vae"])
+    chosen, validation = previous.get("chosen"), previous.get("validation")
+    if args.phase in ("all", "select"):
+        validation, chosen = select_digits(state, classic_names, vae_names, seeds["digits"], args.workers)
+    if args.phase == "test" and not chosen:
+        raise SystemExit("run --phase select --datasets digits first: the test split is used for the chosen settings only")
+    # the test split: the chosen settings, and the library's default as a user writes it (alone and before the classic)
+    classic = chosen["classic"]["condition"]
+    names = list(dict.fromkeys(["none", classic, "default", f"{classic} + default", chosen["vae"]["condition"],
+                                chosen["classic+vae"]["condition"]]))
+    rows = scored(names, "digits", 5, seeds["digits"], "test", state, args.workers) if args.phase in ("all", "test") else None
+    metrics = state["digits"]["metrics"]
+    fidelity = metrics.get("test", {})
+    return {
+        "protocol": {"data": "scikit-learn load_digits (1,797 8x8 digits) at 16x16; test: 30%; validation: 25% of the rest "
+                             "(out of the labelled pool)", "labelled": "5 per class", "classic_candidates": classic_names,
+                     "vae_candidates": vae_names,
+                     "vae": f"{how} on the unlabelled training images" + ("" if args.digits_epochs else ", vae-augment train's default epochs"),
+                     "command": command, "init": args.digits_init, "vae_reconstruction_r2": fidelity.get("reconstruction_r2"),
+                     "vae_epochs": metrics.get("epochs"), "classifier": "SmallCNN for 16x16"},
+        "validation": validation, "chosen": chosen,
+        "validation_gains": gains_over(validation) if validation else None,
+        "test": rows if rows is not None else previous.get("test"),
+        "gains": gains_over(rows) if rows is not None else previous.get("gains"),
+        "seconds": round(time.time() - digits_start, 1),
+    }
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--root", default=DEFAULT_ROOT)
@@ -359,6 +396,15 @@ def main() -> None:
                         "the other's figures are kept from --out)")
     parser.add_argument("--out", default=str(RESULTS / "utility.json"))
     args = parser.parse_args()
+    label_names = {n.strip() for n in args.labels.split(",")}
+    if not label_names <= set(LABEL_COUNTS):
+        parser.error(f"--labels takes 100 and/or 1000 (comma-separated), not {args.labels!r}")
+    args.label_counts = sorted(int(n) for n in label_names)
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     start = time.time()
     quick = args.quick
     steps = 40 if quick else args.steps
@@ -366,133 +412,15 @@ def main() -> None:
     out = Path(args.out)
     result = {} if quick or not out.is_file() else json.loads(out.read_text())
     datasets = [d.strip() for d in args.datasets.split(",")]
-    label_names = {n.strip() for n in args.labels.split(",")}
-    if not label_names <= {"100", "1000"}:
-        parser.error(f"--labels takes 100 and/or 1000 (comma-separated), not {args.labels!r}")
-    label_counts = sorted(int(n) for n in label_names)
     protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
                 "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
                 "interval": "95% t-interval of the mean paired gain over seeds"}
     result["protocol"] = {**result.get("protocol", {}), **protocol}  # "seconds": of the last invocation
-
     if "mnist" in datasets:
-        mnist_start = time.time()
-        x, y = mnist(args.root, train=True)
-        x_test, y_test = mnist(args.root, train=False)
-        vae = load_vae("mnist")
-        vae.latent_bank = pool_bank(vae)  # LatentBorrow's donors: codes of pool images only
-        state = {"mnist": {"x": x, "y": y, "pool": POOL, "vae": vae, "steps": steps,
-                           "validation": (x[VALIDATION], y[VALIDATION]), "test": (x_test, y_test)}}
-        m = result.setdefault("mnist", {})
-        m["protocol"] = {"labelled": [100, 1000], "pool": "training images 0-49,999", "validation": "training images 50,000-59,999",
-                         "test": "MNIST test split (10,000)", "classifier": "SmallCNN (benchmarks/common.py)",
-                         "vae": "bundled checkpoint 'mnist'", "bank": "its latent bank's codes of pool images (LatentBorrow's donors)"}
-        classic_names = ["affine", "elastic"] if quick else list(CLASSIC)
-        if args.phase in ("all", "select") and 100 in label_counts:
-            val: dict = {}
-            choose = dict(val=val, per_class=10, seeds=seeds["select"], state=state, workers=args.workers)
-            best_classic = best_of(["none", *classic_names], **choose)
-            vae_names = ["class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if quick else [*VAE_CANDIDATES, *BORROW_CANDIDATES]
-            best_vae = best_of(vae_names, **choose)
-            best_combined = best_of([f"{best_classic} + {n}" for n in vae_names], **choose)
-            m["validation_100"] = val
-            m["validation_gains"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
-            codes = {best_classic: best_classic, best_vae: code_of(best_vae, VAE_CANDIDATES),
-                     best_combined: f"{code_of(best_combined.split(' + ')[1], VAE_CANDIDATES)}, then {best_classic}"}
-            m["chosen"] = {alias: {"condition": name, "source": "validation split, 100 labels", "code": codes[name]}
-                           for alias, name in (("classic", best_classic), ("vae", best_vae), ("classic+vae", best_combined))}
-        if args.phase in ("all", "select") and 1000 in label_counts:  # the same choice made afresh at 1,000 labels
-            val = {}
-            choose = dict(val=val, per_class=100, seeds=seeds["select"], state=state, workers=args.workers)
-            best_classic = best_of(["none", *classic_names], **choose)
-            best_combined = best_of([f"{best_classic} + {n}" for n in (["borrow s=1 p=0.25 keep=1"] if quick else SELECT_1000)], **choose)
-            best_vae = best_combined.split(" + ")[1]
-            m["validation_1000"] = val
-            m["validation_gains_1000"] = {n: paired(val[n], val[best_classic] if " + " in n else val["none"]) for n in val if n != "none"}
-            source = "validation split, 1,000 labels"
-            m["chosen_1000"] = {
-                "classic": {"condition": best_classic, "source": source, "code": best_classic},
-                "vae": {"condition": best_vae, "source": f"{source}: the VAE step of the chosen classic+vae", "code": code_of(best_vae, SELECT_1000)},
-                "classic+vae": {"condition": best_combined, "source": source, "code": f"{code_of(best_vae, SELECT_1000)}, then {best_classic}"}}
-        if args.phase in ("all", "test"):
-            test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
-            for labels in label_counts:
-                key = "chosen" if labels == 100 else "chosen_1000"
-                if key not in m:
-                    raise SystemExit(f"run --phase select --labels {labels} first: the test split is used for the settings "
-                                     "chosen on validation only")
-                chosen = {alias: c["condition"] for alias, c in m[key].items()}
-                names = ["none", chosen["classic"], chosen["vae"], chosen["classic+vae"]]
-                rows = scored(names, "mnist", labels // 10, seeds[str(labels)], "test", state, args.workers, seed0=100)
-                rows = test[str(labels)] = {alias: rows[name] for alias, name in zip(("none", "classic", "vae", "classic+vae"), names)}
-                gains[str(labels)] = {"vae - none": paired(rows["vae"], rows["none"]),
-                                      "classic - none": paired(rows["classic"], rows["none"]),
-                                      "classic+vae - classic": paired(rows["classic+vae"], rows["classic"])}
-            m["test"] = {n: test[n] for n in ("100", "1000") if n in test}
-            m["gains"] = {n: gains[n] for n in ("100", "1000") if n in gains}
-        if args.phase in ("all", "test") and 100 in label_counts:
-            chosen = {alias: c["condition"] for alias, c in m["chosen"].items()}
-            cas_seeds = seeds["1000"]
-            cas = scored([chosen["vae"]], "mnist", 10, cas_seeds, "test", state, args.workers, seed0=100, only_variants=True)
-            real = summarize(m["test"]["100"]["none"]["runs"][:cas_seeds])  # the same seeds as the variants-only runs
-            m["cas_100"] = {"variants_only": cas[chosen["vae"]], "real": real, "gain": paired(cas[chosen["vae"]], real),
-                            "condition": chosen["vae"], "seeds": cas_seeds}
-        if args.phase == "all" and label_counts == [100, 1000]:
-            m["seconds"] = round(time.time() - mnist_start, 1)
-            m.pop("seconds_parts", None)  # every figure is this run's now
-        else:  # a part re-run on its own: the whole run's time stays, and the part's is kept beside it
-            m.setdefault("seconds_parts", {})[f"{args.phase}, {args.labels} labels"] = round(time.time() - mnist_start, 1)
-
+        run_mnist(args, result.setdefault("mnist", {}), steps, seeds)
     if "digits" in datasets:
-        digits_start = time.time()
-        state = {"digits": digits_state(steps, epochs=2 if quick else args.digits_epochs, init=args.digits_init)}
-        vae_conditions = ["default", "class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if quick else [*DIGITS_VAE, *BORROW_CANDIDATES]
-        if args.digits_init and not quick:  # the earlier defaults and the strongest class noise only matter from scratch
-            vae_conditions = [n for n in vae_conditions if n not in ("plain", "residual", "class s=0.75 p=0.5")]
-        classic_names = ["affine", "elastic a=11 s=2.3"] if quick else list(DIGITS_CLASSIC)
-        # the CLI-default VAE, or another length, or one fine-tuned from a trained VAE
-        key = "digits" + (f"_e{args.digits_epochs}" if args.digits_epochs else "") + (f"_init_{args.digits_init}" if args.digits_init else "")
-        command = ("python benchmarks/utility.py --datasets digits" + (f" --digits-epochs {args.digits_epochs}" if args.digits_epochs else "")
-                   + (f" --digits-init {args.digits_init}" if args.digits_init else ""))
-        how = "train(folder" + (f", epochs={args.digits_epochs}" if args.digits_epochs else "") + \
-            (f", init={args.digits_init!r}, image_size={state['digits']['vae'].image_size[-1]}" if args.digits_init else "") + ")"
-        previous = result.get(key, {})
-        chosen = previous.get("chosen")
-        validation = previous.get("validation")
-        if args.phase in ("all", "select"):  # as at 100 MNIST labels: the best classic, the best VAE, the best VAE then that classic
-            validation = {}
-            choose = dict(val=validation, per_class=5, seeds=seeds["digits"], state=state, workers=args.workers, dataset="digits",
-                          seed0=1000)
-            best_classic = best_of(["none", *classic_names], **choose)
-            best_alone = best_of(vae_conditions, **choose)
-            best = best_of([f"{best_classic} + {n}" for n in vae_conditions], **choose)
-            source = "validation split (25% of the non-test digits), 5 per class"
-            chosen = {"classic": {"condition": best_classic, "source": source, "code": best_classic},
-                      "vae": {"condition": best_alone, "source": source, "code": code_of(best_alone, DIGITS_VAE)},
-                      "classic+vae": {"condition": best, "source": source,
-                                      "code": f"{code_of(best.split(' + ')[1], DIGITS_VAE)}, then {best_classic}"}}
-        if args.phase == "test" and not chosen:
-            raise SystemExit("run --phase select --datasets digits first: the test split is used for the chosen settings only")
-        # the test split: the chosen settings, and the library's default as a user writes it (alone and before the classic)
-        classic = chosen["classic"]["condition"]
-        names = list(dict.fromkeys(["none", classic, "default", f"{classic} + default", chosen["vae"]["condition"],
-                                    chosen["classic+vae"]["condition"]]))
-        rows = scored(names, "digits", 5, seeds["digits"], "test", state, args.workers) if args.phase in ("all", "test") else None
-        fidelity = state["digits"]["metrics"].get("test", {})
-        result[key] = {
-            "protocol": {"data": "scikit-learn load_digits (1,797 8x8 digits) at 16x16; test: 30%; validation: 25% of the rest "
-                                 "(out of the labelled pool)", "labelled": "5 per class", "classic_candidates": classic_names, "vae_candidates": vae_conditions,
-                         "vae": f"{how} on the unlabelled training images" + ("" if args.digits_epochs else ", vae-augment train's default epochs"),
-                         "command": command, "init": args.digits_init,
-                         "vae_reconstruction_r2": fidelity.get("reconstruction_r2"),
-                         "vae_epochs": state["digits"]["metrics"].get("epochs"), "classifier": "SmallCNN for 16x16"},
-            "validation": validation, "chosen": chosen,
-            "validation_gains": gains_over(validation) if validation else None,
-            "test": rows if rows is not None else previous.get("test"),
-            "gains": gains_over(rows) if rows is not None else previous.get("gains"),
-            "seconds": round(time.time() - digits_start, 1),
-        }
-
+        key = digits_key(args)
+        result[key] = run_digits(args, result.get(key, {}), steps, seeds)
     result["protocol"]["seconds"] = round(time.time() - start, 1)
     write_json(out, result)
     print(f"wrote {out} in {time.time() - start:.0f} s")

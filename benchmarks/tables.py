@@ -1,0 +1,300 @@
+"""The full tables of docs/benchmarks.md, each rendered from its results file in benchmarks/results/
+(`update_readme.py` puts them between their markers): utility, levers, density, quality, throughput,
+backbones. Each returns the Markdown of its section, or a line saying how to measure it when the file is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from goals import RESULTS, utility_goal_words
+from vae_augment.policy import CAREFUL_STRENGTH, FIDELITY_WARNING, SMALL_DATA_IMAGES
+
+REPO = RESULTS.parents[1]
+
+
+def load_results(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _over_floor(t: dict, key: str) -> str:
+    return f", {t[key]:.2f}x its FLOP floor" if key in t else ""
+
+
+def throughput_table() -> str:
+    t = load_results(RESULTS / "throughput.json")
+    if not t:
+        return "_not measured yet: run `python benchmarks/throughput.py`_"
+    e = t["epoch_seconds"]
+    lines = [
+        f"Measured by `python benchmarks/throughput.py` ({t['threads']} CPU threads, {t['images']}, torch {t['torch']}, "
+        f"default strength {t['default_strength']:g} in mode `{t['default_mode']}`):",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| VAEAugment, batches of 256 | {t['vae_batch_img_s']:,.0f} images/s |",
+        *([f"| VAEAugment(precision=\"bf16\"), batches of 256 | {t['vae_batch_bf16_img_s']:,.0f} images/s |"]
+          if "vae_batch_bf16_img_s" in t else []),
+        f"| bare encode-sample-decode, same batch | {t['bare_batch_img_s']:,.0f} images/s (VAEAugment takes {t['augment_vs_bare_ratio']:.2f}x its time) |",
+        f"| VAEAugment one sample at a time (uint8 tensor) | {t['vae_per_sample_img_s']:,.0f} images/s |",
+        *([f"| VAEAugment(precision=\"bf16\") one sample at a time | {t['vae_per_sample_bf16_img_s']:,.0f} images/s |"]
+          if "vae_per_sample_bf16_img_s" in t else []),
+        f"| VAEAugment one sample at a time (PIL) | {t['vae_per_sample_pil_img_s']:,.0f} images/s |",
+        *([f"| decoding alone (what a cached epoch does), batches of 256, float32 / bf16 | {t['decode_batch_img_s']:,.0f} / "
+           f"{t['decode_batch_bf16_img_s']:,.0f} images/s |"] if "decode_batch_img_s" in t else []),
+        *([f"| the machine's peak in the same run: {1536}x{1536} matrix multiply, float32 / bf16 | {t['peak_fp32_gflop_s']:,.0f} / "
+           f"{t['peak_bf16_gflop_s']:,.0f} GFLOP/s |",
+           f"| the VAE's arithmetic: encode + decode per image | {t['vae_mflop_per_image']:.2f} MFLOP |",
+           f"| VAEAugment on batches of 256 as a share of the peak, float32 / bf16 | {t['efficiency_fp32']:.0%} / "
+           f"{t['efficiency_bf16']:.0%} |",
+           f"| one image at a time: time beyond its arithmetic (at the float32 peak, {t['per_sample_arithmetic_us']:.0f} us) | "
+           f"{t['per_sample_overhead_us']:.0f} us per image |",
+           f"| the classifier's training step (forward + backward) per image | {t['classifier_step_mflop_per_image']:.2f} MFLOP |",
+           f"| FLOP floor of an epoch ratio: 1 + VAE / classifier-step FLOPs | {t['epoch_ratio_floor']:.2f}x |"]
+          if "peak_fp32_gflop_s" in t else []),
+        f"| albumentations `Affine`, per sample (reference) | {t['albumentations_affine_img_s']:,.0f} images/s |",
+        f"| torchvision `RandomAffine`, per sample (reference) | {t['torchvision_random_affine_img_s']:,.0f} images/s |",
+        f"| training epoch, 2 workers, VAEAugment per sample / without | {t['dataloader_epoch_ratio']:.2f}x ({e['vae']:.1f} s / {e['plain']:.1f} s)"
+        f"{_over_floor(t, 'per_sample_over_floor')} |",
+        f"| same, with `PosteriorCache` | {t['dataloader_epoch_ratio_cached']:.2f}x ({e['cached']:.1f} s) |",
+        f"| same, VAEAugment on collated batches in the main process | {t['dataloader_epoch_ratio_batched']:.2f}x ({e['batched']:.1f} s) |",
+        *([f"| same, `AugmentCollate` (whole batches inside the workers) | {t['dataloader_epoch_ratio_worker_batched']:.2f}x "
+           f"({e['worker_batched']:.1f} s){_over_floor(t, 'worker_batched_over_floor')} |"] if "dataloader_epoch_ratio_worker_batched" in t else []),
+        *([f"| same, `PosteriorCache(..., batched=True)` (whole batches in the workers, decode only) | "
+           f"{t['dataloader_epoch_ratio_worker_batched_cached']:.2f}x ({e['worker_batched_cached']:.1f} s)"
+           f"{_over_floor(t, 'worker_batched_cached_over_floor')} |"]
+          if "dataloader_epoch_ratio_worker_batched_cached" in t else []),
+        *([f"| same, batches in the main process, `precision=\"bf16\"` | {t['dataloader_epoch_ratio_batched_bf16']:.2f}x "
+           f"({e['batched_bf16']:.1f} s) |",
+           f"| same, batched `PosteriorCache` in the workers, `precision=\"bf16\"` | "
+           f"{t['dataloader_epoch_ratio_worker_batched_cached_bf16']:.2f}x ({e['worker_batched_cached_bf16']:.1f} s) |"]
+          if "dataloader_epoch_ratio_batched_bf16" in t else []),
+        f"| loading only (no training step), per sample / cached / batched | {t['loading_only_dataloader_epoch_ratio']:.2f}x / "
+        f"{t['loading_only_dataloader_epoch_ratio_cached']:.2f}x / {t['loading_only_dataloader_epoch_ratio_batched']:.2f}x |",
+    ]
+    for key in sorted(k for k in t if k.startswith("gpu_batch")):
+        lines.append(f"| GPU ({t['gpu']}), {key[9:-6]} images per batch | {t[key]:,.0f} images/s |")
+    return "\n".join(lines)
+
+
+def quality_table() -> str:
+    q = load_results(RESULTS / "quality.json")
+    if not q:
+        return "_not measured yet: run `python benchmarks/quality.py`_"
+    p = q["protocol"]
+    lines = [
+        f"Measured by `python benchmarks/quality.py`: {p['sweep_images']} MNIST test digits x {p['variants_per_image']} variants, "
+        f"judged by a CNN trained on the full training set (test accuracy {p['judge_test_accuracy']:.4f}). "
+        "'kept' is the fraction of variants the judge assigns the source digit's label; 'change' the mean absolute "
+        "pixel difference from the source; 'spread' the mean absolute difference between two variants of one source.",
+        "",
+        "| strength | " + " | ".join(f"{k}: kept / change / spread" for k in q["sweep"]) + " |",
+        "| --- | " + " | ".join("---" for _ in q["sweep"]) + " |",
+    ]
+    strengths = list(next(iter(q["sweep"].values())))
+    for s in strengths:
+        cells = [f"{r[s]['label_preservation']:.3f} / {r[s]['mean_abs_change']:.3f} / {r[s]['mean_abs_between_variants']:.3f}"
+                 for r in q["sweep"].values()]
+        bold = "**" if float(s) == p["default_strength"] else ""
+        lines.append(f"| {bold}{s}{bold} | " + " | ".join(cells) + " |")
+    if "bf16_default" in q:
+        f = q["bf16_default"]
+        lines += ["", f"With `precision=\"bf16\"` at the default strength {f['strength']:g}: {f['label_preservation']:.3f} kept, "
+                      f"change {f['mean_abs_change']:.3f}."]
+    return "\n".join(lines)
+
+
+def gain_text(g: dict) -> str:
+    """A paired gain: mean, std and 95% interval over seeds, in points."""
+    lo, hi = g["ci95"]
+    return f"{g['mean']:+.1f} +- {g['std']:.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
+def accuracy_text(r: dict) -> str:
+    return f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f} %"
+
+
+def _minutes(u: dict) -> str:
+    """How long the runs behind the results took."""
+    parts = [f"{name}: {u[name]['seconds'] / 60:.0f} minutes" for name in ("mnist", *sorted(k for k in u if k.startswith("digits")))
+             if "seconds" in u.get(name, {})]
+    parts += [f"mnist re-run, phase {part}: {seconds / 60:.0f} minutes" for part, seconds in u.get("mnist", {}).get("seconds_parts", {}).items()]
+    if "seconds_both" in u["protocol"]:  # a run of both datasets, one of them re-run since
+        parts.insert(0, f"both datasets in one run: {u['protocol']['seconds_both'] / 60:.0f} minutes")
+    return "; ".join(parts) or f"{u['protocol']['seconds'] / 60:.0f} minutes"
+
+
+def _chosen_lines(chosen: dict) -> list[str]:
+    return [f"- `{alias}`: {c['condition']}" + (f" = `{c['code']}`" if c["code"] != c["condition"] else "") for alias, c in chosen.items()]
+
+
+def _validation_rows(val: dict, gains: dict) -> list[str]:
+    return ["| condition | accuracy | paired gain |", "| --- | --- | --- |",
+            *(f"| {name} | {accuracy_text(r)} | {gain_text(gains[name]) if name in gains else '-'} |" for name, r in val.items())]
+
+
+def utility_table() -> str:
+    u = load_results(RESULTS / "utility.json")
+    if not u or "mnist" not in u or "test" not in u["mnist"]:
+        return "_not measured yet: run `python benchmarks/utility.py`_"
+    p, m = u["protocol"], u["mnist"]
+    seeds = p["seeds"]
+    lines = [
+        f"Measured by `python benchmarks/utility.py` on 2 CPU cores ({_minutes(u)}). The small CNN of "
+        f"`benchmarks/common.py`, {p['steps']} steps of batch {p['batch_size']}, {p['optimizer']}. Paired seeds: {p['pairing']}; "
+        f"gains are in points of accuracy, mean +- std [{p['interval']}].",
+        "",
+        f"**MNIST**, the bundled `mnist` VAE. Chosen on the validation split (training images 50,000-59,999, 100 labels, "
+        f"{seeds['select']} seeds):",
+        "",
+        *_chosen_lines(m["chosen"]),
+        *(["", f"Chosen afresh at 1,000 labels (the same split and {seeds['select']} seeds; `vae` is the VAE step of the chosen "
+               "`classic+vae`):", "", *_chosen_lines(m["chosen_1000"])] if "chosen_1000" in m else []),
+        "",
+        f"Test split, used once for these settings ({seeds['100']} seeds at 100 labels, {seeds['1000']} at 1,000"
+        + (", each with its own choice):" if "chosen_1000" in m else "; both with the choice made at 100 labels):"),
+        "",
+        "| condition | " + " | ".join(f"{n} labels" for n in m["test"]) + " |",
+        "| --- | " + " | ".join("---" for _ in m["test"]) + " |",
+    ]
+    for alias in next(iter(m["test"].values())):
+        lines.append(f"| {alias} | " + " | ".join(accuracy_text(rows[alias]) for rows in m["test"].values()) + " |")
+    lines += ["", "| paired gain | goal | " + " | ".join(f"{n} labels" for n in m["gains"]) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in m["gains"]) + " |"]
+    for name in next(iter(m["gains"].values())):
+        lines.append(f"| {name} | {utility_goal_words(name)} | " + " | ".join(gain_text(g[name]) for g in m["gains"].values()) + " |")
+    cas = m.get("cas_100")
+    if cas:
+        lines += ["", f"Classification accuracy score (Ravuri & Vinyals, 2019), 100 labels, {cas['seeds']} seeds: a classifier "
+                  f"trained only on variants of `{cas['condition']}` (every training image a variant) reaches "
+                  f"{accuracy_text(cas['variants_only'])} on the real test images; trained on the real labelled images, {accuracy_text(cas['real'])} "
+                  f"(the same seeds; paired gain {gain_text(cas['gain'])} points)." if "gain" in cas else "."]
+    lines += ["", f"Every condition explored on the validation split (100 labels, {seeds['select']} seeds; gains over `none`, "
+              "or over the chosen classic for `X + vae`):", "", *_validation_rows(m["validation_100"], m["validation_gains"])]
+    if "validation_1000" in m:
+        lines += ["", f"The same at 1,000 labels ({seeds['select']} seeds):", "",
+                  *_validation_rows(m["validation_1000"], m["validation_gains_1000"])]
+    for key in sorted(k for k in u if k.startswith("digits")):
+        d, dp = u[key], u[key]["protocol"]
+        how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")
+               + f", trained on fewer than {SMALL_DATA_IMAGES:,} images, so `VAEAugment(vae)` chooses residual=True, p=0.5 and "
+               f"strength={CAREFUL_STRENGTH} and warns")
+        command = dp.get("command", "python benchmarks/utility.py --datasets digits")  # older results: the default run
+        epochs = f", {dp['vae_epochs']} epochs" if dp.get("vae_epochs") else ""
+        lines += ["", f"**Digits**, a second small dataset: {dp['data']}; {dp['labelled']}, {seeds['digits']} seeds; the VAE: "
+                  f"{dp['vae']}{epochs} (held-out reconstruction_r2 {dp['vae_reconstruction_r2']:.2f}, {how}; `{command}`). "
+                  "Chosen on the validation split:", "", *_chosen_lines(d["chosen"]), "",
+                  "Every condition explored on validation (gains over `none`, or over the classic before ` + `), and the test "
+                  "split for the chosen settings and the library's default:", "",
+                  "| condition | validation | paired gain (validation) | test | paired gain (test) |", "| --- | --- | --- | --- | --- |"]
+        def cells(rows: dict, gains: dict, name: str) -> str:  # accuracy and paired gain of ``name`` ("-" where not run)
+            g = next((g for k, g in gains.items() if k.rsplit(" - ", 1)[0] == name), None)
+            return f"{accuracy_text(rows[name]) if name in rows else '-'} | {gain_text(g) if g else '-'}"
+
+        for name in [*d["validation"], *(n for n in d["test"] if n not in d["validation"])]:  # then the default before the classic, if not explored
+            lines.append(f"| {name} | {cells(d['validation'], d['validation_gains'], name)} | {cells(d['test'], d['gains'], name)} |")
+    return "\n".join(lines)
+
+
+# the command that measured levers_borrow.json (its levers are retired prototypes: see benchmarks/levers.py)
+BORROW_LEVERS = ("propres s=1 p=0.5", "propres s=0.75 p=0.5", "propres s=1.25 p=0.5", "propres s=1 p=0.75",
+                 "propres s=1 p=0.5 keep=0.25", "propres s=1 p=0.5 keep=1")
+BORROW_COMMAND = ("python benchmarks/levers.py --out benchmarks/results/levers_borrow.json --levers "
+                  + " ".join(f'"{lever}"' for lever in BORROW_LEVERS))
+
+
+def levers_borrow_table() -> str:
+    """The borrowed-variation levers (label propagation over the latent bank), a run of their own with its own baselines."""
+    return levers_table("levers_borrow.json", BORROW_COMMAND)
+
+
+def levers_table(file: str = "levers.json", command: str = "python benchmarks/levers.py") -> str:
+    """The levers tried on the validation split (benchmarks/levers.py)."""
+    lv = load_results(RESULTS / file)
+    if not lv:
+        return f"_not measured yet: run `{command}`_"
+    p = lv["protocol"]
+    lines = [f"Measured by `{command}` ({p['seconds'] / 60:.0f} minutes): validation split, {p['labelled']} labels, "
+             f"{p['seeds']} paired seeds (those of the selection above), {p['steps']} classifier steps unless marked; paired gains in "
+             f"points over `{p['classic']}` alone and over the chosen `{p['chosen']}`.", "",
+             "| condition | accuracy | over the classic alone | over the chosen |", "| --- | --- | --- | --- |"]
+    for name, r in lv["runs"].items():
+        g = lv["gains"].get(name, {})
+        over_classic = gain_text(g["over classic"]) if "over classic" in g else "-"
+        over_chosen = gain_text(g["over chosen"]) if "over chosen" in g else "-"
+        lines.append(f"| {name} | {accuracy_text(r)} | {over_classic} | {over_chosen} |")
+    other = p.get("other_metrics")
+    if other:
+        t = other["test"]
+        bundled = (load_results(REPO / "checkpoints" / "mnist" / "metrics.json") or {}).get("test", {})
+        lines += ["", f"The rows `with ...` use `--other-vae`: the chosen noise with a checkpoint trained by `{other['command']}`: "
+                  f"test -ELBO {t['neg_elbo_nats']:.2f} nats on gray digits, reconstruction R^2 {t['reconstruction_r2']:.3f}"
+                  + (f", binarized IW-NLL {t['binarized_iw_nll_nats']:.2f} nats (k={t['binarized_iw_k']})" if "binarized_iw_nll_nats" in t else "")
+                  + (f" (the bundled mnist: {bundled['binarized_iw_nll_nats']:.2f} nats)." if "binarized_iw_nll_nats" in bundled else ".")]
+    return "\n".join(lines)
+
+
+def density_table() -> str:
+    """MNIST as a density model (benchmarks/density.py): the trained model with N(0, I) and with the fitted mixture prior."""
+    d = load_results(RESULTS / "density.json")
+    if not d:
+        return "_not measured yet: run `python benchmarks/density.py`_"
+    p = d["protocol"]
+    bundled = (load_results(REPO / "checkpoints" / "mnist" / "metrics.json") or {}).get("test", {})
+    rows = [f"Measured by `python benchmarks/density.py`{' --quick' if p['quick'] else ''}: {p['data']}. The model: `{p['train_command']}`; "
+            f"its prior: `{p['prior_command']}`" + (f"; then trained on with its prior: `{p['tune_command']}`." if "tune_command" in p else "."), "",
+            "| model | binarized IW-NLL (nats) | gray-digit -ELBO (nats) | reconstruction R^2 |", "| --- | --- | --- | --- |"]
+    if "binarized_iw_nll_nats" in bundled:
+        rows.append(f"| bundled `mnist` (N(0, I) prior) | {bundled['binarized_iw_nll_nats']:.2f} (k={bundled['binarized_iw_k']}) | "
+                    f"{bundled['neg_elbo_nats']:.2f} | {bundled['reconstruction_r2']:.3f} |")
+    for name, t in (("64 latents, binarized training, N(0, I) prior", d["standard_prior"]),
+                    (f"the same with the {d['prior_fit']['components']}-component mixture prior", d["mixture_prior"]),
+                    *((("the same, then trained on with that prior (encoder, decoder, prior)", d["trained_with_prior"]),)
+                      if "trained_with_prior" in d else ())):
+        elbo = f"{t['neg_elbo_nats']:.2f}" if "neg_elbo_nats" in t else "-"
+        r2 = f"{t['reconstruction_r2']:.3f}" if "reconstruction_r2" in t else "-"
+        rows.append(f"| {name} | {t['binarized_iw_nll_nats']:.2f} (k={t['binarized_iw_k']}) | {elbo} | {r2} |")
+    rows += [f"| {name} | {nats:.2f} | - | - |" for name, nats in p["literature_nats"].items()]
+    fit = d["prior_fit"]
+    rows += ["", f"The mixture was fitted in {fit['steps']:,} Adam steps to {fit['codes']:,} codes of the training digits: their "
+             f"cross-entropy under the prior fell from {fit['standard_normal_cross_entropy_nats']:.2f} nats (N(0, I)) to "
+             f"{fit['cross_entropy_nats']:.2f}; the NLL gained {d['gain_nats']:.2f} nats"
+             + (f", and training on with the prior {d['tune_gain_nats']:+.2f} more." if "tune_gain_nats" in d else ".")]
+    return "\n".join(rows)
+
+
+def backbones_table() -> str:
+    b = load_results(RESULTS / "backbones.json")
+    if not b:
+        return "_not measured yet: run `python benchmarks/backbones.py`_"
+    sizes = sorted({int(k.split("px")[0]) for r in b["results"].values() for k in r if k.endswith("px_img_s")})
+    command = "python benchmarks/backbones.py" + (" --device cpu" if b["device"].startswith("CPU") else "") \
+        + (f" --sizes {' '.join(map(str, sizes))}" if sizes != [256, 512] else "")  # the run's own arguments
+    lines = [f"VAEAugment throughput with randomly initialised autoencoders of the real architectures, measured by "
+             f"`{command}` on {b['device']} ({b['dtype']}, batches of {b['batch']}, torch {b['torch']}):",
+             "", "| autoencoder | parameters | " + " | ".join(f"{s}x{s} images/s" for s in sizes) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in sizes) + " |"]
+    for name, r in b["results"].items():
+        cells = [f"{r[f'{s}px_img_s']:,.2f}" if f"{s}px_img_s" in r else "-" for s in sizes]
+        upcast = " (overflowed float16: measured in float32)" if r.get("dtype", b["dtype"]) != b["dtype"] else ""
+        lines.append(f"| `{name}`{upcast} | {r['parameters_m']}M | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def backbone_strength_table() -> str:
+    b = load_results(RESULTS / "backbone_strength.json")
+    if not b:
+        return "_not measured yet: run `python benchmarks/backbone_strength.py`_"
+    p = b["protocol"]
+    lines = [f"Measured by `python benchmarks/backbone_strength.py` ({p['autoencoder']}, trained {p['steps']} steps with "
+             f"{p['loss']}; judge test accuracy {p['judge_test_accuracy']:.3f}; its reconstructions keep "
+             f"{p['reconstruction_label_preservation']:.1%} of labels):", "",
+             "| strength | label kept | mean abs change | between two variants | residual: label kept | residual: change |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    plain, residual = b["sweep"]["data"], b["sweep"]["data+residual"]
+    for strength, row in plain.items():
+        r = residual[strength]
+        lines.append(f"| {strength} | {row['label_preservation']:.3f} | {row['mean_abs_change']:.4f} | "
+                     f"{row['mean_abs_between_variants']:.4f} | {r['label_preservation']:.3f} | {r['mean_abs_change']:.4f} |")
+    return "\n".join(lines)
