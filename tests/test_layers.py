@@ -35,7 +35,7 @@ LAYERS = [
     ["loaders"],
     ["data"],
     ["evaluation", "run_folder", "devices"],  # what training measures, the folder it writes, where it runs
-    ["training", "generate", "preview"],
+    ["training", "generate", "preview", "pseudo"],
     ["prior"],  # fit_prior, on training's learning-rate schedule
     ["app.support"],
     ["app.handlers"],  # the app's requests, without the layout

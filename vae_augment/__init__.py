@@ -17,7 +17,8 @@ Layers, lowest first; each module imports only from those above it in this list:
    they call)
 6. ``data``; ``evaluation`` (held-out figures, reference statistics), ``run_folder`` (the trainer state, which
    folders training may write), ``devices`` (device choice, DistributedDataParallel); then ``training``
-   (`TrainConfig` and the phases of `train`), ``generate``, ``preview``; then ``prior`` (`fit_prior`)
+   (`TrainConfig` and the phases of `train`), ``generate``, ``preview``, ``pseudo`` (pseudo-labels
+   by propagation over the codes); then ``prior`` (`fit_prior`)
 7. ``cli``, ``app`` (Gradio: ``app.support``, the work without Gradio; ``app.handlers``, the requests;
    ``app``, one builder per tab)
 
@@ -32,6 +33,7 @@ from .loaders import AugmentCollate, PosteriorCache, worker_init_fn
 from .losses import elbo
 from .models import VAE, Autoencoder, DiagonalGaussian, DiffusersVAE
 from .prior import fit_prior
+from .pseudo import PseudoLabels, pseudo_label
 from .training import train
 from .transforms import LatentBorrow, LatentMix, VAEAugment
 
@@ -39,7 +41,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Autoencoder", "VAE", "DiagonalGaussian", "DiffusersVAE", "CheckpointError", "load_vae", "bundled_names", "train", "fit_prior", "evaluate",
-    "elbo", "VAEAugment", "AugmentCollate", "LatentMix", "LatentBorrow", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
+    "elbo", "pseudo_label", "PseudoLabels", "VAEAugment", "AugmentCollate", "LatentMix", "LatentBorrow", "PosteriorCache", "augment_batch", "worker_init_fn", "__version__",
 ]
 
 

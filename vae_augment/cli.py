@@ -1,8 +1,10 @@
-"""Command line: ``vae-augment train | fit-prior | eval | preview | generate | push | demo``."""
+"""Command line: ``vae-augment train | fit-prior | eval | preview | generate | pseudo-label | push | demo``."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import shlex
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from .atomic import is_save_debris
+from .atomic import atomic_write_text, is_save_debris
 from .checkpoint import check_folder, is_diffusers_config, read_config
 from .data import load_splits
 from .devices import default_device
@@ -23,6 +25,7 @@ from .loader import load_vae
 from .policy import DEFAULT_STRENGTH
 from .preview import preview_grid
 from .prior import fit_prior
+from .pseudo import DEFAULT_NEIGHBOURS, pseudo_label_folders
 from .training import DEFAULT_EPOCHS, MIN_STEPS, train
 
 
@@ -224,6 +227,40 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _add_pseudo_label(sub) -> None:
+    p = sub.add_parser("pseudo-label", help="label a folder of unlabelled images from a few labelled ones, over the VAE's codes",
+                       description="Write OUT, a CSV of path,label,confidence: one row per unlabelled image that label propagation "
+                                   "over the VAE's codes labelled (from LABELLED/<class>/ images).")
+    p.add_argument("--checkpoint", default="mnist", help="bundled name, folder or Hub repo id (default: mnist)")
+    p.add_argument("--labelled", required=True, help="folder of labelled images, one subfolder per class")
+    p.add_argument("--unlabelled", required=True, help="folder of unlabelled images (read recursively)")
+    p.add_argument("--out", required=True, help="CSV file to write (refused if it exists, unless --overwrite)")
+    p.add_argument("--k", type=int, default=DEFAULT_NEIGHBOURS, help=f"neighbours per code (default: {DEFAULT_NEIGHBOURS})")
+    p.add_argument("--threshold", type=float, default=0.0, help="leave out images labelled with a lower confidence (default: 0)")
+    p.add_argument("--image-size", type=int, help="resize every image to this size")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="convert every image to 1 (gray) or 3 (RGB) channels")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", help="where the model runs, e.g. cuda (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+
+
+def _run_pseudo_label(args) -> int:
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {args.out!r} is a folder; give the path of a CSV file to write")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out {args.out!r} exists; pass --overwrite to replace it, or choose another file")
+    rows = pseudo_label_folders(args.checkpoint, args.labelled, args.unlabelled, k=args.k, threshold=args.threshold,
+                                image_size=args.image_size, channels=args.channels, batch_size=args.batch_size, device=args.device)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["path", "label", "confidence"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**row, "confidence": f"{row['confidence']:.4f}"} for row in rows)
+    atomic_write_text(out, buffer.getvalue())
+    print(f"wrote {len(rows)} pseudo-labels to {args.out}")
+    return 0
+
+
 def _add_push(sub) -> None:
     p = sub.add_parser("push", help="upload a checkpoint and its model card to the Hugging Face Hub")
     p.add_argument("--checkpoint", required=True, help="local checkpoint folder")
@@ -265,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_preview(sub)
     _add_generate(sub)
+    _add_pseudo_label(sub)
     _add_push(sub)
     _add_demo(sub)
     return parser
@@ -284,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run_preview(args)
         if args.command == "generate":
             return _run_generate(args)
+        if args.command == "pseudo-label":
+            return _run_pseudo_label(args)
         if args.command == "push":
             return _run_push(args)
         if args.command == "demo":
