@@ -11,6 +11,8 @@ Nothing here knows what the files mean; `vae_augment.checkpoint` names a checkpo
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import secrets
@@ -25,10 +27,12 @@ import safetensors.torch
 import torch
 
 STAGING_PREFIX = ".staging-"  # the hidden folder `staged_folder` writes into
+NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # a write that did not fit: the disk, the file-size limit, the quota
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``. ``durable=False`` skips the
+    fsync: a killed process still leaves the whole file or none, but a power loss may lose it."""
     path = Path(path)
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     # created 0666 minus the process's umask, by the kernel (mkstemp would make it 0600)
@@ -37,11 +41,28 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in NO_SPACE:
+            raise _no_space(err, path, len(data)) from err
         raise
+
+
+def _no_space(err: OSError, path: Path, size: int) -> OSError:
+    """``err`` (a full disk, a quota, a file-size limit) as an error that names the file and the space it needed."""
+    if path.parent.name.startswith(STAGING_PREFIX):  # a checkpoint's file: name it where it was to go
+        path, kept = path.parent.parent / path.name, f"the checkpoint already in {str(path.parent.parent)!r} is as it was"
+    else:
+        kept = "the file already there is as it was" if path.exists() else "nothing was written"
+    try:
+        free = f", {shutil.disk_usage(path.parent).free:,} bytes are free there"
+    except OSError:
+        free = ""
+    return OSError(err.errno, f"could not write {str(path)!r} ({err.strerror}): it needed {size:,} bytes{free}; {kept}. "
+                              "Free some space (or choose a folder on another disk) and run again")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -92,6 +113,30 @@ def staged_folder(folder: str | Path, remove: Sequence[str] = ()) -> Iterator[Pa
                 if old.name not in names and old.is_file():
                     old.unlink()
         _fsync_folder(folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextmanager
+def new_folder(folder: str | Path) -> Iterator[Path]:
+    """Write a new folder as one unit: into the yielded staging folder (a hidden sibling of ``folder``), renamed to
+    ``folder`` when the block ends without an error. ``folder`` must not exist or be empty (save debris aside), and so
+    it stays if the process is killed; the hidden sibling then left behind is removed by the next call for ``folder``."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"{STAGING_PREFIX}{folder.name}-"
+    for old in folder.parent.glob(glob.escape(prefix) + "*"):  # left by a kill
+        shutil.rmtree(old, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(dir=folder.parent, prefix=prefix))
+    try:
+        yield stage
+        for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+            with open(path, "r+b") as f:
+                os.fsync(f.fileno())
+        _fsync_folder(stage)
+        remove_save_debris(folder)
+        os.replace(stage, folder)  # onto a folder that does not exist or is empty: one rename
+        _fsync_folder(folder.parent)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 

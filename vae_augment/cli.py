@@ -13,12 +13,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from .atomic import atomic_write_text, is_save_debris
+from .atomic import atomic_write_text, is_save_debris, new_folder
 from .checkpoint import check_folder, is_diffusers_config, read_config
 from .data import load_splits
 from .devices import default_device
 from .evaluation import evaluate, reference_statistics
-from .generate import generate_variants
+from .generate import MANIFEST_NAME, generate_variants
 from .hub import push
 from .latent import MODES
 from .loader import load_vae
@@ -121,7 +121,8 @@ def _run_fit_prior(args, argv: list[str]) -> int:
                     binarized_k=args.binarized_k)
     fitted.metrics = {**fitted.metrics, **reference, "test": test, "test_before_prior": before, "holdout": info.get("holdout", "test split"),
                       "prior_command": "vae-augment " + " ".join(shlex.quote(a) for a in argv)}
-    fitted.save_pretrained(out, refresh_card=True)
+    with new_folder(out) as stage:  # a kill leaves no half checkpoint in --out: the same command runs again
+        fitted.save_pretrained(stage, refresh_card=True)
     prior = fitted.metrics["prior"]
     print(f"{args.components}-component prior: codes' cross-entropy {prior['cross_entropy_nats']:.2f} nats "
           f"(N(0, I): {prior['standard_normal_cross_entropy_nats']:.2f}); held-out -ELBO {test['neg_elbo_nats']:.2f} nats"
@@ -203,7 +204,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--data", "--dataset", dest="data", required=True, help="torchvision dataset name or image folder")
     p.add_argument("--root", help="folder holding the torchvision dataset")
     p.add_argument("--per-image", type=int, default=4, help="variants per image (default: 4)")
-    p.add_argument("--out", required=True, help="output folder (ImageFolder layout: OUT/<class>/<index>_<k>.png)")
+    p.add_argument("--out", required=True, help="output folder (ImageFolder layout: OUT/<class>/<index>_<k>.png, "
+                   "with the run's settings in OUT/generate.json): new or empty, or a run of its own to resume with the same settings")
     p.add_argument("--strength", type=float, default=None, help="default: the transform's default")
     p.add_argument("--mode", choices=[m for m in MODES if m != "class"], default="data",
                    help="'class' needs labelled images to fit on: use VAEAugment(..., mode='class').fit in Python")
@@ -218,12 +220,15 @@ def _add_generate(sub) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-def _run_generate(args) -> int:
+def _run_generate(args, argv: list[str]) -> int:
     n = generate_variants(args.checkpoint, args.data, args.out, per_image=args.per_image, root=args.root,
                           strength=args.strength, mode=args.mode,
                           residual=args.residual, seed=args.seed, limit=args.limit, split=args.split,
-                          image_size=args.image_size, progress=not args.quiet, batch_size=args.batch_size, device=args.device)
-    print(f"wrote {n} images to {args.out}")
+                          image_size=args.image_size, progress=not args.quiet, batch_size=args.batch_size, device=args.device,
+                          command="vae-augment " + " ".join(shlex.quote(a) for a in argv))
+    files = json.loads((Path(args.out) / MANIFEST_NAME).read_text())["files"]
+    print(f"wrote {n} images to {args.out}" + (f" (the other {files - n} of the run's {files} were written before)" if n < files else "")
+          + f"; how they were made is in {Path(args.out) / MANIFEST_NAME}")
     return 0
 
 
@@ -308,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what an interrupted command leaves (for those that write files)
+INTERRUPTED = {"train": "; the last finished epoch's checkpoint is intact, and --resume continues from it",
+               "generate": "; the images written so far are whole, and the same command resumes the run",
+               "fit-prior": "; nothing was written", "pseudo-label": "; nothing was written"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -321,18 +332,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "preview":
             return _run_preview(args)
         if args.command == "generate":
-            return _run_generate(args)
+            return _run_generate(args, argv)
         if args.command == "pseudo-label":
             return _run_pseudo_label(args)
         if args.command == "push":
             return _run_push(args)
         if args.command == "demo":
             return _run_demo(args)
-    except (ValueError, TypeError, OSError) as err:  # OSError: a file that cannot be read or written (FileExistsError, ...)
+    # OSError: a file that cannot be read or written (FileExistsError, ...); FloatingPointError: a run that diverged
+    except (ValueError, TypeError, OSError, FloatingPointError) as err:
         print(f"vae-augment {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"vae-augment {args.command}: interrupted; the last finished epoch's checkpoint is intact", file=sys.stderr)
+        print(f"vae-augment {args.command}: interrupted{INTERRUPTED.get(args.command, '')}", file=sys.stderr)
         return 130
     return 1
 

@@ -31,7 +31,8 @@ def fit_prior(vae: Autoencoder, data: Dataset, *, components: int = 1024, steps:
     components start at the posterior means of random training images with unit scales.
 
     The fit's figures are in ``metrics["prior"]``: the cross-entropy of the codes under the mixture and
-    under N(0, I) (nats per image; their difference is what the KL term, and so the -ELBO, gains).
+    under N(0, I) (nats per image; their difference is what the KL term, and so the -ELBO, gains). A non-finite
+    loss stops the fit with a `FloatingPointError` that names the step.
     """
     if not callable(getattr(vae, "with_mixture_prior", None)):
         raise TypeError(f"fit_prior needs a model whose prior can be replaced by a mixture (vae-augment's VAE), got {type(vae).__name__}")
@@ -68,6 +69,9 @@ def fit_prior(vae: Autoencoder, data: Dataset, *, components: int = 1024, steps:
         rows = torch.randint(len(mean), (batch_size,), generator=generator)
         z = mean[rows] + std[rows] * torch.randn(batch_size, mean.shape[1], generator=generator)
         loss = -losses.mixture_log_prob(z, *prior).mean()
+        if not torch.isfinite(loss):  # the source checkpoint is untouched, and nothing is returned to be saved
+            raise FloatingPointError(f"fitting the prior diverged: the codes' cross-entropy was {loss.item()} at step {step + 1} of "
+                                     f"{steps}; nothing was saved; retry with a lower learning rate (--lr, e.g. {lr / 10:g}; this run: {lr:g})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

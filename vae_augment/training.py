@@ -50,18 +50,6 @@ def lr_at(step: int, total: int, lr: float, schedule: str) -> float:
     return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def lr_at(step: int, total: int, lr: float, schedule: str) -> float:
-    """The learning rate at optimizer ``step`` of ``total``: ``lr`` throughout (``"constant"``), or (``"cosine"``) a short
-    linear warm-up then a cosine decay to 1% of ``lr``. `train` and `vae_augment.prior.fit_prior` follow it."""
-    if schedule == "constant" or total <= 0:
-        return lr
-    warm = max(1, total // 50)  # a short linear warm-up, then cosine decay to 1% of lr
-    if step < warm:
-        return lr * (step + 1) / warm
-    progress = (step - warm) / max(1, total - warm)
-    return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 DEFAULT_EPOCHS = 10
 # The fewest optimizer steps `train` takes by default: a small dataset trained for DEFAULT_EPOCHS alone gives a VAE
 # that reconstructs blurrily (and warns in `VAEAugment`); docs/benchmarks.md#does-it-help (the digits) has what
@@ -193,6 +181,7 @@ def train(
     evaluates, prints and writes checkpoints. ``precision="auto"`` uses bf16 autocast on CUDA
     (``"fp32"`` turns it off); ``compile=True`` wraps the model in `torch.compile`.
 
+    A non-finite loss or weights stop the run with a `FloatingPointError`; the last finished epoch's checkpoint stays as it was.
     The settings are gathered in a `TrainConfig` (checked when made) and run by `train_with`.
     """
     config = TrainConfig(**locals())  # every argument above, by name
@@ -353,7 +342,11 @@ def _train_epoch(run: _Run, epoch: int, forward: torch.nn.Module) -> tuple[float
         optimizer.zero_grad(set_to_none=True)
         result["loss"].backward()
         optimizer.step()
-        running = result["loss"].item() if i == 0 else 0.98 * running + 0.02 * result["loss"].item()
+        loss = result["loss"].item()
+        if not math.isfinite(loss):  # stop at once: nothing of this epoch is saved, the last checkpoint stays as it was
+            raise FloatingPointError(_diverged(run, epoch, f"the training loss was {loss} at epoch {epoch + 1}, step {i + 1} of "
+                                               f"{run.steps_per_epoch} (optimizer step {step + 1})"))
+        running = loss if i == 0 else 0.98 * running + 0.02 * loss
         if i % 20 == 0:
             bar.set_postfix(loss=f"{running:.2f}", kl=f"{result['kl'].item():.1f}")
     return running, time.perf_counter() - began
@@ -362,11 +355,17 @@ def _train_epoch(run: _Run, epoch: int, forward: torch.nn.Module) -> tuple[float
 def _end_epoch(run: _Run, epoch: int, running: float, seconds: float) -> None:
     """After an epoch, rank 0 evaluates on the held-out set, prints a line and writes the checkpoint (the trainer
     state first); the other ranks wait for it."""
+    if not all(bool(torch.isfinite(p).all()) for p in run.vae.parameters()):  # the same on every rank: all stop
+        raise FloatingPointError(_diverged(run, epoch, f"the weights were not finite at the end of epoch {epoch + 1}, step "
+                                           f"{run.steps_per_epoch} of {run.steps_per_epoch}"))
     run.meta["epoch"] = epoch + 1
     if not run.main_process:
         run.dist.barrier()  # wait while rank 0 evaluates and writes the checkpoint
         return
     held_out = evaluate(run.vae, run.test_set, batch_size=500, seed=run.config.seed)
+    if not math.isfinite(held_out["neg_elbo_nats"]):
+        raise FloatingPointError(_diverged(run, epoch, f"the held-out -ELBO was {held_out['neg_elbo_nats']} after epoch {epoch + 1}, "
+                                           f"step {run.steps_per_epoch} of {run.steps_per_epoch}"))
     run.meta["history"].append({"epoch": epoch + 1, "train_loss": running, "seconds": seconds, **held_out})
     if run.log:
         print(f"epoch {epoch + 1}/{run.epochs}: train loss {running:.2f}, held-out -ELBO {held_out['neg_elbo_nats']:.2f} nats "
@@ -374,6 +373,15 @@ def _end_epoch(run: _Run, epoch: int, running: float, seconds: float) -> None:
     save_state(run.out / STATE_NAME, run.vae, run.optimizer, run.meta)
     run.vae.save_pretrained(run.out)
     run.dist.barrier()
+
+
+def _diverged(run: _Run, epoch: int, what: str) -> str:
+    """The error of a run that diverged in ``epoch`` (0-based): ``what`` was not finite, what was kept, what to try."""
+    lr = run.config.lr
+    kept = (f"the checkpoint of epoch {epoch} in {str(run.out)!r} is kept as it was; retry with a lower learning rate "
+            f"(--lr, e.g. {lr / 10:g}; this run: {lr:g}) and resume=True (--resume) to continue from epoch {epoch}") if epoch else (
+            f"nothing was saved in {str(run.out)!r}; retry with a lower learning rate (--lr, e.g. {lr / 10:g}; this run: {lr:g})")
+    return f"training diverged: {what}; {kept}"
 
 
 def _finish(run: _Run) -> VAE:

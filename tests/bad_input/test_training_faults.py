@@ -4,6 +4,7 @@ one-line errors for them."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -256,3 +257,204 @@ def test_cli_train_on_a_folder_of_broken_images_is_one_line_and_exit_2(tmp_path,
     assert main(argv) == 2
     assert "none of the 3 files" in one_error_line(capsys.readouterr().err, "train")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ 4. a diverging run stops (issue 31, item 3)
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_keeps_the_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    train_tiny(out, epochs=1)
+    before = contents(out)
+    with pytest.raises(FloatingPointError, match=r"training diverged: the training loss was nan at epoch 2, step \d of 2 .*"
+                                                 r"the checkpoint of epoch 1 in '.*run' is kept as it was.*--lr, e\.g\. 100000.*--resume"):
+        train_tiny(out, epochs=3, lr=1e6, resume=True)
+    assert contents(out) == before  # the last finite checkpoint, byte for byte; no NaN weights, no metrics.json with NaN
+    load_vae(out)
+    train_tiny(out, epochs=2, resume=True)  # a lower lr continues from it
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_run_whose_weights_turn_non_finite_in_its_last_step_saves_nothing_of_that_epoch(tmp_path, monkeypatch):
+    from vae_augment import training
+
+    out = tmp_path / "run"
+    train_tiny(out, epochs=1)
+    before = contents(out)
+    real = training._train_epoch
+
+    def last_step_overflows(run, epoch, forward):
+        result = real(run, epoch, forward)
+        with torch.no_grad():
+            next(run.vae.parameters()).fill_(float("inf"))  # as an overflowing last update would leave them
+        return result
+
+    monkeypatch.setattr(training, "_train_epoch", last_step_overflows)
+    with pytest.raises(FloatingPointError, match=r"the weights were not finite at the end of epoch 2, step 2 of 2.*kept as it was"):
+        train_tiny(out, epochs=2, resume=True)
+    assert contents(out) == before
+
+
+def test_cli_train_that_diverges_exits_2_naming_epoch_step_and_lr(tmp_path, capsys):
+    data = write_pngs(tmp_path / "images", make_images(20))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "3", "--batch-size", "8", "--lr", "1e6", *TINY_ARGS,
+            "--iw-k", "0", "--device", "cpu", "--quiet"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err, "train")
+    assert re.search(r"at epoch 1, step \d of 3", line) and "--lr, e.g. 100000" in line and "nothing was saved" in line, line
+    assert "train loss nan" not in captured.out
+    assert not (out / "model.safetensors").exists() and not (out / "metrics.json").exists()
+
+
+def test_cli_fit_prior_that_diverges_exits_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    from vae_augment import VAE, losses
+
+    torch.manual_seed(0)
+    VAE(**TINY).save_pretrained(tmp_path / "checkpoint")
+    before = contents(tmp_path / "checkpoint")
+    data = write_pngs(tmp_path / "images", make_images(20))
+    real = losses.mixture_log_prob
+    calls = []
+
+    def overflow_at_step_3(*args):  # a fit that overflows on its third step
+        calls.append(1)
+        value = real(*args)
+        return value * float("inf") if len(calls) == 3 else value
+
+    monkeypatch.setattr(losses, "mixture_log_prob", overflow_at_step_3)
+    argv = ["fit-prior", "--checkpoint", str(tmp_path / "checkpoint"), "--data", str(data), "--out", str(tmp_path / "prior"),
+            "--components", "4", "--steps", "10", "--batch-size", "16", "--iw-k", "0", "--device", "cpu", "--quiet"]
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err, "fit-prior")
+    assert "diverged" in line and "at step 3 of 10" in line and "--lr, e.g. 0.0003" in line, line
+    assert not (tmp_path / "prior").exists()
+    assert contents(tmp_path / "checkpoint") == before
+
+
+# ------------------------------------------------------------------ 5. a disk that fills during a save (issue 31, item 5)
+def fill_disk_after(monkeypatch, budget: int, error: int = errno.ENOSPC) -> None:
+    """Make every file written through os.fdopen fail, part way, once ``budget`` more bytes have been written in all:
+    a disk that fills (ENOSPC) or a file-size limit (EFBIG)."""
+    real, left = os.fdopen, [budget]
+
+    class Filling:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            if len(data) > left[0]:
+                self.f.write(data[: left[0]])
+                left[0] = 0
+                raise OSError(error, os.strerror(error))
+            left[0] -= len(data)
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: Filling(real(fd, *args, **kwargs)))
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EFBIG], ids=["ENOSPC", "EFBIG"])
+def test_a_disk_full_at_the_trainer_state_leaves_the_previous_checkpoint_and_names_the_file(tmp_path, monkeypatch, error):
+    out = tmp_path / "run"
+    train_tiny(out, epochs=1)
+    before, state_size = contents(out), (out / STATE_NAME).stat().st_size
+    with monkeypatch.context() as patch:
+        fill_disk_after(patch, 100, error)
+        with pytest.raises(OSError, match=rf"could not write '.*run/{STATE_NAME}' \({re.escape(os.strerror(error))}\): "
+                                          r"it needed ([\d,]+) bytes.*the file already there is as it was") as info:
+            train_tiny(out, epochs=2, resume=True)
+    assert info.value.errno == error
+    needed = int(re.search(r"needed ([\d,]+) bytes", str(info.value)).group(1).replace(",", ""))
+    assert state_size < needed < state_size + 1000  # the state file's size, with one more epoch of history in its metadata
+    assert contents(out) == before and not [p for p in out.iterdir() if is_debris(p.name)]
+    load_vae(out)
+    train_tiny(out, epochs=2, resume=True)  # with space again: it goes on
+
+
+def test_a_disk_full_at_the_weights_keeps_the_previous_weights_loadable(tmp_path, monkeypatch, capsys):
+    data = write_pngs(tmp_path / "images", make_images(20))
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--out", str(out), "--batch-size", "8", *TINY_ARGS, "--iw-k", "0", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--epochs", "1"]) == 0
+    before = contents(out)
+    with monkeypatch.context() as patch:
+        fill_disk_after(patch, (out / STATE_NAME).stat().st_size + 1000)  # the trainer state fits, the weights do not
+        assert main([*argv, "--epochs", "2", "--resume"]) == 2
+    line = one_error_line(capsys.readouterr().err, "train")
+    assert re.search(rf"could not write '{re.escape(str(out))}/model.safetensors' \(No space left on device\): it needed "
+                     rf"{before['model.safetensors'].__len__():,} bytes.*the checkpoint already in '{re.escape(str(out))}' is as it was",
+                     line), line
+    assert {name: contents(out)[name] for name in ("config.json", "model.safetensors", "metrics.json", "README.md")} == \
+        {name: before[name] for name in ("config.json", "model.safetensors", "metrics.json", "README.md")}
+    assert not [p.name for p in out.iterdir() if is_debris(p.name)]
+    load_vae(out)
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0  # resumes from the trainer state of epoch 2
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_cli_train_error_after_a_progress_bar_is_the_last_line(tmp_path, capsys):
+    """Issue 31, item 4: an error in the middle of an epoch, its progress bar drawn, ends the output on a line of its own
+    (the bar, closed as its loop ends, clears its line)."""
+    data = write_pngs(tmp_path / "images", make_images(20))
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2", "--batch-size", "8", "--lr", "1e6",
+            *TINY_ARGS, "--iw-k", "0", "--device", "cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err  # the bar was drawn
+    last = err.splitlines()[-1]  # splitlines also splits at the bar's carriage returns
+    assert last.startswith("vae-augment train: error: training diverged: the training loss was nan at epoch 1"), repr(err[-300:])
+
+
+# ------------------------------------------------------------------ 6. a kill at any step of fit-prior (issue 31, item 6)
+def test_a_kill_at_any_step_of_fit_prior_leaves_no_half_checkpoint(tmp_path, capsys, assert_same_state):
+    """A copy of --out's parent folder is taken before every file-system step of `vae-augment fit-prior` (what a SIGKILL
+    then leaves, temporary files cut short): --out is either the whole new checkpoint or absent, and the same command
+    run again writes the same checkpoint and clears what the kill left."""
+    from vae_augment import VAE
+
+    torch.manual_seed(0)
+    VAE(**TINY).save_pretrained(tmp_path / "checkpoint")
+    data = write_pngs(tmp_path / "images", make_images(20))
+    parent = tmp_path / "models"
+    parent.mkdir()
+
+    def argv(folder: Path) -> list[str]:
+        return ["fit-prior", "--checkpoint", str(tmp_path / "checkpoint"), "--data", str(data), "--out", str(folder / "prior"),
+                "--components", "4", "--steps", "10", "--batch-size", "16", "--iw-k", "0", "--device", "cpu", "--quiet"]
+
+    copies: list[tuple[str, Path]] = []
+
+    def hooked(name):
+        real = getattr(os, name)
+
+        def call(*args, **kwargs):
+            if str(args[0]).startswith(str(parent) + os.sep):
+                copy = tmp_path / f"kill{len(copies):03d}"
+                shutil.copytree(parent, copy, symlinks=True)
+                for tmp in copy.rglob("*.tmp"):
+                    tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
+                copies.append((f"before os.{name}({str(args[0])[len(str(parent)):]})", copy))
+            return real(*args, **kwargs)
+        return call
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("mkdir", "fsync", "replace", "link", "unlink", "rmdir"):
+            patch.setattr(os, name, hooked(name))
+        assert main(argv(parent)) == 0
+    final = load_file(parent / "prior" / "model.safetensors")
+    assert len(copies) >= 8, [step for step, _ in copies]
+    for step, folder in copies:
+        out = folder / "prior"
+        assert not out.exists() or not [p for p in out.iterdir() if not is_debris(p.name)], (step, sorted(os.listdir(out)))
+        assert main(argv(folder)) == 0, (step, capsys.readouterr().err)
+        assert sorted(os.listdir(folder)) == ["prior"], step  # the kill's leftovers are gone
+        assert_same_state(load_file(out / "model.safetensors"), final)
+        load_vae(out)
