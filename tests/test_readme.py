@@ -31,6 +31,7 @@ def test_readme_names_the_two_setup_commands():
 # ------------------------------------------------------------------ every Python block of the README and docs/
 DOCS = [README, *sorted((README.parent / "docs").glob("*.md"))]
 BLOCKS = [(path, i, block) for path in DOCS for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), re.S))]
+EXTRAS = {"from datasets import": "datasets", "import lightning": "lightning"}  # an import in a block -> its extra (and module)
 HUB_REPOS = ("stabilityai/sd-vae-ft-mse",)  # the Hub repos the blocks load: served from a pre-filled cache
 
 
@@ -69,6 +70,9 @@ def test_every_python_block_runs(path, index, block, tmp_path):
         pytest.importorskip("albumentations")
     if "gradio_client" in block:
         pytest.importorskip("gradio")
+    for statement, extra in EXTRAS.items():  # docs/integrations.md: a recipe skips without its extra
+        if statement in block:
+            pytest.importorskip(extra, reason=f"needs the {extra} extra: pip install 'vae-augment[{extra}]'")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     before = set(README.parent.iterdir())
     try:

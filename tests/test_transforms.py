@@ -4,8 +4,11 @@ arguments, autograd, workers, the neighbour mode, bf16 at the VAE's own size).""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from conftest import make_images
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -290,3 +293,24 @@ def test_apply_with_a_function_is_still_module_apply(vae):
     seen = []
     assert augment.apply(lambda module: seen.append(type(module).__name__)) is augment
     assert "VAE" in seen and "VAEAugment" in seen
+
+
+# ------------------------------------------------------------------ torch.compile
+def test_compiled_networks_give_the_eager_output_for_the_same_params(vae):
+    """The networks compile without graph breaks (``fullgraph=True`` raises at one) on the batch path, where eager
+    takes the fast CPU path, and `apply` of one draw gives the eager output up to float rounding."""
+    torch._dynamo.reset()
+    compiled = copy.deepcopy(vae)
+    compiled.encoder.compile(fullgraph=True)  # nn.Module.compile: in place, the state dict and pickling unchanged
+    compiled.decoder.compile(fullgraph=True)
+    x = make_images(16)  # 16 images: the eager fast path (conv_nets.FAST_BATCH)
+    eager_augment, compiled_augment = VAEAugment(vae, strength=1.0), VAEAugment(compiled, strength=1.0)
+    params = eager_augment.draw(16)
+    eager, out = eager_augment.apply(x, params), compiled_augment.apply(x, params)
+    assert (eager - x).abs().max() > 0.1, "the variants must differ from the input for the comparison to mean something"
+    torch.testing.assert_close(out, eager, atol=1e-5, rtol=0)
+    compiled_augment(x)
+    torch.testing.assert_close(compiled_augment.replay(x), eager_augment.apply(x, compiled_augment.last_params), atol=1e-5, rtol=0)
+    assert compiled.state_dict().keys() == vae.state_dict().keys()
+    with pytest.raises(ValueError, match="NaN or infinite"):  # the input check stays outside the compiled networks
+        compiled_augment(torch.full((16, 1, 28, 28), float("nan")))

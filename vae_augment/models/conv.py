@@ -220,7 +220,7 @@ class VAE(
         expected = (self.channels, *self.image_size)
         if tuple(x.shape[1:]) != expected:
             raise ValueError(f"{name} must have shape [B, {', '.join(map(str, expected))}] for this model, got {tuple(x.shape)}")
-        if x.numel() and not torch.isfinite(x).all():
+        if not torch.compiler.is_compiling() and x.numel() and not torch.isfinite(x).all():  # data-dependent: eager only
             raise ValueError(f"{name} contains NaN or infinite values; images must be finite floats in [0, 1]")
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:

@@ -69,7 +69,10 @@ _PLANS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary
 
 
 def _use_fast_path(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.shape[0] >= FAST_BATCH and not torch.is_grad_enabled()
+    """Not under `torch.compile`: the plan cache compares data pointers, which breaks the graph; the compiler
+    chooses layouts itself, from the modules' own path (`_direct`)."""
+    return (x.device.type == "cpu" and x.shape[0] >= FAST_BATCH and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling())
 
 
 def _compute_dtype(x: torch.Tensor, module: nn.Module) -> torch.dtype:
