@@ -160,3 +160,16 @@ def test_on_mnist_the_codes_label_better_than_pixels(mnist_root):
     codes_right = result.accuracy(y[rest])
     pixels_right = float((pixels == y[rest]).float().mean())
     assert codes_right > 0.85 and codes_right > pixels_right + 0.02
+
+
+def test_features_replace_the_codes_for_a_round_of_self_training(vae):
+    images, labels = halves(6, seed=0)
+    unlabelled, truth = halves(30, seed=1)
+    left_brightness = lambda x: x[:, :, :, :14].mean((1, 2, 3)).unsqueeze(1)  # noqa: E731  (tells the halves apart)
+    by_features = pseudo_label(vae, images, labels, unlabelled, k=5, features=lambda x: torch.cat([left_brightness(x), 1 - left_brightness(x)], 1))
+    assert by_features.accuracy(truth) == 1.0
+    seen = []
+    pseudo_label(vae, images, labels, unlabelled, features=lambda x: seen.append((x.dtype, x.shape[1:])) or x.flatten(1))
+    assert seen and all(item == (torch.float32, (1, 28, 28)) for item in seen)  # float images in [0, 1], batched
+    flipped = pseudo_label(vae, images, labels, unlabelled, k=5, features=lambda x: x.flip(-1).flatten(1))
+    assert flipped.accuracy(truth) == 1.0  # the features decide, not the VAE's codes

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import encode_means, labelled_codes
+from .pixels import image_to_float
 from .data import ImageFolderDataset
 from .latent import propagate_labels
 from .transform_base import prepare_model
@@ -133,9 +134,21 @@ def _check_settings(k, threshold) -> None:
         raise ValueError(f"threshold must be a confidence in [0, 1), got {threshold!r}")
 
 
+def _features_of(features: Callable, images, batch_size: int) -> torch.Tensor:
+    """``features`` (images ``[B, C, H, W]`` float in [0, 1] -> ``[B, F]``) of ``images``, in batches, without gradients."""
+    rows = images if isinstance(images, torch.Tensor) and images.ndim == 4 else [_image(images, i) for i in range(len(images))]
+    out = []
+    with torch.no_grad():
+        for start in range(0, _count(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            x = image_to_float(chunk)[0] if isinstance(chunk, torch.Tensor) else torch.cat([image_to_float(i)[0] for i in chunk])
+            out.append(features(x).float().flatten(1).cpu())
+    return torch.cat(out)
+
+
 def pseudo_label(vae, images, labels=None, unlabelled=None, *, k: int = DEFAULT_NEIGHBOURS, threshold: float = 0.0,
                  classes: Sequence[int] | None = None, transform: Callable | None = None, batch_size: int = 256,
-                 device: str | torch.device | None = None) -> PseudoLabels:
+                 device: str | torch.device | None = None, features: Callable | None = None) -> PseudoLabels:
     """Label ``unlabelled`` images by propagation over the VAE's codes from labelled ``images``.
 
     ``images``: ``[N, C, H, W]`` (uint8 or float in [0, 1]) or a sequence of PIL images / image tensors,
@@ -145,6 +158,9 @@ def pseudo_label(vae, images, labels=None, unlabelled=None, *, k: int = DEFAULT_
     code in the graph. ``threshold``: unlabelled images whose label has a lower confidence (the share of
     the propagated score it holds) are left out. ``classes``: the classes expected (each needs a labelled
     image; default: those in ``labels``). ``vae``: a model or a checkpoint spec (as for `VAEAugment`).
+    ``features``: propagate over these instead of the VAE's codes: a function of images ``[B, C, H, W]``
+    (float in [0, 1]) to ``[B, F]``, such as a classifier's penultimate layer trained on an earlier round of
+    these pseudo-labels (self-training: its features separate the classes better than the codes it learnt from).
     Returns a `PseudoLabels` dataset; ``transform`` is applied to its images as they are read.
     """
     _check_settings(k, threshold)
@@ -161,7 +177,10 @@ def pseudo_label(vae, images, labels=None, unlabelled=None, *, k: int = DEFAULT_
     classes = _check_classes(labels, classes)
     _check_like(labelled_images, unlabelled)
     rows = unlabelled if isinstance(unlabelled, torch.Tensor) else [_image(unlabelled, i) for i in range(len(unlabelled))]
-    bank = encode_means(vae, rows, batch_size)
+    if features is None:
+        bank = encode_means(vae, rows, batch_size)
+    else:
+        codes, bank = _features_of(features, labelled_images, batch_size), _features_of(features, rows, batch_size)
     if not (bool(torch.isfinite(codes).all()) and bool(torch.isfinite(bank).all())):
         raise ValueError("the codes of these images contain NaN or infinite values; check the images and the model")
     index = torch.searchsorted(classes, labels)
