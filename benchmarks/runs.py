@@ -4,7 +4,8 @@ condition's augmentation of one seed's labelled images and scores it on a split.
 A benchmark describes each dataset as a state dict: ``x``, ``y`` (the labelled pool's source, images
 ``[N, C, H, W]`` in [0, 1] and labels), ``pool`` (labelled images are drawn from the first ``pool``), ``vae``,
 ``steps`` (classifier steps), ``build(name, vae, x_lab, y_lab)`` (condition name -> augmentation
-``(images, labels) -> images``, or None), and the splits to score on, e.g. ``validation`` and ``test``
+``(images, labels) -> images``, or None), optionally ``trainer(name, state, idx, seed)`` (the trained
+classifier of a condition with a training loop of its own, such as benchmarks/semi.py's, or None), and the splits to score on, e.g. ``validation`` and ``test``
 (``(images, labels)``). The worker processes are forked, so the states are shared, not pickled.
 """
 
@@ -41,10 +42,12 @@ def _job(job) -> float:
     s = _STATE[dataset]
     x, y = s["x"], s["y"]
     idx = balanced_subset(y, per_class, seed, s["pool"])
-    augment = s["build"](name, s["vae"], x[idx], y[idx])
-    if only_variants:  # classification accuracy score: every training image is a VAE variant
-        augment.augment.p = 1.0
-    model = train_classifier(x[idx], y[idx], steps=s["steps"], batch_size=64, seed=seed, augment=augment)
+    model = s["trainer"](name, s, idx, seed) if "trainer" in s else None  # a condition with a training loop of its own
+    if model is None:
+        augment = s["build"](name, s["vae"], x[idx], y[idx])
+        if only_variants:  # classification accuracy score: every training image is a VAE variant
+            augment.augment.p = 1.0
+        model = train_classifier(x[idx], y[idx], steps=s["steps"], batch_size=64, seed=seed, augment=augment)
     x_eval, y_eval = s[split]
     return (predict(model, x_eval) == y_eval).float().mean().item()
 

@@ -175,6 +175,13 @@ def utility_table() -> str:
     if "validation_1000" in m:
         lines += ["", f"The same at 1,000 labels ({seeds['select']} seeds):", "",
                   *_validation_rows(m["validation_1000"], m["validation_gains_1000"])]
+    if "validation_semi" in m:  # `--phase semi`: the pipelines that use the unlabelled pool (benchmarks/semi.py)
+        v = m["validation_semi"]
+        earlier = v["earlier classic+vae"]
+        rows = {n: r for n, r in v.items() if isinstance(r, dict) and "runs" in r and n != "earlier classic+vae"}
+        lines += ["", f"The semi-supervised pipelines on the validation split (100 labels, the first {v['seeds']} seeds; gains over "
+                  f"the first row, pseudo-labels with the classic). The earlier `classic+vae`, `{earlier['condition']}`, measured "
+                  f"{100 * earlier['mean']:.1f} % on the same seeds:", "", *_validation_rows(rows, v["gains"])]
     for key in sorted(k for k in u if k.startswith("digits")):
         d, dp = u[key], u[key]["protocol"]
         how = (("below the warning's threshold" if dp["vae_reconstruction_r2"] < FIDELITY_WARNING else "above the warning's threshold")

@@ -1,6 +1,6 @@
 """Does VAE augmentation raise accuracy when labels are scarce, on top of the best classic augmentation?
 
-    python benchmarks/utility.py [--quick] [--root ../shared/data] [--phase select|test|all] [--workers 2]
+    python benchmarks/utility.py [--quick] [--root ../shared/data] [--phase select|test|all|semi] [--workers 2]
                                  [--datasets mnist,digits] [--labels 100,1000] [--digits-epochs N]
 
 Protocol (issue 12). Every figure is a paired comparison: seed ``s`` draws the same class-balanced
@@ -25,6 +25,13 @@ benchmarks/common.py for a fixed budget (``--steps`` of batch 64, Adam), the bun
   label count's selection and test and keeps the other's figures in ``--out``. And the classification accuracy
   score (Ravuri & Vinyals, 2019) of the chosen VAE setting: a classifier trained only on its
   variants of the labelled images (p = 1), tested on real test images, next to `none`.
+- ``--phase semi`` (after ``select`` and ``test``) adds what a user with the same unlabelled images would do
+  instead (benchmarks/semi.py): `pseudo+classic` (the pool labelled by propagation over the VAE's codes, with
+  the chosen classic), `pixel-pseudo+classic` (the same over pixels), and the FixMatch pipelines whose strong
+  view is LatentBorrow's variant then the classic. Chosen on validation at 100 labels (3 seeds): if a FixMatch
+  pipeline with the VAE's variants beats the earlier `classic+vae` there, it becomes `classic+vae`, and
+  `classic+vae-without-variants` is it with the generator off. Then the test split for these aliases at both
+  label counts (the others keep their figures, on the same seeds: the gains stay paired).
 
 Digits (a second, small dataset a user could have: the 1,797 8x8 handwritten digits that ship
 with scikit-learn, scaled to 16x16). The VAE is trained the way a user trains one on a folder of
@@ -41,12 +48,11 @@ class-aware noise; LatentBorrow, its donors the labelled pool's codes), and the 
 classic: the default is judged as a user gets it, not chosen.
 
 The classic candidates are torchvision's RandomAffine and ElasticTransform with one draw per image, batched
-(benchmarks/classic.py, which also measures how much faster than torchvision's per-image loop). A test
+(benchmarks/classic.py measures how much faster than torchvision's per-image loop). A test
 condition is an alias of benchmarks/goals.py's TEST_CONDITIONS (with its paired gains in TEST_GAINS): to add
 one, name it there, say which condition it runs in `test_names`, and how that condition is built in `build`.
-The training runs and their pool are in benchmarks/runs.py, the paired statistics in benchmarks/stats.py.
-
-Writes benchmarks/results/utility.json; docs/benchmarks.md renders it (benchmarks/update_readme.py).
+Training runs: benchmarks/runs.py; paired statistics: benchmarks/stats.py. Writes benchmarks/results/utility.json;
+docs/benchmarks.md renders it (benchmarks/update_readme.py).
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ from common import DEFAULT_ROOT, RESULTS, mnist, write_json  # noqa: I001  (sets
 import torch
 
 from classic import Chain, ElasticBatch, RandomAffineBatch
-from goals import LABEL_COUNTS, TEST_CONDITIONS, TEST_GAINS
+import semi
+from goals import LABEL_COUNTS, SEMI_CONDITIONS, TEST_CONDITIONS, TEST_GAINS
 from runs import best_of, scored
 from stats import gains_over, paired, summarize
 from vae_augment import LatentBorrow, VAEAugment, load_vae, train
@@ -224,9 +231,12 @@ def mnist_state(root: str, steps: int) -> dict:
     x, y = mnist(root, train=True)
     x_test, y_test = mnist(root, train=False)
     vae = load_vae("mnist")
+    pool_index = semi.pool_indices(vae, POOL)  # the images of pool_bank's codes, in its order
     vae.latent_bank = pool_bank(vae)  # LatentBorrow's donors: codes of pool images only
     return {"x": x, "y": y, "pool": POOL, "vae": vae, "steps": steps, "build": build,
-            "validation": (x[VALIDATION], y[VALIDATION]), "test": (x_test, y_test)}
+            "validation": (x[VALIDATION], y[VALIDATION]), "test": (x_test, y_test),
+            # the semi-supervised conditions' unlabelled pool: the pool images whose codes the bank holds
+            "pool_index": pool_index, "pool_codes": vae.latent_bank, "trainer": semi.train_semi}
 
 
 # ------------------------------------------------------------------ MNIST: choose on validation, then test once
@@ -264,23 +274,26 @@ def select_1000(m: dict, state: dict, classic_names: list, vae_names: list, seed
                                     vae_source=f"{source}: the VAE step of the chosen classic+vae")
 
 
-def test_names(chosen: dict) -> dict:
-    """Each test condition's alias (goals.TEST_CONDITIONS) -> the condition it runs: "none", or the one chosen under its alias."""
-    return {alias: "none" if alias == "none" else chosen[alias]["condition"] for alias in TEST_CONDITIONS}
+def test_names(chosen: dict, aliases=TEST_CONDITIONS) -> dict:
+    """Each test condition's alias (goals.TEST_CONDITIONS, and SEMI_CONDITIONS once chosen) -> the condition it runs:
+    "none", or the one chosen under its alias."""
+    aliases = [*aliases, *(a for a in SEMI_CONDITIONS if a in chosen and aliases is TEST_CONDITIONS)]
+    return {alias: "none" if alias == "none" else chosen[alias]["condition"] for alias in aliases}
 
 
-def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: int) -> None:
-    """The test split, used once for each label count's chosen settings, and the paired gains of goals.TEST_GAINS."""
+def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: int, aliases=TEST_CONDITIONS) -> None:
+    """The test split, used once for each label count's chosen settings (of ``aliases``; the others keep their figures),
+    and the paired gains of goals.TEST_GAINS."""
     test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
     for labels in label_counts:
         key = "chosen" if labels == 100 else "chosen_1000"
         if key not in m:
             raise SystemExit(f"run --phase select --labels {labels} first: the test split is used for the settings "
                              "chosen on validation only")
-        names = test_names(m[key])
-        rows = scored(list(names.values()), "mnist", labels // 10, seeds[str(labels)], "test", state, workers, seed0=100)
-        rows = test[str(labels)] = {alias: rows[name] for alias, name in names.items()}
-        gains[str(labels)] = {gain: paired(rows[a], rows[b]) for gain, (a, b) in TEST_GAINS.items()}
+        names = test_names(m[key], aliases)
+        rows = scored(list(dict.fromkeys(names.values())), "mnist", labels // 10, seeds[str(labels)], "test", state, workers, seed0=100)
+        rows = test[str(labels)] = {**test.get(str(labels), {}), **{alias: rows[name] for alias, name in names.items()}}
+        gains[str(labels)] = {gain: paired(rows[a], rows[b]) for gain, (a, b) in TEST_GAINS.items() if a in rows and b in rows}
     m["test"] = {n: test[n] for n in LABEL_COUNTS if n in test}
     m["gains"] = {n: gains[n] for n in LABEL_COUNTS if n in gains}
 
@@ -308,6 +321,12 @@ def run_mnist(args, m: dict, steps: int, seeds: dict) -> None:
     if select and 1000 in args.label_counts:
         vae_names = ["borrow s=1 p=0.25 keep=1"] if args.quick else list(SELECT_1000)
         select_1000(m, state, classic_names, vae_names, seeds["select"], args.workers)
+    if args.phase == "semi":  # the semi-supervised pipelines: chosen on validation at 100 labels, then tested
+        if "chosen" not in m:
+            raise SystemExit("run --phase select --labels 100 first: the semi phase builds on the classic chosen there")
+        semi.choose(m, state, 3 if not args.quick else 1, args.workers)
+        aliases = ("classic+vae", *SEMI_CONDITIONS)
+        test_mnist(m, state, args.label_counts, seeds, args.workers, aliases=aliases)
     if test:
         test_mnist(m, state, args.label_counts, seeds, args.workers)
     if test and 100 in args.label_counts:
@@ -385,7 +404,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--root", default=DEFAULT_ROOT)
-    parser.add_argument("--phase", choices=["all", "select", "test"], default="all")
+    parser.add_argument("--phase", choices=["all", "select", "test", "semi"], default="all")
     parser.add_argument("--datasets", default="mnist,digits")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--select-seeds", type=int, default=5)
@@ -410,7 +429,8 @@ def main() -> None:
     steps = 40 if quick else args.steps
     seeds = {"select": 1 if quick else args.select_seeds, "100": 2 if quick else 10, "1000": 1 if quick else 5, "digits": 2 if quick else 12}
     out = Path(args.out)
-    result = {} if quick or not out.is_file() else json.loads(out.read_text())
+    fresh = quick and args.phase in ("all", "select")  # a quick test or semi phase reads the quick selection before it
+    result = {} if fresh or not out.is_file() else json.loads(out.read_text())
     datasets = [d.strip() for d in args.datasets.split(",")]
     protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
                 "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
