@@ -26,7 +26,7 @@ so that an hour's run is not repeated to write this file (``--quiet`` is not com
 what is printed). ``--quick`` (CI) runs the steps on a
 tiny config for one epoch and a short fit, with k=4 on 500 test digits.
 
-Writes benchmarks/results/density.json; the README's summary renders it (benchmarks/update_readme.py).
+Writes benchmarks/results/density.json; the summary in docs/benchmarks.md renders it (benchmarks/update_readme.py).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class SpeedGoal(NamedTuple):
 
 
 # The speed issue's goals: figure (a key of throughput.json) -> goal. throughput.py records each under "goals"
-# with its measured figure and whether it is met; the README's summary states them in these words.
+# with its measured figure and whether it is met; the summary in docs/benchmarks.md states them in these words.
 SPEED_GOALS = {
     "efficiency_fp32": SpeedGoal(0.60, "at least", "VAEAugment, batches of 256, float32: share of the float32 matmul peak"),
     "efficiency_bf16": SpeedGoal(0.40, "at least", "VAEAugment(precision=\"bf16\"), batches of 256: share of the bf16 matmul peak"),

@@ -6,12 +6,19 @@ backbones. Each returns the Markdown of its section, or a line saying how to mea
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from goals import RESULTS, utility_goal_words
 from vae_augment.policy import CAREFUL_STRENGTH, FIDELITY_WARNING, SMALL_DATA_IMAGES
 
 REPO = RESULTS.parents[1]
+
+
+def portable(command: str) -> str:
+    """A recorded command as a user runs it: the machine's data folder (``--root /somewhere/data``) shown as
+    ``--root "$VAE_AUGMENT_DATA"``, the variable the README's examples read."""
+    return re.sub(r"--root \S+", '--root "$VAE_AUGMENT_DATA"', command)
 
 
 def load_results(path: Path) -> dict | None:
@@ -235,7 +242,7 @@ def levers_table(file: str = "levers.json", command: str = "python benchmarks/le
     if other:
         t = other["test"]
         bundled = (load_results(REPO / "checkpoints" / "mnist" / "metrics.json") or {}).get("test", {})
-        lines += ["", f"The rows `with ...` use `--other-vae`: the chosen noise with a checkpoint trained by `{other['command']}`: "
+        lines += ["", f"The rows `with ...` use `--other-vae`: the chosen noise with a checkpoint trained by `{portable(other['command'])}`: "
                   f"test -ELBO {t['neg_elbo_nats']:.2f} nats on gray digits, reconstruction R^2 {t['reconstruction_r2']:.3f}"
                   + (f", binarized IW-NLL {t['binarized_iw_nll_nats']:.2f} nats (k={t['binarized_iw_k']})" if "binarized_iw_nll_nats" in t else "")
                   + (f" (the bundled mnist: {bundled['binarized_iw_nll_nats']:.2f} nats)." if "binarized_iw_nll_nats" in bundled else ".")]
@@ -249,8 +256,8 @@ def density_table() -> str:
         return "_not measured yet: run `python benchmarks/density.py`_"
     p = d["protocol"]
     bundled = (load_results(REPO / "checkpoints" / "mnist" / "metrics.json") or {}).get("test", {})
-    rows = [f"Measured by `python benchmarks/density.py`{' --quick' if p['quick'] else ''}: {p['data']}. The model: `{p['train_command']}`; "
-            f"its prior: `{p['prior_command']}`" + (f"; then trained on with its prior: `{p['tune_command']}`." if "tune_command" in p else "."), "",
+    rows = [f"Measured by `python benchmarks/density.py`{' --quick' if p['quick'] else ''}: {p['data']}. The model: `{portable(p['train_command'])}`; "
+            f"its prior: `{portable(p['prior_command'])}`" + (f"; then trained on with its prior: `{portable(p['tune_command'])}`." if "tune_command" in p else "."), "",
             "| model | binarized IW-NLL (nats) | gray-digit -ELBO (nats) | reconstruction R^2 |", "| --- | --- | --- | --- |"]
     if "binarized_iw_nll_nats" in bundled:
         rows.append(f"| bundled `mnist` (N(0, I) prior) | {bundled['binarized_iw_nll_nats']:.2f} (k={bundled['binarized_iw_k']}) | "

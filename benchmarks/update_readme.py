@@ -1,15 +1,16 @@
 """Render the benchmark tables from the committed results files (never typed by hand).
 
-    python benchmarks/update_readme.py          # rewrite the marked sections of README.md and docs/benchmarks.md
-    python benchmarks/update_readme.py --check  # exit 1 if either file is out of date
+    python benchmarks/update_readme.py          # rewrite the marked sections of README.md and docs/
+    python benchmarks/update_readme.py --check  # exit 1 if a file is out of date
 
 Sections between ``<!-- name:start -->`` and ``<!-- name:end -->`` are replaced. `FILES` says which
-file holds which section: the README the checkpoints table and the short summaries (``summary``,
-``strengths``, rendered here), docs/benchmarks.md the full tables (``utility``, ``levers``, ``density``,
-``quality``, ``throughput``, ``backbone_strength``, ``backbones``: benchmarks/tables.py), each from
-benchmarks/results/<name>.json (the checkpoints table from checkpoints/*/metrics.json). The results' keys
-and the goals the summary judges come from benchmarks/goals.py. A file that lacks one of its sections'
-markers is an error.
+file holds which section: the README the few plain rows of its results (``results``), docs/benchmarks.md
+the goals and their status (``summary``) and the full tables (``utility``, ``levers``, ``density``,
+``quality``, ``throughput``, ``backbone_strength``, ``backbones``: benchmarks/tables.py), docs/usage.md
+the strengths (``strengths``) and docs/checkpoints.md the bundled checkpoints (``checkpoints``), each
+from benchmarks/results/<name>.json (the checkpoints table from checkpoints/*/metrics.json). The results'
+keys and the goals the summary judges come from benchmarks/goals.py. A file that lacks one of its
+sections' markers is an error. Links are written relative to the file the section sits in.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def _met(ok: bool) -> str:
 
 
 def summary_table() -> str:
-    """The headline figures of every results file, for the README, each row linked to its full table."""
-    doc = BENCHMARKS_DOC
+    """The headline figures of every results file against their goals, each row linked to its full table (all in
+    docs/benchmarks.md, so the links are to its own sections)."""
+    doc = ""
     rows = ["| figure | latest run | goal | status |", "| --- | --- | --- | --- |"]
     u = load_results(RESULTS / "utility.json")
     if u and "gains" in u.get("mnist", {}):
@@ -98,7 +100,7 @@ def summary_table() -> str:
                     f"{_met(t['binarized_iw_nll_nats'] <= BINARIZED_NLL_GOAL)} |")
     test = (load_results(REPO / "checkpoints" / "mnist" / "metrics.json") or {}).get("test", {})
     if "binarized_iw_nll_nats" in test:
-        rows.append(f"| [Bundled `mnist` as a density model](#bundled-checkpoints): NLL of dynamically binarized test digits "
+        rows.append(f"| [Bundled `mnist` as a density model](checkpoints.md#bundled-checkpoints): NLL of dynamically binarized test digits "
                     f"(importance-weighted, k={test['binarized_iw_k']}; IWAE 84.78, 2-layer 82.90) | {test['binarized_iw_nll_nats']:.2f} nats "
                     f"| <= {BINARIZED_NLL_GOAL:g} | {_met(test['binarized_iw_nll_nats'] <= BINARIZED_NLL_GOAL)} |")
     q = load_results(RESULTS / "quality.json")
@@ -130,14 +132,14 @@ def summary_table() -> str:
 
 
 def strengths_table() -> str:
-    """A few rows of the quality sweep in the default mode, for the README."""
+    """A few rows of the quality sweep in the default mode, for docs/usage.md."""
     q = load_results(RESULTS / "quality.json")
     if not q:
         return "_not measured yet: run `python benchmarks/quality.py`_"
     p = q["protocol"]
     sweep = q["sweep"][p["default_mode"]]
     lines = [f"MNIST test digits, mode `{p['default_mode']}` (`python benchmarks/quality.py`; all modes in "
-             f"[{BENCHMARKS_DOC}]({BENCHMARKS_DOC}#choosing-a-strength)):", "",
+             "[benchmarks.md](benchmarks.md#choosing-a-strength)):", "",
              "| strength | label kept | change from the source | between two variants |", "| --- | --- | --- | --- |"]
     for s in ("0", "0.1", "0.2", "0.3", "0.5", "1", "2"):
         if s in sweep:
@@ -148,12 +150,47 @@ def strengths_table() -> str:
     return "\n".join(lines)
 
 
-SECTIONS = {"checkpoints": checkpoints_table, "summary": summary_table, "strengths": strengths_table,
+def _percent(r: dict | None) -> str:
+    return f"{100 * r['mean']:.1f}%" if r else "-"
+
+
+def results_table() -> str:
+    """The README's results in a few plain rows: test accuracy with few labels, per data set and augmentation, each
+    row linked to the full table. Columns: no augmentation, the classic chosen on validation, pseudo-labels then the
+    classic, and the recommended pipeline (the VAE's `LatentBorrow`, then the classic)."""
+    link = f"{BENCHMARKS_DOC}#does-it-help"
+    rows = ["| data, labelled images (seeds) | none | classic | pseudo+classic | recommended pipeline |",
+            "| --- | --- | --- | --- | --- |"]
+    u = load_results(RESULTS / "utility.json")
+    if not u:
+        return "_not measured yet: run `python benchmarks/utility.py`_"
+    for labels, test in (u.get("mnist", {}).get("test") or {}).items():
+        best = test.get("classic+vae")
+        seeds = f" ({len(best['runs'])} seeds)" if best and "runs" in best else ""
+        rows.append(f"| [MNIST, {int(labels):,} labels]({link}){seeds} | {_percent(test.get('none'))} | "
+                    f"{_percent(test.get('classic'))} | {_percent(test.get('pseudo+classic'))} | {_percent(best)} |")
+    for key in sorted((k for k in u if k.startswith("digits")), key=lambda k: not u[k]["protocol"].get("init")):
+        d = u[key]
+        vae = (f"VAE fine-tuned from `{d['protocol']['init']}`" if d["protocol"].get("init")
+               else "VAE trained on them alone")
+        best = d["test"].get(d["chosen"]["classic+vae"]["condition"])
+        seeds = f" ({len(best['runs'])} seeds)" if best and "runs" in best else ""
+        rows.append(f"| [Small dataset of one's own: 1,258 digits, labels {d['protocol']['labelled']}; {vae}]({link}){seeds} | "
+                    f"{_percent(d['test'].get('none'))} | {_percent(d['test'].get(d['chosen']['classic']['condition']))} | "
+                    f"{_percent(d['test'].get('pseudo+classic'))} | {_percent(best)} |")
+    if all(row.split(" | ")[3] == "-" for row in rows[2:]):
+        rows += ["", "`pseudo+classic`: not measured yet (`python benchmarks/utility.py --phase semi`)."]
+    return "\n".join(rows)
+
+
+SECTIONS = {"results": results_table, "checkpoints": checkpoints_table, "summary": summary_table, "strengths": strengths_table,
             "throughput": throughput_table, "quality": quality_table, "utility": utility_table, "levers": levers_table, "levers_borrow": levers_borrow_table,
             "density": density_table,
             "backbones": backbones_table, "backbone_strength": backbone_strength_table}
-FILES = {"README.md": ("checkpoints", "summary", "strengths"),
-         BENCHMARKS_DOC: ("utility", "levers", "levers_borrow", "density", "quality", "throughput", "backbone_strength", "backbones")}
+FILES = {"README.md": ("results",),
+         BENCHMARKS_DOC: ("summary", "utility", "levers", "levers_borrow", "density", "quality", "throughput", "backbone_strength",
+                          "backbones"),
+         "docs/usage.md": ("strengths",), "docs/checkpoints.md": ("checkpoints",)}
 
 
 def render(text: str, names, where: str = "text") -> str:

@@ -6,7 +6,7 @@ chooses a checkpoint that cannot load (one message, not an error on every output
 Skips without gradio, Playwright (``pip install playwright``; its own browser download is not
 needed) or ``/usr/bin/chromium`` (``apt-get install chromium``). The bundled checkpoint is used
 when there is one, else a tiny VAE trained here. ``VAE_AUGMENT_SCREENSHOT_DIR=docs`` also writes a
-screenshot of each tab there, ``docs/app-<tab>.png`` (the README's pictures).
+screenshot of each tab there, ``docs/app-<tab>.png`` (docs/app.md's pictures).
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ def test_bad_widths_are_an_argparse_error(capsys):
 
 
 def test_readme_tables_are_rendered_from_the_results_files():
-    """The README's figures come from committed results files via benchmarks/update_readme.py."""
+    """The README's and docs' figures come from committed results files via benchmarks/update_readme.py."""
     import subprocess
     import sys
     from pathlib import Path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
@@ -43,7 +44,7 @@ def test_train_stores_the_fidelity_with_the_checkpoint(tmp_path):
 def test_a_blurry_checkpoint_gets_a_warning(residual):
     vae = VAE(**TINY_16)
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}
-    with pytest.warns(UserWarning, match=r"keep only 24% of its held-out images' variation") as caught:
+    with pytest.warns(UserWarning, match=r"reconstructs its held-out images poorly \(reconstruction_r2 0.24, below 0.7") as caught:
         augment = VAEAugment(vae, residual=residual)
     assert ("use residual=True" in str(caught[0].message)) is not residual
     assert augment.residual is residual  # an explicit choice is kept
@@ -83,17 +84,30 @@ def test_the_bundled_checkpoint_is_sharp_enough():
     assert load_vae("mnist").metrics["test"]["reconstruction_r2"] > FIDELITY_WARNING
 
 
+@pytest.mark.parametrize("fidelity", [-6.5, -0.01, 0.0])
+def test_a_negative_fidelity_is_said_as_a_number_not_a_percentage(fidelity):
+    """reconstruction_r2 is below 0 for reconstructions worse than the mean image: the warning gives the value and
+    the threshold, and no share of anything (no "-650%")."""
+    vae = VAE(**TINY_16)
+    vae.metrics = {"test": {"reconstruction_r2": fidelity}}
+    with pytest.warns(UserWarning) as caught:
+        VAEAugment(vae)
+    message = str(caught[0].message)
+    assert f"reconstruction_r2 {fidelity:.2f}, below 0.7" in message
+    assert "%" not in message and not re.search(r"-\d+(\.\d+)?%", message)
+
+
 def test_every_adapter_warns_on_a_blurry_checkpoint():
     from vae_augment import LatentMix
 
     vae = VAE(**TINY_16)
     vae.metrics = {"test": {"reconstruction_r2": 0.3}}
-    with pytest.warns(UserWarning, match="keep only 30%"):
+    with pytest.warns(UserWarning, match=r"reconstruction_r2 0\.30"):
         LatentMix(vae)
     pytest.importorskip("albumentations")
     from vae_augment import AlbuVAEAugment
 
-    with pytest.warns(UserWarning, match="keep only 30%"):
+    with pytest.warns(UserWarning, match=r"reconstruction_r2 0\.30"):
         assert AlbuVAEAugment(vae).strength == CAREFUL_STRENGTH  # its p is albumentations' own; strength as for VAEAugment
 
 
@@ -119,7 +133,7 @@ def test_a_checkpoint_trained_on_few_images_gets_careful_defaults():
         plain = VAEAugment(vae)
     assert not plain.residual and plain.p == 1.0
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}  # blurry: the same care
-    with pytest.warns(UserWarning, match="keep only 24%"):
+    with pytest.warns(UserWarning, match=r"reconstruction_r2 0\.24"):
         assert VAEAugment(vae).p == 0.5
     with pytest.raises(ValueError, match=r"p must be a probability in \[0, 1\], got 1.5 \(or None: chosen from the checkpoint\)"):
         VAEAugment(vae, p=1.5)

@@ -41,7 +41,7 @@ def _add_train(sub) -> None:
                        description="Train a VAE; a checkpoint is written to --out after every epoch.")
     p.add_argument("--dataset", "--data", dest="data", required=True,
                    help="a torchvision dataset name (MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100, SVHN) or a folder of images")
-    p.add_argument("--root", help="folder holding the torchvision dataset (e.g. ../shared/data)")
+    p.add_argument("--root", help="folder holding the torchvision dataset (e.g. data; with --download it is fetched there)")
     p.add_argument("--download", action="store_true", help="download the torchvision dataset if missing")
     p.add_argument("--out", default="runs/vae", help="checkpoint folder (default: runs/vae)")
     p.add_argument("--epochs", type=int, help=f"default: {DEFAULT_EPOCHS}, or as many as make {MIN_STEPS:,} optimizer steps on a "
@@ -165,8 +165,8 @@ def _run_eval(args) -> int:
     else:
         print(f"{info['dataset']} held-out ({figures['images']} images): -ELBO {figures['neg_elbo_nats']:.2f} nats/image, "
               f"{figures['neg_elbo_bits_per_dim']:.4f} bits/dim")
-        print(f"reconstructions keep {figures['reconstruction_r2']:.1%} of the held-out images' variation "
-              f"(mean absolute pixel error {figures['reconstruction_mae']:.4f})")
+        print(f"reconstruction R^2 {figures['reconstruction_r2']:.3f} (1 is exact, 0 no better than the mean image; "
+              f"mean absolute pixel error {figures['reconstruction_mae']:.4f})")
         if args.iw_k:
             print(f"importance-weighted NLL (k={args.iw_k}): {figures['iw_nll_nats']:.2f} nats/image, "
                   f"{figures['iw_nll_bits_per_dim']:.4f} bits/dim")

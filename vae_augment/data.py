@@ -54,7 +54,7 @@ def torchvision_dataset(name: str, root: str | Path, train: bool, download: bool
     except RuntimeError as err:  # torchvision: "Dataset not found. You can use download=True to download it"
         raise FileNotFoundError(
             f"{cls_name} not found under root {str(root)!r} ({err}); pass the folder that holds {cls_name}/raw "
-            "(for example ../shared/data) or --download where the internet is reachable"
+            "(for example data, with MNIST/raw inside it) or add --download where the internet is reachable"
         ) from None
     images = float_images(ds.data, channels)
     labels = torch.as_tensor(np.asarray(ds.targets if hasattr(ds, "targets") else ds.labels), dtype=torch.long)

@@ -43,9 +43,10 @@ def handled_with_care(vae: Autoencoder) -> str | None:
     """Why ``vae`` is handled with care (a sentence for the warning), or None when it is not."""
     fidelity = reconstruction_fidelity(vae)
     if fidelity is not None and fidelity < FIDELITY_WARNING:
-        return (f"this checkpoint's reconstructions keep only {fidelity:.0%} of its held-out images' variation "
-                f"(reconstruction_r2 {fidelity:.2f}; below {FIDELITY_WARNING:.0%} variants are blurrier than the "
-                "images and can make a classifier worse)")
+        # R^2 is 1 for exact reconstructions, 0 for the mean image and negative below that: said as a number, not a share
+        return (f"this checkpoint reconstructs its held-out images poorly (reconstruction_r2 {fidelity:.2f}, below "
+                f"{FIDELITY_WARNING:g}; 1 is exact, 0 no better than the mean image), so its variants are blurrier than the "
+                "images and can make a classifier worse")
     images = training_images(vae)
     if images is not None and images < SMALL_DATA_IMAGES:
         return (f"this checkpoint was trained on {images:,} images (fewer than {SMALL_DATA_IMAGES:,}): on a small dataset of "
