@@ -166,11 +166,11 @@ def utility_table() -> str:
         "| --- | " + " | ".join("---" for _ in m["test"]) + " |",
     ]
     for alias in next(iter(m["test"].values())):
-        lines.append(f"| {alias} | " + " | ".join(accuracy_text(rows[alias]) for rows in m["test"].values()) + " |")
+        lines.append(f"| {alias} | " + " | ".join(accuracy_text(rows[alias]) if alias in rows else "-" for rows in m["test"].values()) + " |")
     lines += ["", "| paired gain | goal | " + " | ".join(f"{n} labels" for n in m["gains"]) + " |",
               "| --- | --- | " + " | ".join("---" for _ in m["gains"]) + " |"]
     for name in next(iter(m["gains"].values())):
-        lines.append(f"| {name} | {utility_goal_words(name)} | " + " | ".join(gain_text(g[name]) for g in m["gains"].values()) + " |")
+        lines.append(f"| {name} | {utility_goal_words(name)} | " + " | ".join(gain_text(g[name]) if name in g else "-" for g in m["gains"].values()) + " |")
     cas = m.get("cas_100")
     if cas:
         lines += ["", f"Classification accuracy score (Ravuri & Vinyals, 2019), 100 labels, {cas['seeds']} seeds: a classifier "
