@@ -263,6 +263,10 @@ def test_the_three_transforms_share_one_base(vae):
     assert LatentMix(vae, lam=(0.25, 0.5), residual=False).extra_repr() == "method='extrapolate', lam=(0.25, 0.5), p=1.0, residual=False"
     assert VAEAugment(vae, strength=0.3, mode="posterior", residual=True, p=0.5).extra_repr() == (
         "strength=0.3, mode='posterior', residual=True, p=0.5, same_on_batch=False")  # precision None: left out
+    with pytest.raises(ValueError, match="LatentMix learns no statistics"):
+        LatentMix(vae).save_statistics("unused.safetensors")
+    with pytest.raises(ValueError, match="LatentMix learns no statistics"):
+        LatentMix(vae).load_statistics("unused.safetensors")
 
 
 def test_apply_applies_drawn_params_and_skips_the_encoder_given_a_posterior(vae):

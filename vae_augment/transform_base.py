@@ -110,9 +110,10 @@ def has_numpy_image(flat_inputs: list[Any]) -> bool:
 class VAETransform(Transform):
     """A torchvision v2 transform around an `Autoencoder`.
 
-    Subclasses call ``super().__init__(vae, generator, device)``, set their own settings and list in
+    Subclasses call ``super().__init__(vae, generator, device)``, set their own settings, list in
     ``_repr_fields`` the attributes their ``repr`` shows (an entry is a name, or ``(label, attribute)``;
-    None values are left out). A transform with a `fit` lists the tensors it saves in
+    None values are left out), and define ``draw`` (the parameters of a call) and
+    ``_apply_params(inpt, params)`` (what `apply` does with them). A transform with a `fit` lists the tensors it saves in
     ``_statistics_names`` and implements ``_statistics`` (what to save) and ``_set_statistics`` (check
     and take what was read); `save_statistics` and `load_statistics` do the rest.
     """
@@ -141,10 +142,13 @@ class VAETransform(Transform):
         return {}, {}
 
     def _set_statistics(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str], path) -> None:
-        raise NotImplementedError
+        """Check and take statistics read from ``path`` (a transform with a `fit` overrides this)."""
+        raise ValueError(f"{type(self).__name__} learns no statistics (it has no fit), so there are none to load")
 
     def save_statistics(self, path) -> None:
         """Write what `fit` learnt to a safetensors file (atomically); `load_statistics` reads it back."""
+        if not self._statistics_names:
+            raise ValueError(f"{type(self).__name__} learns no statistics (it has no fit), so there are none to save")
         tensors, metadata = self._statistics()
         if not tensors:
             raise ValueError("nothing to save: call fit(images, labels) first")
@@ -152,6 +156,8 @@ class VAETransform(Transform):
 
     def load_statistics(self, path):
         """Read statistics written by `save_statistics` (for a model with the same latent size); returns ``self``."""
+        if not self._statistics_names:
+            self._set_statistics({}, {}, path)  # says there are none
         tensors, metadata = read_tensors(path, self._statistics_names)
         self._set_statistics(tensors, metadata, path)
         return self
@@ -176,9 +182,6 @@ class VAETransform(Transform):
             raise TypeError(f"{type(self).__name__}.apply needs the parameters to apply: apply(images, params), params from draw()")
         return self._apply_params(inpt, params, **kwargs)
 
-    def _apply_params(self, inpt: Any, params: dict[str, Any], **kwargs: Any) -> Any:
-        raise NotImplementedError
-
 
 class LabelledBatchTransform(VAETransform):
     """A transform on labelled batches, used like ``v2.MixUp``: finds the labels (``labels_getter``), draws
@@ -189,9 +192,6 @@ class LabelledBatchTransform(VAETransform):
     def __init__(self, vae, generator: torch.Generator | None = None, labels_getter="default"):
         super().__init__(vae, generator)
         self._labels_getter = _parse_labels_getter(labels_getter)
-
-    def draw(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         n = params["labels"].shape[0]
