@@ -37,14 +37,15 @@ KINDS = ("pseudo", "pixel-pseudo", "fixmatch borrow", "fixmatch", "self fixmatch
 USES_UNLABELLED = "pseudo-labels from the unlabelled pool"
 
 
-def is_semi(name: str) -> bool:
-    return name.partition(" + ")[0] in KINDS
+def bank_images(vae) -> torch.Tensor:
+    """The training images whose codes the bundled checkpoint's latent bank holds, in its order (a fixed random
+    20,000 of the 60,000: `vae_augment.training.latent_bank` with seed 0)."""
+    return torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[: len(vae.latent_bank)].sort().values
 
 
 def pool_indices(vae, pool: int) -> torch.Tensor:
-    """The training images whose codes the bundled checkpoint's latent bank holds (a fixed random 20,000 of the
-    60,000, `vae_augment.training.latent_bank` with seed 0), among the first ``pool``: the unlabelled pool."""
-    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[: len(vae.latent_bank)].sort().values
+    """The bank's images among the first ``pool``: the unlabelled pool."""
+    order = bank_images(vae)
     return order[order < pool]
 
 

@@ -103,8 +103,7 @@ def pool_bank(vae) -> torch.Tensor:
     fixed random 20,000 of the 60,000 training images (`vae_augment.training.latent_bank`, seed 0) and
     the validation split is images 50,000-59,999, which no donor may come from. (The VAE itself was trained
     on all 60,000 training images, validation ones included, unlabelled; the test images it never saw.)"""
-    order = torch.randperm(60_000, generator=torch.Generator().manual_seed(0))[: len(vae.latent_bank)].sort().values
-    return vae.latent_bank[order < POOL]
+    return vae.latent_bank[semi.bank_images(vae) < POOL]
 
 
 CLASSIC = {
