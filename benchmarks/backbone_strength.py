@@ -10,7 +10,11 @@ MNIST training digits (as RGB, 28x28 padded to 32x32 by `DiffusersVAE`). It then
 latent spread on training digits (`DiffusersVAE.calibrate`) and sweeps `VAEAugment` strength in
 ``"data"`` mode, plain and residual, on test digits: the label preservation rate by a classifier
 trained on the full training set, against the mean absolute pixel change, as `quality.py` does for
-the bundled VAE. Writes benchmarks/results/backbone_strength.json.
+the bundled VAE. Then the label-aware modes on spatial latents (issue 32), which work on the latents'
+pooled codes (`latent.pooled_codes`, per channel on a 4x4 grid): `VAEAugment(mode="class")` fitted on
+``--labelled`` training digits per class, and `LatentBorrow` fitted on those and ``--unlabelled``
+other training digits, swept in strength the same way (p = 1, plain decoding), so each can be read
+against ``"data"`` mode at the same mean change. Writes benchmarks/results/backbone_strength.json.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import time
 from common import DEFAULT_ROOT, RESULTS, mnist, predict, train_classifier, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
-from vae_augment import VAEAugment
-from vae_augment import DiffusersVAE
+from vae_augment import DiffusersVAE, LatentBorrow, VAEAugment
 
 STRENGTHS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0]
+CLASS_STRENGTHS = [0.5, 1.0, 1.5, 2.0, 3.0]
+BORROW_STRENGTHS = [0.5, 1.0, 1.5, 2.0]
 KL_WEIGHT = 1e-6  # the SD autoencoder's
 
 
@@ -55,12 +60,40 @@ def train_autoencoder(x: torch.Tensor, steps: int, batch_size: int = 64, seed: i
     return model.eval().requires_grad_(False)
 
 
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def labelled_split(y: torch.Tensor, per_class: int, unlabelled: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``per_class`` training digits of each class (labelled), and the next ``unlabelled`` others."""
+    labelled = torch.cat([torch.nonzero(y == c).squeeze(1)[:per_class] for c in range(10)])
+    others = torch.ones(len(y), dtype=torch.bool)
+    others[labelled] = False
+    return labelled, torch.nonzero(others).squeeze(1)[:unlabelled]
+
+
+def measure(augment, judge, x: torch.Tensor, y: torch.Tensor, key: str, strength: float) -> dict[str, float]:
+    """Two variants of each of ``x`` by ``augment`` (a callable on the batch): the share whose label the judge keeps,
+    their mean absolute change and how far the two variants are apart."""
+    first, second = augment(x), augment(x)
+    row = {
+        "label_preservation": torch.cat([predict(judge, v) == y for v in (first, second)]).float().mean().item(),
+        "mean_abs_change": torch.cat([(v - x).abs().flatten(1).mean(1) for v in (first, second)]).mean().item(),
+        "mean_abs_between_variants": (first - second).abs().mean().item(),
+    }
+    print(f"{key:<14} strength {strength:<5g} label kept {row['label_preservation']:.3f}  mean |change| "
+          f"{row['mean_abs_change']:.4f}  between variants {row['mean_abs_between_variants']:.4f}", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--root", default=DEFAULT_ROOT)
     parser.add_argument("--steps", type=int, default=2500, help="autoencoder training steps (batch 64)")
     parser.add_argument("--images", type=int, default=2000, help="test digits in the sweep")
+    parser.add_argument("--labelled", type=int, default=10, help="labelled training digits per class for class mode and LatentBorrow")
+    parser.add_argument("--unlabelled", type=int, default=5000, help="unlabelled training digits LatentBorrow's donors come from")
     parser.add_argument("--out", default=str(RESULTS / "backbone_strength.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
@@ -82,21 +115,23 @@ def main() -> None:
     sweep: dict[str, dict[str, dict[str, float]]] = {}
     for residual in (False, True):
         key = "data+residual" if residual else "data"
-        sweep[key] = {}
-        for strength in STRENGTHS:
-            augment = VAEAugment(vae, strength=strength, residual=residual, generator=torch.Generator().manual_seed(0))
-            first, second = augment(x), augment(x)
-            sweep[key][f"{strength:g}"] = row = {
-                "label_preservation": torch.cat([predict(judge, v) == y for v in (first, second)]).float().mean().item(),
-                "mean_abs_change": torch.cat([(v - x).abs().flatten(1).mean(1) for v in (first, second)]).mean().item(),
-                "mean_abs_between_variants": (first - second).abs().mean().item(),
-            }
-            print(f"{key:<14} strength {strength:<5g} label kept {row['label_preservation']:.3f}  mean |change| "
-                  f"{row['mean_abs_change']:.4f}  between variants {row['mean_abs_between_variants']:.4f}", flush=True)
+        sweep[key] = {f"{s:g}": measure(VAEAugment(vae, strength=s, residual=residual, generator=seeded()), judge, x, y, key, s)
+                      for s in STRENGTHS}
+    labelled, unlabelled = labelled_split(y_train, args.labelled, 1000 if args.quick else args.unlabelled)
+    x_l, y_l = x_train[labelled], y_train[labelled]
+    sweep["class"] = {f"{s:g}": measure(VAEAugment(vae, mode="class", strength=s, p=1.0, residual=False, generator=seeded()).fit(x_l, y_l),
+                                        judge, x, y, "class", s) for s in CLASS_STRENGTHS}
+    donors = LatentBorrow(vae, p=1.0, residual=False).fit(x_l, y_l, unlabelled=x_train[unlabelled]).statistics
+    sweep["borrow"] = {}
+    for s in BORROW_STRENGTHS:
+        borrow = LatentBorrow(vae, strength=s, p=1.0, residual=False, generator=seeded())
+        borrow.statistics = donors  # one fit: the donors do not depend on the strength
+        sweep["borrow"][f"{s:g}"] = measure(lambda v, b=borrow: b(v, y)[0], judge, x, y, "borrow", s)
     result = {
         "protocol": {"autoencoder": "diffusers AutoencoderKL, block_out_channels (16, 32, 32, 32), 4 latent channels, downscale 8",
                      "loss": f"L1 + MSE in [-1, 1] + {KL_WEIGHT:g} KL", "steps": steps, "batch_size": 64, "quick": args.quick,
-                     "sweep_images": n_images, "judge_steps": judge_steps, "judge_test_accuracy": accuracy,
+                     "sweep_images": n_images, "labelled_per_class": args.labelled, "unlabelled": len(unlabelled),
+                     "label_aware": "mode 'class' and LatentBorrow on the pooled codes (4 channels x 4x4 grid), p = 1, residual off", "judge_steps": judge_steps, "judge_test_accuracy": accuracy,
                      "latent_std_before_calibration": scaled_std, "calibrated_latent_scale": scale.flatten().tolist(),
                      "reconstruction_label_preservation": (predict(judge, reconstruction) == y).float().mean().item(),
                      "reconstruction_mean_abs_error": (reconstruction - x).abs().mean().item(),

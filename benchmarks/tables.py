@@ -311,4 +311,13 @@ def backbone_strength_table() -> str:
         r = residual[strength]
         lines.append(f"| {strength} | {row['label_preservation']:.3f} | {row['mean_abs_change']:.4f} | "
                      f"{row['mean_abs_between_variants']:.4f} | {r['label_preservation']:.3f} | {r['mean_abs_change']:.4f} |")
+    if "class" in b["sweep"]:  # the label-aware modes on the pooled codes of the spatial latents
+        lines += ["", f"The label-aware modes on the same backbone ({p['label_aware']}; fitted on {p['labelled_per_class']} "
+                  f"labelled training digits per class, LatentBorrow's donors from {p['unlabelled']:,} unlabelled ones); read "
+                  "each against `data` mode at the same mean change:", "",
+                  "| mode | strength | label kept | mean abs change | between two variants |", "| --- | --- | --- | --- | --- |"]
+        for mode, label in (("class", '`VAEAugment(mode="class")`'), ("borrow", "`LatentBorrow`")):
+            for strength, row in b["sweep"][mode].items():
+                lines.append(f"| {label} | {strength} | {row['label_preservation']:.3f} | {row['mean_abs_change']:.4f} | "
+                             f"{row['mean_abs_between_variants']:.4f} |")
     return "\n".join(lines)

@@ -170,11 +170,37 @@ def test_bad_input_is_refused_with_the_reason(vae, tmp_path):
         LatentBorrow(other).load_statistics(tmp_path / "four.safetensors")
 
 
-def test_a_model_of_spatial_latents_is_refused():
-    from conftest import tiny_kl
+def rgb(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The gray class patterns of `labelled` as RGB images of ``size x size``."""
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
 
-    with pytest.raises(ValueError, match="flat latents"):
-        LatentBorrow(tiny_kl())
+
+def test_spatial_latents_borrow_through_pooled_codes_at_two_sizes(tmp_path):
+    """A diffusers AutoencoderKL: donors and centres are pooled codes (`vae.code_size()`, whatever the image size),
+    so unlabelled images of two sizes can donate and batches of two sizes are changed; the statistics save and load."""
+    from conftest import tiny_kl
+    from vae_augment import load_vae
+
+    vae = load_vae(tiny_kl())  # skips without diffusers
+    x, y = labelled()
+    pool, _ = labelled(n_per_class=20, seed=1)
+    unlabelled = [*rgb(pool[::2], 16), *rgb(pool[1::2], 24)]  # images of their own sizes, every class at both
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small-pool warning
+        borrow = LatentBorrow(vae, p=1.0, residual=False, generator=torch.Generator().manual_seed(0)).fit(rgb(x, 16), y, unlabelled=unlabelled)
+    stats = borrow.statistics
+    assert stats["centres"].shape == (3, vae.code_size()) and stats["donors"].shape == (60, vae.code_size())
+    still = LatentBorrow(vae, strength=0.0, p=1.0, residual=False)
+    still.statistics = stats
+    for size in (16, 24):
+        batch = rgb(x, size)
+        out, labels = borrow(batch, y)
+        assert out.shape == batch.shape and torch.equal(labels, y)
+        assert (out - still(batch, y)[0]).abs().mean() > 1e-3, "the borrowed offset changes the decoded image"
+        assert torch.equal(borrow.apply(batch, borrow.last_params), out)
+    borrow.save_statistics(tmp_path / "borrow.safetensors")
+    loaded = LatentBorrow(vae).load_statistics(tmp_path / "borrow.safetensors")
+    assert all(torch.equal(loaded.statistics[k], stats[k]) for k in stats)
 
 
 def test_any_class_indices_an_empty_batch_and_the_input_left_alone(vae):

@@ -7,11 +7,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_16, tiny_taesd
+from conftest import TINY_16
 from torch.utils.data import DataLoader, TensorDataset
 
-from vae_augment import VAE, CheckpointError, PosteriorCache, VAEAugment
-from vae_augment.latent import covariance_factor, perturb, within_class_covariance
+from vae_augment import VAE, CheckpointError, PosteriorCache, VAEAugment, load_vae
+from vae_augment.augment import augment_batch
+from vae_augment.latent import CODE_GRID, covariance_factor, perturb, pooled_codes, spread_codes, within_class_covariance
 
 
 @pytest.fixture(scope="module")
@@ -118,12 +119,45 @@ def test_class_mode_needs_fit_and_flat_latents(vae):
         VAEAugment(vae, mode="class").save_statistics("unused.safetensors")
 
 
-def test_class_mode_is_refused_for_spatial_latents():
-    tiny = tiny_taesd()  # skips without diffusers
-    with pytest.raises(ValueError, match="mode 'class' is not available for a AutoencoderTiny"):
-        VAEAugment(tiny, mode="class")
-    with pytest.raises(ValueError, match="spatial latents"):
-        VAEAugment(tiny).fit(*labelled())
+def test_class_mode_on_spatial_latents_fits_on_one_size_and_applies_to_another(tmp_path):
+    """A diffusers AutoencoderKL (spatial latents [4, h, w]): the covariance is of the pooled codes, the same size
+    whatever the image's, so statistics fitted on 16x16 RGB images apply to 24x24 ones and survive a save."""
+    from conftest import tiny_kl
+
+    vae = load_vae(tiny_kl())  # skips without diffusers
+    g = torch.Generator().manual_seed(0)
+    x16, x24, y = torch.rand(12, 3, 16, 16, generator=g), torch.rand(4, 3, 24, 24, generator=g), torch.arange(12) % 3
+    augment = VAEAugment(vae, mode="class", strength=1.0, p=1.0, generator=torch.Generator().manual_seed(1)).fit(x16, y)
+    assert augment.class_factor.shape == (vae.code_size(), vae.code_size()) == (4 * CODE_GRID**2,) * 2
+    plain = VAEAugment(vae, strength=0.0)
+    for x in (x16[:4], x24):
+        out = augment(x)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert (out - plain(x)).abs().mean() > 1e-3, "the class noise changes the decoded image"
+        assert augment.last_params["noise"].shape == (len(x), vae.code_size())
+        assert torch.equal(augment.replay(x), out)
+    augment.save_statistics(tmp_path / "class.safetensors")
+    loaded = VAEAugment(vae, mode="class", strength=1.0).load_statistics(tmp_path / "class.safetensors")
+    torch.testing.assert_close(loaded.class_factor, augment.class_factor)
+    other = VAEAugment(vae).fit(x16, y)  # fit works in any mode; class noise is the mode that uses it
+    torch.testing.assert_close(other.class_factor, augment.class_factor)
+    with pytest.raises(ValueError, match=r"noise must have shape \[4, 64\] .* in mode 'class'"):
+        augment_batch(vae, x24, torch.zeros(4, 4, 6, 6), "class", 1.0, class_factor=augment.class_factor)
+
+
+def test_pooled_codes_and_their_spread_agree():
+    """At the grid's own size spreading is exact; larger latents get a smooth (bilinear) offset whose pooling is
+    close to it; flat latents pass through."""
+    offset = torch.randn(2, 4 * CODE_GRID**2)
+    on_grid = torch.randn(2, 4, CODE_GRID, CODE_GRID)
+    torch.testing.assert_close(pooled_codes(on_grid + spread_codes(offset, on_grid)) - pooled_codes(on_grid), offset)
+    larger = torch.randn(2, 4, 2 * CODE_GRID, 3 * CODE_GRID)
+    spread = spread_codes(offset, larger)
+    assert spread.shape == larger.shape and pooled_codes(larger).shape == (2, 4 * CODE_GRID**2)
+    moved = (pooled_codes(larger + spread) - pooled_codes(larger)).flatten()
+    assert torch.corrcoef(torch.stack([moved, offset.flatten()]))[0, 1] > 0.9
+    flat = torch.randn(3, 5)
+    assert pooled_codes(flat) is flat and spread_codes(flat, flat) is flat
 
 
 def test_statistics_round_trip_through_safetensors(vae, tmp_path):

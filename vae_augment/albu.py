@@ -22,7 +22,7 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise ImportError("the albumentations adapter needs albumentations: pip install 'vae-augment[albumentations]'") from err
 
-from .augment import augment_batch, check_mode_supported, latent_shape
+from .augment import augment_batch, check_mode_supported, noise_shape
 from .latent import check_mode_strength
 from .loader import load_vae
 from .pixels import batch_to_hwc, hwc_to_batch
@@ -81,7 +81,7 @@ class AlbuVAEAugment(A.ImageOnlyTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         image = data.get("image")
         size = image.shape[:2] if isinstance(image, np.ndarray) else None  # None: the model's own size, where it has one
-        noise = self._rng().standard_normal(latent_shape(self.vae, size)).astype(np.float32)
+        noise = self._rng().standard_normal(noise_shape(self.vae, size, self.mode)).astype(np.float32)
         return {"noise": torch.from_numpy(noise).unsqueeze(0)}
 
     def apply(self, img: np.ndarray, noise: torch.Tensor | None = None, **params: Any) -> np.ndarray:

@@ -11,10 +11,11 @@ converted back, in one place: `encode_images` on the way in, `decode_to_input` o
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import torch
 
-from .latent import borrow_residual, feature_space_mix, perturb
+from .latent import borrow_residual, feature_space_mix, perturb, pooled_codes
 from .models import Autoencoder, DiagonalGaussian
 from .pixels import change_to_channels, convert_channels, image_to_float
 from .policy import DEFAULT_STRENGTH
@@ -26,8 +27,7 @@ def check_mode_supported(vae: Autoencoder, mode: str) -> None:
     """Refuse a mode this model cannot do: one outside its ``modes``, "neighbour" without a latent bank,
     "posterior" on deterministic latents."""
     if mode not in vae.modes:
-        raise ValueError(f"mode {mode!r} is not available for a {vae.kind} (its modes: {', '.join(vae.modes)}); "
-                         "'class' needs flat latents, such as those of vae-augment's own VAEs")
+        raise ValueError(f"mode {mode!r} is not available for a {vae.kind} (its modes: {', '.join(vae.modes)})")
     if mode == "neighbour" and vae.latent_bank is None:
         raise ValueError("mode 'neighbour' needs a checkpoint with a latent bank (latent_bank.safetensors, written by "
                          "vae-augment train); this model has none")
@@ -83,20 +83,28 @@ def latent_shape(vae: Autoencoder, size) -> tuple[int, ...]:
     return tuple(vae.latent_shape(*size)) if size is not None else tuple(vae.latent_shape())
 
 
+def noise_shape(vae: Autoencoder, size, mode: str) -> tuple[int, ...]:
+    """Shape of the noise ``augment_batch`` takes per image of ``size = (H, W)`` in ``mode``: one latent's
+    (`latent_shape`), except in ``"class"`` mode, where it is one code's, ``(vae.code_size(),)``."""
+    return (vae.code_size(),) if mode == "class" else latent_shape(vae, size)
+
+
 def encode_means(vae: Autoencoder, images, batch_size: int = 256) -> torch.Tensor:
-    """Posterior means ``[N, D]`` (float32, CPU) of ``images``: ``[N, C, H, W]`` (uint8 or float in [0, 1]) or a
-    sequence of PIL images / image tensors of their own sizes and modes."""
+    """Codes ``[N, D]`` (float32, CPU) of ``images``: ``[N, C, H, W]`` (uint8 or float in [0, 1]) or a sequence
+    of PIL images / image tensors of their own sizes and modes; a code is the posterior mean, pooled to
+    ``vae.code_size()`` values for spatial latents (`latent.pooled_codes`)."""
     n = images.shape[0] if isinstance(images, torch.Tensor) and images.ndim == 4 else len(images)
     codes = []
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             chunk = images[start : start + batch_size]
             if isinstance(chunk, torch.Tensor) and chunk.ndim == 4:
-                x = to_model_space(vae, image_to_float(chunk)[0].to(vae.device))
-            else:  # images of their own sizes and modes: each into the model's space first
-                x = torch.cat([to_model_space(vae, image_to_float(image)[0].to(vae.device)) for image in chunk])
-            codes.append(vae.encode(x).mean.float().cpu())
-    return torch.cat(codes) if codes else torch.zeros(0, vae.latent_shape()[0])
+                xs = [to_model_space(vae, image_to_float(chunk)[0].to(vae.device))]
+            else:  # images of their own sizes and modes: each into the model's space first, one batch per run of a size
+                xs = [to_model_space(vae, image_to_float(image)[0].to(vae.device)) for image in chunk]
+                xs = [torch.cat(list(run)) for _, run in itertools.groupby(xs, key=lambda x: x.shape)]
+            codes.extend(pooled_codes(vae.encode(x).mean).float().cpu() for x in xs)
+    return torch.cat(codes) if codes else torch.zeros(0, vae.code_size())
 
 
 def labelled_codes(vae: Autoencoder, images, labels, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +128,7 @@ def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: 
                   class_factor: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
     """Encode, perturb the latent, decode: the augmentation on ``x: [B, C, H, W]`` float in [0, 1].
 
-    ``noise: [B, *latent_shape(vae, x.shape[-2:])]`` standard normal draws, ``[B, latent_dim]`` for a
+    ``noise: [B, *noise_shape(vae, x.shape[-2:], mode)]`` standard normal draws, ``[B, latent_dim]`` for a
     `VAE` (see `latent.perturb` for ``mode`` and ``strength``); ``apply: [B]`` bool chooses which
     images change (the rest are returned as they are). With ``residual``, the result is
     ``x + decode(z') - decode(mean)``: only the decoded change is added, so the original's sharp
@@ -137,9 +145,9 @@ def augment_batch(vae: Autoencoder, x: torch.Tensor, noise: torch.Tensor, mode: 
     """
     if x.ndim != 4:
         raise ValueError(f"x must be [B, C, H, W], got {tuple(x.shape)}")
-    expected = (x.shape[0], *latent_shape(vae, x.shape[-2:]))
+    expected = (x.shape[0], *noise_shape(vae, x.shape[-2:], mode))
     if tuple(noise.shape) != expected:
-        raise ValueError(f"noise must have shape {list(expected)} for x of shape {list(x.shape)}, got {list(noise.shape)}")
+        raise ValueError(f"noise must have shape {list(expected)} for x of shape {list(x.shape)} in mode {mode!r}, got {list(noise.shape)}")
     if prior is not None and tuple(prior.shape) != expected:
         raise ValueError(f"prior must have the shape of noise, {list(expected)}, got {list(prior.shape)}")
     check_precision(vae, precision)
@@ -198,7 +206,7 @@ def latent_borrow_batch(vae: Autoencoder, x: torch.Tensor, donor: torch.Tensor, 
                         apply: torch.Tensor, residual: bool = False) -> torch.Tensor:
     """The tensor operation behind `LatentBorrow` on ``x: [B, C, H, W]`` float in [0, 1]: each image of
     ``apply`` gets the code mean + strength * (donor - centre) (see `latent.borrow_residual`), ``donor``
-    and ``centre`` ``[B, latent_dim]`` (a donor code of the image's class, that class's centre);
+    and ``centre`` ``[B, vae.code_size()]`` (a donor code of the image's class, that class's centre);
     returns an ordinary tensor."""
     with torch.inference_mode():
         out = x.clone()

@@ -16,6 +16,7 @@ MODES = ("data", "posterior", "prior", "neighbour", "class")
 MAX_STRENGTH = {"data": 4.0, "posterior": 4.0, "prior": 1.0, "neighbour": 1.0, "class": 4.0}
 DEFAULT_SHRINKAGE = 0.1  # of the within-class covariance towards its diagonal
 NEIGHBOURS = 10  # candidates for the "neighbour" mode
+CODE_GRID = 4  # spatial latents [C, h, w] are summarized per channel on a CODE_GRID x CODE_GRID grid (`pooled_codes`)
 
 
 def check_mode_strength(mode: str, strength: float) -> None:
@@ -46,7 +47,10 @@ def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: st
       rather than towards another class (the idea of ISDA, Wang et al., NeurIPS 2019, in a VAE's
       latent space). Strength 1 is one within-class standard deviation along each direction.
 
-    ``noise: [B, D]`` standard normal draws. Strength 0 returns ``mean`` (the reconstruction).
+    ``noise: [B, D]`` standard normal draws. Strength 0 returns ``mean`` (the reconstruction). For
+    spatial latents ``[B, C, h, w]``, ``noise`` has their shape, except in ``"class"`` mode, where it is
+    ``[B, C * CODE_GRID**2]``: the covariance is of `pooled_codes`, and the drawn offset is spread back
+    over the positions by `spread_codes` (a smooth change of shape and colour at any image size).
     """
     if mode == "data":
         scale = torch.ones_like(mean[:1]) if latent_scale is None else latent_scale.to(mean)
@@ -64,7 +68,7 @@ def perturb(mean: torch.Tensor, std: torch.Tensor, noise: torch.Tensor, mode: st
         if class_factor is None:
             raise ValueError("mode 'class' needs the within-class covariance of labelled codes: call fit(images, labels) "
                              "on the transform first")
-        return mean + strength * noise @ class_factor.to(mean).T
+        return mean + strength * spread_codes(noise @ class_factor.to(mean).T, mean)
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
@@ -167,6 +171,27 @@ def lerp_latents(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, method: st
     return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
 
 
+# ------------------------------------------------------------------ codes: one flat vector per image
+def pooled_codes(mean: torch.Tensor) -> torch.Tensor:
+    """The flat code of each latent that class statistics, donors and pseudo-labels work on: ``[B, D]``
+    latents as they are; spatial ``[B, C, h, w]`` ones averaged per channel over a `CODE_GRID` x `CODE_GRID`
+    grid of regions, ``[B, C * CODE_GRID**2]``, the same size whatever the image's, so statistics fitted
+    on images of one size apply to another."""
+    if mean.ndim == 2:
+        return mean
+    return F.adaptive_avg_pool2d(mean, CODE_GRID).flatten(1)
+
+
+def spread_codes(offset: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """An offset in the space of `pooled_codes` -> one for latents shaped like ``like``: unchanged for flat
+    latents; for spatial ones each channel's grid upsampled bilinearly to ``like``'s ``h x w``, so that
+    pooling ``like + offset`` gives about ``pooled_codes(like) + offset``."""
+    if like.ndim == 2:
+        return offset
+    grid = offset.reshape(offset.shape[0], like.shape[1], CODE_GRID, CODE_GRID)
+    return F.interpolate(grid, size=tuple(like.shape[-2:]), mode="bilinear", align_corners=False)
+
+
 # ------------------------------------------------------------------ class-aware noise
 def within_class_covariance(codes: torch.Tensor, labels: torch.Tensor, shrinkage: float = DEFAULT_SHRINKAGE) -> torch.Tensor:
     """Pooled within-class covariance of ``codes: [N, D]`` with class ``labels: [N]``, ``[D, D]`` (float64).
@@ -242,8 +267,10 @@ def borrow_residual(mean: torch.Tensor, donor: torch.Tensor, centre: torch.Tenso
     """z = mean + strength * (donor - centre): an image's code plus the offset of a code of its class
     (``donor``, e.g. an unlabelled image pseudo-labelled with that class) from the class centre, so a
     variant takes on a real writer's variation (slant, width, style) while keeping its own class.
-    All ``[B, D]``; strength 0 returns ``mean``."""
-    return mean + strength * (donor - centre)
+    ``donor`` and ``centre`` are ``[B, D]`` codes (`pooled_codes`), ``mean`` the ``[B, D]`` latents (or
+    spatial ``[B, C, h, w]`` ones, which get the offset spread over their positions by `spread_codes`);
+    strength 0 returns ``mean``."""
+    return mean + strength * spread_codes(donor - centre, mean)
 
 
 def borrow_donors(bank: torch.Tensor, pseudo: torch.Tensor, confidence: torch.Tensor, classes: torch.Tensor,

@@ -164,8 +164,9 @@ class VAETransform(Transform):
 
     def _check_latent_size(self, path, tensors: dict[str, torch.Tensor], square: tuple[str, ...] = (),
                            rows: tuple[str, ...] = ()) -> None:
-        """Refuse statistics of another latent size: ``square`` tensors must be ``[D, D]``, ``rows`` ones ``[N, D]``."""
-        size = self.vae.latent_shape()[0]
+        """Refuse statistics of another code size: ``square`` tensors must be ``[D, D]``, ``rows`` ones ``[N, D]``,
+        D = ``vae.code_size()``."""
+        size = self.vae.code_size()
         for name in (*square, *rows):
             shape = tuple(tensors[name].shape)
             if shape[1:] != (size,) or (name in square and shape[0] != size):

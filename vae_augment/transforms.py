@@ -24,8 +24,8 @@ from .augment import (
     labelled_codes,
     latent_borrow_batch,
     latent_mix_batch,
-    latent_shape,
     encode_means,
+    noise_shape,
 )
 from .checkpoint import CheckpointError
 from .latent import (
@@ -43,11 +43,6 @@ from .policy import DEFAULT_STRENGTH, SMALL_DATA_IMAGES, choose_defaults, choose
 from .transform_base import LabelledBatchTransform, VAETransform, check_generator, check_probability, check_range, has_numpy_image
 
 __all__ = ["VAEAugment", "LatentMix", "LatentBorrow", "DEFAULT_STRENGTH"]
-
-
-def _require_flat_latents(vae, what: str) -> None:
-    if "class" not in vae.modes:
-        raise ValueError(f"{what}; a {vae.kind} has spatial latents (mode 'class' is not available for it)")
 
 
 # ------------------------------------------------------------------ VAEAugment
@@ -118,7 +113,6 @@ class VAEAugment(VAETransform):
         ``labels`` None. A few labelled images per class are enough. The statistics travel with the transform
         (pickling, DataLoader workers) and are saved by `save_statistics`. Returns ``self``.
         """
-        _require_flat_latents(self.vae, "fit learns the within-class covariance of flat latents")
         codes, labels = labelled_codes(self.vae, images, labels, batch_size)
         covariance = within_class_covariance(codes, labels, shrinkage)
         self.class_factor = covariance_factor(covariance)
@@ -134,7 +128,6 @@ class VAEAugment(VAETransform):
                 {name: str(stats[name]) for name in ("shrinkage", "images", "classes")})
 
     def _set_statistics(self, tensors: dict[str, torch.Tensor], metadata: dict[str, str], path) -> None:
-        _require_flat_latents(self.vae, "class statistics are for flat latents")
         self._check_latent_size(path, tensors, square=("class_factor", "covariance"))
         self.class_factor = tensors["class_factor"].float()
         self.class_statistics = {"covariance": tensors["covariance"].float(), "shrinkage": float(metadata.get("shrinkage", "nan")),
@@ -157,19 +150,20 @@ class VAEAugment(VAETransform):
         if self._replaying is not None:
             return self._replaying
         image_sizes = sorted({image_size_of(inpt) for inpt in flat_inputs})
-        if len({latent_shape(self.vae, size) for size in image_sizes}) > 1:  # one noise shape per call
+        if len({noise_shape(self.vae, size, self.mode) for size in image_sizes}) > 1:  # one noise shape per call
             raise ValueError(f"with a model of spatial latents, all images in one call must have one size, got {image_sizes}")
         params = self.draw(n, image_sizes[0] if image_sizes else None)
         self.last_params = params
         return params
 
     def draw(self, n: int, size: tuple[int, int] | None = None) -> dict[str, Any]:
-        """Parameters for ``n`` images of ``size = (H, W)``: standard normal ``noise [n, *latent_shape]``
-        (``[n, latent_dim]`` for a `VAE`, whatever the size; a model of spatial latents needs ``size``),
+        """Parameters for ``n`` images of ``size = (H, W)``: standard normal ``noise [n, *noise_shape]``
+        (``[n, latent_dim]`` for a `VAE`, whatever the size; a model of spatial latents needs ``size``, except
+        in mode ``"class"``, whose noise is ``[n, vae.code_size()]``),
         ``apply [n]`` (bool) and, in mode ``"prior"``, the ``prior`` samples (the noise mapped to the model's
         prior, a mixture's components drawn with the same generator)."""
         generator = self._generator()
-        shape = latent_shape(self.vae, size)
+        shape = noise_shape(self.vae, size, self.mode)
         rows = 1 if self.same_on_batch else n
         noise = torch.randn(rows, *shape, generator=generator)
         apply = torch.rand(rows, generator=generator) < self.p if self.p < 1 else torch.ones(rows, dtype=torch.bool)
@@ -281,7 +275,9 @@ class LatentBorrow(LabelledBatchTransform):
     The unlabelled images are used through their codes only: the classifier never sees them.
 
     Args:
-        vae: a model with flat latents, or a checkpoint spec, as for `VAEAugment`.
+        vae: a model or checkpoint spec, as for `VAEAugment`. Spatial latents (the diffusers backbones)
+            work through their pooled codes (`latent.pooled_codes`): donors and centres are per channel on a
+            small grid, and an offset is spread smoothly over the image's latent, whatever its size.
         strength: how much of the donor's offset is added (0 to 2; 1: all of it).
         p: probability of changing each image (default 0.5: half of the images stay real).
         keep: the share of each pseudo-class kept as donors, the most confident first (0 to 1]; default 1.
@@ -303,8 +299,6 @@ class LatentBorrow(LabelledBatchTransform):
                  generator: torch.Generator | None = None, labels_getter="default"):
         strength, p, keep = check_range("strength", strength, 0, 2), check_range("p", p, 0, 1), check_range("keep", keep, 0, 1, False)
         super().__init__(vae, generator, labels_getter)
-        if "class" not in self.vae.modes:
-            raise ValueError(f"LatentBorrow works on flat latents (one code per image); a {self.vae.kind} has spatial latents")
         self.strength, self.p, self.keep = strength, p, keep
         self.residual = choose_residual(self.vae, residual, stacklevel=2)
         self.statistics: dict[str, torch.Tensor] = {}  # classes, centres, donors (sorted by class), offsets, from `fit`

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..latent import MODES, check_dims, column_mean_std, lerp_latents, shift_latents
+from ..latent import CODE_GRID, MODES, check_dims, column_mean_std, lerp_latents, shift_latents
 from ..pixels import convert_channels, resize, resize_change
 
 
@@ -90,7 +90,7 @@ class Autoencoder(nn.Module, ABC):
     - ``deterministic``: True when the posterior has no variance (``mode="posterior"`` is refused).
     - ``score_unit``: the unit of ``anomaly_score``, shown next to every score.
     - ``usage_unit``: the unit of ``dimension_usage`` (how much an image uses each latent dimension).
-    - ``modes``: the augmentation modes it supports (`latent.MODES`; "class" needs flat latents).
+    - ``modes``: the augmentation modes it supports (`latent.MODES`).
     - ``precisions``: the autocast precisions (``"bf16"``, ``"fp16"``) ``augment_batch`` may run it in.
     - ``has_elbo``: whether ``elbo``/``iw_nll`` (and so ``vae-augment eval``) are defined.
     - ``sample_size``: the ``(H, W)`` that ``sample`` decodes at by default.
@@ -109,7 +109,7 @@ class Autoencoder(nn.Module, ABC):
     deterministic: bool = False
     score_unit: ClassVar[str] = ""  # required: checked when a model is made
     usage_unit: ClassVar[str] = ""  # required
-    modes: ClassVar[tuple[str, ...]] = tuple(m for m in MODES if m != "class")  # "class" needs flat latents: a kind opts in
+    modes: ClassVar[tuple[str, ...]] = MODES
     precisions: ClassVar[tuple[str, ...]] = ()
     has_elbo: ClassVar[bool] = False
     size_multiple: int = 1
@@ -149,6 +149,13 @@ class Autoencoder(nn.Module, ABC):
     def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
         """Shape of one latent for an image of ``height x width`` (a model whose latents depend on the
         size raises ValueError without one)."""
+
+    def code_size(self) -> int:
+        """The length of one image's code (`latent.pooled_codes`), what class statistics, LatentBorrow's donors
+        and pseudo-labels work on: the latent dimension of flat latents; ``C * CODE_GRID**2`` for spatial
+        ``[C, h, w]`` ones, whatever the image size."""
+        shape = self.latent_shape(*self.sample_size)
+        return int(shape[0]) if len(shape) == 1 else int(shape[0]) * CODE_GRID**2
 
     @abstractmethod
     def working_size(self, height: int, width: int) -> tuple[int, int]:

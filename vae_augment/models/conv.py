@@ -15,7 +15,6 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from .. import losses
-from ..latent import MODES
 from .base import Autoencoder, DiagonalGaussian
 from .conv_checkpoint import CheckpointMixin
 from .conv_nets import (
@@ -67,7 +66,6 @@ class VAE(
     kind = "VAE"
     score_unit = "nats per image"
     usage_unit = "KL (nats)"
-    modes = MODES  # "class" included: flat latents
     precisions = ("bf16", "fp16")
     has_elbo = True
 
