@@ -60,6 +60,10 @@ def throughput_table() -> str:
            f"| the classifier's training step (forward + backward) per image | {t['classifier_step_mflop_per_image']:.2f} MFLOP |",
            f"| FLOP floor of an epoch ratio: 1 + VAE / classifier-step FLOPs | {t['epoch_ratio_floor']:.2f}x |"]
           if "peak_fp32_gflop_s" in t else []),
+        *[f"| VAEAugment, batches of {n}, encoder and decoder `compile(fullgraph=True)` / eager | "
+          f"{t[f'compiled_batch{n}_img_s']:,.0f} / {t[f'eager_batch{n}_img_s']:,.0f} images/s "
+          f"({t[f'compiled_vs_eager_batch{n}']:.2f}x; compiling {t[f'compile_seconds_batch{n}']:.0f} s) |"
+          for n in (16, 256) if f"compiled_batch{n}_img_s" in t],
         f"| albumentations `Affine`, per sample (reference) | {t['albumentations_affine_img_s']:,.0f} images/s |",
         f"| torchvision `RandomAffine`, per sample (reference) | {t['torchvision_random_affine_img_s']:,.0f} images/s |",
         f"| training epoch, 2 workers, VAEAugment per sample / without | {t['dataloader_epoch_ratio']:.2f}x ({e['vae']:.1f} s / {e['plain']:.1f} s)"

@@ -24,6 +24,10 @@ Prints and writes benchmarks/results/throughput.json:
   the float32 peak) and epoch_ratio_floor = 1 + VAE FLOPs / classifier-step FLOPs (what the arithmetic
   allows an epoch ratio to be when both models share the processor), with each recipe's ratio over it;
 - goals: each goal of the speed issue with its measured figure and whether it is met;
+- compiled_batch{16,256}_img_s, eager_batch{16,256}_img_s, compiled_vs_eager_batch{16,256} and
+  compile_seconds_batch{16,256}: VAEAugment with the conv VAE's encoder and decoder compiled
+  (``nn.Module.compile(fullgraph=True)``) against the same model eager, in interleaved rounds, and what the
+  first compiled call of each batch size took beyond an eager call (skipped with --no-compile);
 - albumentations Affine and torchvision RandomAffine per-sample img/s as the classic reference;
 - where CUDA is available, batched GPU throughput (and the GPU's name).
 """
@@ -156,6 +160,34 @@ def batch_figures(vae, augment, fast, data: torch.Tensor, repeat: int) -> dict:
     return figures
 
 
+def compile_figures(checkpoint: str, data: torch.Tensor, repeat: int, sizes=(16, 256)) -> dict:
+    """The conv VAE's encoder and decoder compiled (``nn.Module.compile(fullgraph=True)``, docs/integrations.md)
+    against the same model eager, `VAEAugment` on float batches of each of ``sizes``, in interleaved rounds; and
+    the compile time: the first call of each batch size, less an eager call's time."""
+    eager_vae, compiled_vae = load_vae(checkpoint), load_vae(checkpoint)
+    compiled_vae.encoder.compile(fullgraph=True)
+    compiled_vae.decoder.compile(fullgraph=True)
+    eager, compiled = VAEAugment(eager_vae, p=1.0), VAEAugment(compiled_vae, p=1.0)
+    figures: dict = {}
+    for n in sizes:
+        batch = data[:n].float().div(255)
+        start = time.perf_counter()
+        compiled(batch)
+        first = time.perf_counter() - start
+        rates: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for _ in range(3):
+            rates["eager"].append(rate(lambda: eager(batch), n, repeat))
+            rates["compiled"].append(rate(lambda: compiled(batch), n, repeat))
+        figures[f"compiled_batch{n}_img_s"] = max(rates["compiled"])
+        figures[f"eager_batch{n}_img_s"] = max(rates["eager"])
+        figures[f"compiled_vs_eager_batch{n}"] = figures[f"compiled_batch{n}_img_s"] / figures[f"eager_batch{n}_img_s"]
+        figures[f"compile_seconds_batch{n}"] = first - n / figures[f"eager_batch{n}_img_s"]
+        print(f"batch {n}: eager {figures[f'eager_batch{n}_img_s']:.0f} img/s, compiled {figures[f'compiled_batch{n}_img_s']:.0f} "
+              f"img/s (x{figures[f'compiled_vs_eager_batch{n}']:.2f}), compiling took {figures[f'compile_seconds_batch{n}']:.1f} s",
+              flush=True)
+    return figures
+
+
 def per_sample_figures(augment, fast, singles: list, quick: bool, figures: dict) -> dict:
     """One uint8 ``[1, 28, 28]`` sample at a time, as a Dataset would hand it over (and as PIL); ``figures``: the batch ones."""
     out = {"vae_per_sample_img_s": rate(lambda: [augment(s) for s in singles], len(singles), 3 if quick else 5, warmup=1),
@@ -257,6 +289,7 @@ def main() -> None:
     parser.add_argument("--root", default=DEFAULT_ROOT)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--checkpoint", default="mnist")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile figures (compiling takes a minute or two)")
     parser.add_argument("--out", default=str(RESULTS / "throughput.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -280,6 +313,8 @@ def main() -> None:
     figures.update(floor_figures(data, labels, figures))
     figures["goals"] = {name: {"target": goal.target, "direction": goal.direction, "measured": figures[name],
                                "met": speed_goal_met(figures[name], goal)} for name, goal in SPEED_GOALS.items()}
+    if not args.no_compile:
+        figures.update(compile_figures(args.checkpoint, data, repeat))
     figures.update(gpu_figures(args.checkpoint, data, repeat))
     out = write_json(args.out, figures)
     report(figures, out)
