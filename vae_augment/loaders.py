@@ -131,7 +131,8 @@ class AugmentCollate:
 
     Inside DataLoader workers this runs the VAE on whole batches (one draw per image) instead of
     one image at a time, several times faster on CPU. Samples are images or tuples whose first
-    entry is the image (uint8 or float ``[C, H, W]`` tensors); the rest is collated as usual.
+    entry is the image (uint8 or float ``[C, H, W]`` tensors, or ``[H, W]`` gray ones, which come back
+    as ``[B, H, W]``); the rest is collated as usual.
     """
 
     def __init__(self, augment):
@@ -145,5 +146,12 @@ class AugmentCollate:
                             "add v2.PILToTensor() (uint8) or v2.ToImage() to the dataset's transform, or apply VAEAugment per item")
         batch = default_collate(samples)
         if isinstance(batch, list):  # what default_collate makes of (image, label, ...) samples
-            return [self.augment(batch[0]), *batch[1:]]
-        return self.augment(batch)
+            return [self._augment(batch[0]), *batch[1:]]
+        return self._augment(batch)
+
+    def _augment(self, images):
+        """The collated images ``[B, C, H, W]``; ``[B, H, W]`` of gray ``[H, W]`` images gets its channel and loses
+        it again (VAEAugment would read it as one image of B channels)."""
+        if isinstance(images, torch.Tensor) and images.ndim == 3:
+            return self.augment(images.unsqueeze(1)).squeeze(1)
+        return self.augment(images)

@@ -333,6 +333,27 @@ def test_other_dtypes_are_refused_naming_what_is_accepted(variants, vae, dtype):
         PosteriorCache([x[0]], variants)[0]
 
 
+@pytest.mark.parametrize("dtype", ACCEPTED_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(28, 28), (1, 28, 28), (3, 20, 24), (4, 28, 28)], ids=str)
+def test_the_dataloader_helpers_return_each_accepted_dtype_and_shape(variants, dtype, shape):
+    """Issue 31, item 7: the dtype table of `AugmentCollate` and `PosteriorCache` (per sample and batched), as
+    `VAEAugment`'s above: each accepted dtype and shape comes back as it came, in range and finite."""
+    x = image_tensor(dtype, shape)
+    collated, labels = AugmentCollate(variants)([(x, 0), (x, 1)])
+    assert collated.dtype == dtype and collated.shape == (2, *x.shape) and labels.tolist() == [0, 1]
+    outputs = [collated[0], collated[1], PosteriorCache([x], variants)[0]]
+    batched = PosteriorCache([x, x], variants, batched=True)
+    if len(shape) == 3:
+        outputs += list(batched.collate([batched[0], batched[1]]))
+    else:  # a batched cache collates [C, H, W] images only, and says so
+        with pytest.raises(TypeError, match=r"a batched PosteriorCache needs image tensors \[C, H, W\] of one shape, got \['\(28, 28\)'\]"):
+            batched.collate([batched[0], batched[1]])
+    for out in outputs:
+        assert out.dtype == dtype and out.shape == x.shape
+        values = out.double()
+        assert torch.isfinite(values).all() and values.min() >= 0 and values.max() <= (255 if dtype == torch.uint8 else 1)
+
+
 BAD_TENSORS = [
     ("float above 1", torch.full((1, 28, 28), 1.5), ValueError, r"float images must be in \[0, 1\] \(got values in \[1.5, 1.5\]\)"),
     ("float below 0", torch.full((1, 28, 28), -0.5), ValueError, r"float images must be in \[0, 1\] \(got values in \[-0.5, -0.5\]\)"),
@@ -626,8 +647,16 @@ def test_app_endpoints_take_every_mode(endpoints, tmp_path, kind):
     # what the app shows is the image at its own brightness: an 8-bit copy of it, enlarged 5 times
     expected = (convert_channels(image_to_float(Image.open(path))[0], 1)[0, 0].numpy() * 255).round()
     np.testing.assert_allclose(shown[::5, ::5], expected, atol=1)
-    anomaly_score, *_ = endpoints["anomaly"](str(path), "tiny")
+    anomaly_score, _, _, *shown = endpoints["anomaly"](str(path), "tiny")
     assert np.isfinite(anomaly_score)
+    # issue 31, item 7: every endpoint that takes an image, not only augment and anomaly
+    other = tmp_path / "other.png"
+    pil_image("L").save(other)
+    strip = endpoints["interpolate"](str(path), str(other), "tiny", 3, "linear")
+    grid, legend = endpoints["explore"](str(path), "tiny", 2, 3, 2.0)
+    assert "| z[" in legend
+    for picture in (*[p for p, _ in gallery], strip, grid, *shown):
+        assert np.isfinite(np.asarray(Image.open(picture), dtype=np.float64)).all()
 
 
 def test_app_endpoints_refuse_unsupported_modes_with_a_message(endpoints, tmp_path):

@@ -458,3 +458,76 @@ def test_a_kill_at_any_step_of_fit_prior_leaves_no_half_checkpoint(tmp_path, cap
         assert sorted(os.listdir(folder)) == ["prior"], step  # the kill's leftovers are gone
         assert_same_state(load_file(out / "model.safetensors"), final)
         load_vae(out)
+
+
+# ------------------------------------------------------------------ 7. a real SIGKILL at training steps other than saving (issue 31, item 7)
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+import torch
+sys.path.insert(0, {tests!r})
+torch.set_num_threads(1)
+from bad_input.test_training_faults import train_tiny
+from vae_augment import training
+
+where, count = {where!r}, {count}
+calls = [0]
+
+def killing(real):
+    def call(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == count:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return call
+
+if where == "optimizer step":
+    torch.optim.Adam.step = killing(torch.optim.Adam.step)
+else:
+    setattr(training, where, killing(getattr(training, where)))
+train_tiny(Path({out!r}), epochs=3)
+"""
+KILLS = {  # where -> (which call is killed, what the folder holds then); 16 images in batches of 8: 2 steps an epoch
+    "optimizer step, epoch 1": ("optimizer step", 2, "nothing"),
+    "optimizer step, epoch 2": ("optimizer step", 4, "epoch 1's checkpoint"),
+    "held-out evaluation of epoch 3": ("evaluate", 3, "epoch 2's checkpoint"),
+    "reference statistics at the end": ("reference_statistics", 1, "epoch 3's checkpoint, no metrics.json yet"),
+    "final evaluation": ("evaluate", 4, "epoch 3's checkpoint, no metrics.json yet"),
+}
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train_tiny(out, epochs=3)
+    return load_file(out / "model.safetensors")
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_a_sigkill_during_training_leaves_a_folder_that_resumes_to_the_same_weights(kill, tmp_path, three_epochs, assert_same_state):
+    """The training process is killed outright (SIGKILL, in a subprocess) in the middle of an epoch's optimizer steps,
+    of a held-out evaluation or of the end-of-run statistics, not only while saving: what it leaves loads, and
+    ``resume=True`` finishes the run with the weights of a run never interrupted."""
+    import subprocess
+    import sys
+
+    where, count, holds = KILLS[kill]
+    out = tmp_path / "run"
+    script = KILLED_RUN.format(tests=str(Path(__file__).parents[1]), where=where, count=count, out=str(out))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIME_LIMIT_S)
+    assert done.returncode == -9, (done.returncode, done.stderr[-2000:])
+    names = {p.name for p in out.iterdir()} if out.exists() else set()
+    assert not [n for n in names if is_debris(n)], names  # nothing was being written
+    if holds == "nothing":
+        assert not {"model.safetensors", STATE_NAME} & names, names
+        train_tiny(out, epochs=3)
+    else:
+        assert {"config.json", "model.safetensors", STATE_NAME} <= names and "metrics.json" not in names, names
+        assert read_trainer_state(out / STATE_NAME)[1]["epoch"] == int(holds.split()[1][0]), holds  # the last finished epoch
+        load_vae(out)  # the last finished epoch's checkpoint loads
+        with pytest.raises(FileExistsError, match="already holds a training run.*pass resume=True"):
+            train_tiny(out, epochs=3)
+        train_tiny(out, epochs=3, resume=True)
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    assert_same_state(load_file(out / "model.safetensors"), three_epochs)
