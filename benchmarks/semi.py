@@ -49,31 +49,44 @@ def pool_indices(vae, pool: int) -> torch.Tensor:
     return order[order < pool]
 
 
-def pseudo_labels(kind: str, state: dict, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pool's images other than the labelled ``idx`` (indices into ``state['x']``) and their propagated labels
-    (over codes, or over pixels for ``pixel-pseudo``); images no labelled one reaches are left out."""
+def parse_kind(text: str) -> tuple[str, dict]:
+    """``"pseudo k=20 t=0.9"`` -> ``("pseudo", {"k": 20, "threshold": 0.9})``: a kind of `KINDS` and the options of
+    its propagation (``k`` neighbours, confidence ``t``hreshold below which a pool image is left out)."""
+    kind, options = text, {}
+    while kind.rsplit(" ", 1)[-1][:2] in ("k=", "t="):
+        kind, option = kind.rsplit(" ", 1)
+        options["k" if option[0] == "k" else "threshold"] = int(option[2:]) if option[0] == "k" else float(option[2:])
+    return kind, options
+
+
+def pseudo_labels(kind: str, state: dict, idx: torch.Tensor, k: int = 10, threshold: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pool's images other than the labelled ``idx`` (indices into ``state['x']``) and their labels propagated
+    over the ``k`` nearest codes (or pixels, for ``pixel-pseudo``); images no labelled one reaches, or whose
+    confidence is below ``threshold``, are left out."""
     x, y = state["x"], state["y"]
     keep = ~torch.isin(state["pool_index"], idx)
     rows = state["pool_index"][keep]
     if kind == "pixel-pseudo":
-        labels, _ = propagate_labels(x[idx].flatten(1), y[idx], x[rows].flatten(1))
+        labels, confidence = propagate_labels(x[idx].flatten(1), y[idx], x[rows].flatten(1), k=k)
     else:
         with torch.inference_mode():
             codes = state["vae"].encode(x[idx]).mean
-        labels, _ = propagate_labels(codes, y[idx], state["pool_codes"][keep])
-    reached = labels >= 0
-    return rows[reached], labels[reached]
+        labels, confidence = propagate_labels(codes, y[idx], state["pool_codes"][keep], k=k)
+    kept = (labels >= 0) & (confidence >= threshold)
+    return rows[kept], labels[kept]
 
 
 def train_semi(name: str, state: dict, idx: torch.Tensor, seed: int):
     """The classifier of semi-supervised condition ``name`` on seed ``seed``'s labelled images ``idx`` (None when
     ``name`` is not one)."""
     kind, _, classic_name = name.partition(" + ")
+    kind, options = parse_kind(kind)
     if kind not in KINDS:
         return None
     x, y, vae = state["x"], state["y"], state["vae"]
     classic = state["build"](classic_name, vae, x[idx], y[idx])
-    rows, labels = pseudo_labels(kind, state, idx)
+    rows, labels = pseudo_labels(kind, state, idx, **options)
     xs, ys = torch.cat([x[idx], x[rows]]), torch.cat([y[idx], labels])
     if kind.startswith("self "):  # one round of self-training: labels propagated again over the classifier's features
         features = train(xs, ys, state["steps"], seed, classic).net[:-1]
