@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from vae_augment import LatentBorrow
+from vae_augment.augment import encode_means
 from vae_augment.latent import propagate_labels
 
 TAU = 0.95  # confidence above which a prediction on an unlabelled image is a target (FixMatch's default)
@@ -70,8 +71,7 @@ def pseudo_labels(kind: str, state: dict, idx: torch.Tensor, k: int = 10, thresh
     if kind == "pixel-pseudo":
         labels, confidence = propagate_labels(x[idx].flatten(1), y[idx], x[rows].flatten(1), k=k)
     else:
-        with torch.inference_mode():
-            codes = state["vae"].encode(x[idx]).mean
+        codes = encode_means(state["vae"], x[idx])  # in the model's space: the digits' VAE may be of another size
         labels, confidence = propagate_labels(codes, y[idx], state["pool_codes"][keep], k=k)
     kept = (labels >= 0) & (confidence >= threshold)
     return rows[kept], labels[kept]

@@ -157,7 +157,7 @@ def _percent(r: dict | None) -> str:
 def results_table() -> str:
     """The README's results in a few plain rows: test accuracy with few labels, per data set and augmentation, each
     row linked to the full table. Columns: no augmentation, the classic chosen on validation, pseudo-labels then the
-    classic, and the recommended pipeline (the VAE's `LatentBorrow`, then the classic)."""
+    classic, and the recommended pipeline (`classic+vae`: chosen on validation, see the README)."""
     link = f"{BENCHMARKS_DOC}#does-it-help"
     rows = ["| data, labelled images (seeds) | none | classic | pseudo+classic | recommended pipeline |",
             "| --- | --- | --- | --- | --- |"]

@@ -222,7 +222,9 @@ def digits_state(steps: int, epochs: int | None, seed: int = 0, init: str | None
     with torch.inference_mode():  # LatentBorrow's donors: the codes of the labelled pool's images (not the validation ones)
         vae.latent_bank = vae.encode(to_model_space(vae, x[rest[:pool]])).mean
     return {"x": x[rest], "y": y[rest], "pool": pool, "vae": vae, "steps": steps, "build": digits_build,
-            "validation": (x[rest[pool:]], y[rest[pool:]]), "test": (x[test], y[test]), "metrics": vae.metrics}
+            "validation": (x[rest[pool:]], y[rest[pool:]]), "test": (x[test], y[test]), "metrics": vae.metrics,
+            # the semi-supervised conditions' unlabelled pool: the labelled pool's images, whose codes the bank holds
+            "pool_index": torch.arange(pool), "pool_codes": vae.latent_bank, "trainer": semi.train_semi}
 
 
 def mnist_state(root: str, steps: int) -> dict:
@@ -349,6 +351,36 @@ def select_digits(state: dict, classic_names: list, vae_names: list, seeds: int,
     return validation, chosen_entry(best_classic, best_alone, best, source, DIGITS_VAE)
 
 
+def semi_digits(previous: dict, state: dict, seeds: int, workers: int, setup_seconds: float) -> dict:
+    """The digits' semi phase, on the test split (same seeds as the others): pseudo-labels then the classic chosen on
+    the digits' validation split (over codes and over pixels), and the recommended pipeline, the one chosen on MNIST's
+    validation split (benchmarks/semi.py), with that classic, with and without the VAE's variants. It becomes the
+    digits' `classic+vae`; the earlier one (LatentBorrow, then the classic) stays in ``test`` under its condition."""
+    start = time.time()
+    chosen = dict(previous["chosen"])
+    classic = chosen["classic"]["condition"]
+    kind = "self fixmatch borrow"  # the kind chosen at 100 MNIST labels (mnist -> chosen -> classic+vae)
+    names = {"pseudo+classic": f"pseudo + {classic}", "pixel-pseudo+classic": f"pixel-pseudo + {classic}",
+             "classic+vae": f"{kind} + {classic}", "classic+vae-without-variants": semi.without_variants(f"{kind} + {classic}")}
+    rows = scored(list(names.values()), "digits", 5, seeds, "test", state, workers)
+    test = {**previous["test"], **rows, **{alias: rows[name] for alias, name in names.items() if alias != "classic+vae"}}
+    chosen.setdefault("earlier classic+vae", chosen["classic+vae"])
+    source = "the pipeline chosen on MNIST's validation split (100 labels), with the classic chosen on the digits' validation split"
+    chosen["classic+vae"] = {"condition": names["classic+vae"], "source": source,
+                             "code": "pseudo-labels, then FixMatch with LatentBorrow's variants as the strong view (benchmarks/semi.py)"}
+    for alias in SEMI_CONDITIONS:
+        chosen[alias] = {"condition": names[alias], "source": source, "code": semi.USES_UNLABELLED}
+    best, earlier = rows[names["classic+vae"]], test[chosen["earlier classic+vae"]["condition"]]
+    semi_gains = {"classic+vae - pseudo+classic": paired(best, rows[names["pseudo+classic"]]),
+                  "classic+vae - classic": paired(best, test[classic]),
+                  "classic+vae - classic+vae-without-variants": paired(best, rows[names["classic+vae-without-variants"]]),
+                  "pixel-pseudo+classic - classic": paired(rows[names["pixel-pseudo+classic"]], test[classic]),
+                  "pseudo+classic - classic": paired(rows[names["pseudo+classic"]], test[classic]),
+                  "classic+vae - earlier classic+vae": paired(best, earlier)}
+    seconds = dict(previous.get("seconds_parts", {}), semi=round(time.time() - start + setup_seconds, 1))
+    return {**previous, "chosen": chosen, "test": test, "semi_gains": semi_gains, "seconds_parts": seconds}
+
+
 def digits_key(args) -> str:
     """The results' key of this digits run: the CLI-default VAE, or another length, or one fine-tuned from a trained VAE."""
     return "digits" + (f"_e{args.digits_epochs}" if args.digits_epochs else "") + (f"_init_{args.digits_init}" if args.digits_init else "")
@@ -373,6 +405,10 @@ def run_digits(args, previous: dict, steps: int, seeds: dict) -> dict:
     classic_names = ["affine", "elastic a=11 s=2.3"] if args.quick else list(DIGITS_CLASSIC)
     command, how = digits_vae_words(args, state["digits"]["vae"])
     chosen, validation = previous.get("chosen"), previous.get("validation")
+    if args.phase == "semi":
+        if not chosen:
+            raise SystemExit("run --datasets digits (select and test) first: the semi phase uses the classic chosen there")
+        return semi_digits(previous, state, seeds["digits"], args.workers, time.time() - digits_start)
     if args.phase in ("all", "select"):
         validation, chosen = select_digits(state, classic_names, vae_names, seeds["digits"], args.workers)
     if args.phase == "test" and not chosen:

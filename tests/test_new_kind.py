@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from vae_augment import DiffusersVAE, LatentMix, PosteriorCache, VAE, VAEAugment, atomic, checkpoint, load_vae, loader
+from vae_augment import DiffusersVAE, LatentBorrow, LatentMix, PosteriorCache, VAE, VAEAugment, atomic, checkpoint, load_vae, loader
 from vae_augment.app import support
 from vae_augment.models import Autoencoder, DiagonalGaussian
 
@@ -114,7 +114,17 @@ def test_every_part_of_the_library_works_on_the_new_kind(kinds, folder):
     assert out.shape == images.shape and not torch.allclose(out, images)
     pil = PIL.Image.fromarray((np.random.default_rng(0).random((20, 16)) * 255).astype(np.uint8), mode="L")
     assert VAEAugment(model)(pil).size == pil.size
-    assert "class" not in model.modes  # a kind opts in to class-aware noise ("class" is not in the default modes)
+    # class-aware noise and LatentBorrow work on any kind, through its codes (`Autoencoder.code_size`)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    noisy = VAEAugment(model, mode="class", strength=1.0, generator=torch.Generator().manual_seed(0)).fit(images, labels)(images)
+    assert noisy.shape == images.shape and model.code_size() == 6
+    bands = torch.zeros(6, 1, 20, 16)
+    for i, c in enumerate(labels.tolist()):  # each class bright in a band of its own, so the classes' codes differ
+        bands[i, :, 6 * c : 6 * c + 6] = 1.0
+    near = (bands.repeat(4, 1, 1, 1) + 0.05 * torch.rand(24, 1, 20, 16, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    with pytest.warns(UserWarning, match="borrows from 24 unlabelled images"):
+        borrow = LatentBorrow(model, p=1.0).fit(bands, labels, unlabelled=near)
+    assert borrow(images, labels)[0].shape == images.shape
     mixed, labels = LatentMix(model, generator=torch.Generator().manual_seed(0))(images, torch.tensor([0, 0, 1, 1, 2, 2]))
     assert mixed.shape == images.shape and labels.tolist() == [0, 0, 1, 1, 2, 2]
     cache = PosteriorCache(TensorDataset(images, torch.arange(6)), VAEAugment(model), batched=True)
