@@ -188,7 +188,7 @@ def test_augment_batch_keeps_float64_and_checks_noise_shape(vae):
     x = torch.rand(2, 1, 28, 28, dtype=torch.float64)
     out = augment_batch(vae, x, torch.randn(2, 4))
     assert out.dtype == torch.float64 and not out.is_inference()
-    with pytest.raises(ValueError, match=r"noise must have shape \[2, 4\] for x of shape \[2, 1, 28, 28\], got \[3, 4\]"):
+    with pytest.raises(ValueError, match=r"noise must have shape \[2, 4\] for x of shape \[2, 1, 28, 28\] in mode .data., got \[3, 4\]"):
         augment_batch(vae, x, torch.randn(3, 4))
 
 
