@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from goals import RESULTS, utility_goal_words
+from goals import RESULTS, SEMI_CONDITIONS, utility_goal_words
 from vae_augment.policy import CAREFUL_STRENGTH, FIDELITY_WARNING, SMALL_DATA_IMAGES
 
 REPO = RESULTS.parents[1]
@@ -210,8 +210,14 @@ def utility_table() -> str:
             g = next((g for k, g in gains.items() if k.rsplit(" - ", 1)[0] == name), None)
             return f"{accuracy_text(rows[name]) if name in rows else '-'} | {gain_text(g) if g else '-'}"
 
-        for name in [*d["validation"], *(n for n in d["test"] if n not in d["validation"])]:  # then the default before the classic, if not explored
+        shown = [*d["validation"], *(n for n in d["test"] if n not in d["validation"] and n not in SEMI_CONDITIONS)]
+        for name in shown:  # then the default before the classic, and the semi pipelines, if not explored
             lines.append(f"| {name} | {cells(d['validation'], d['validation_gains'], name)} | {cells(d['test'], d['gains'], name)} |")
+        if "semi_gains" in d:
+            lines += ["", f"The semi-supervised rows (`utility.py --phase semi`): `classic+vae` is now `{d['chosen']['classic+vae']['condition']}`, "
+                      f"{d['chosen']['classic+vae']['source']}; the earlier one was `{d['chosen']['earlier classic+vae']['condition']}`. "
+                      "Paired gains on the test split, same seeds:", "", "| gain | points |", "| --- | --- |",
+                      *(f"| {gain} | {gain_text(g)} |" for gain, g in d["semi_gains"].items())]
     return "\n".join(lines)
 
 
