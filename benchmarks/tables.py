@@ -331,3 +331,27 @@ def backbone_strength_table() -> str:
                 lines.append(f"| {label} | {strength} | {row['label_preservation']:.3f} | {row['mean_abs_change']:.4f} | "
                              f"{row['mean_abs_between_variants']:.4f} |")
     return "\n".join(lines)
+
+
+def pseudo_choice_table() -> str:
+    """`pseudo_label`'s k and confidence threshold (benchmarks/pseudo_choice.py): the pool's labels, and the validation runs."""
+    c = load_results(RESULTS / "pseudo_choice.json")
+    if not c:
+        return "_not measured yet: run `python benchmarks/pseudo_choice.py`_"
+    p, v = c["protocol"], c["validation"]
+    lines = [f"Measured by `python benchmarks/pseudo_choice.py` ({p['seconds'] / 60:.0f} minutes; 100 labels, {p['pool']}; the "
+             f"classic `{p['classic']}`). How many pool images keep a label at each confidence threshold, and how many of "
+             f"those labels are right (mean of {p['label_seeds']} labelled draws):", "",
+             "| k | " + " | ".join(f"threshold {t}: kept / right" for t in next(iter(c["labels"].values()))) + " |",
+             "| --- |" + " --- |" * len(next(iter(c["labels"].values())))]
+    for k, rows in c["labels"].items():
+        lines.append(f"| {k} | " + " | ".join(f"{r['kept']:.1%} / {r['right']:.1%}" for r in rows.values()) + " |")
+    default = next(n for n in v if n != "gains")
+    lines += ["", f"The classifier trained on the labelled images and the kept pseudo-labels, with the classic, on the validation "
+              f"split ({p['seeds']} paired seeds; gains over the default, `{default}`: k = {p['default']['k']}, no threshold):", "",
+              "| setting | validation | over the default |", "| --- | --- | --- |"]
+    for name, r in v.items():
+        if name != "gains":
+            lines.append(f"| {name} | {accuracy_text(r)} | {gain_text(v['gains'][name]) if name in v['gains'] else '-'} |")
+    return "\n".join(lines)
+
