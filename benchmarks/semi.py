@@ -35,7 +35,12 @@ from vae_augment.latent import propagate_labels
 TAU = 0.95  # confidence above which a prediction on an unlabelled image is a target (FixMatch's default)
 UNLABELLED_RATIO = 1  # unlabelled images per labelled one in a step (FixMatch's mu)
 KINDS = ("pseudo", "pixel-pseudo", "fixmatch borrow", "fixmatch", "self fixmatch borrow", "self fixmatch")
-USES_UNLABELLED = "pseudo-labels from the unlabelled pool"
+CODES = {  # what each semi-supervised alias runs, for the results' ``chosen`` entries
+    "pseudo+classic": "the labelled images plus the unlabelled pool labelled by propagation over the VAE's codes, then the classic",
+    "pixel-pseudo+classic": "the labelled images plus the unlabelled pool labelled by propagation over pixels, then the classic",
+    "classic+vae": "pseudo-labels, then FixMatch with LatentBorrow's variants as the strong view (benchmarks/semi.py)",
+    "classic+vae-without-variants": "the same pipeline with the classic alone as the strong view (no decoded variants)",
+}
 
 
 def bank_images(vae) -> torch.Tensor:
@@ -171,11 +176,12 @@ def choose(m: dict, state: dict, seeds: int, workers: int) -> None:
         if key not in m or labels_classic is None:
             continue
         chosen = m[key]
-        chosen["pseudo+classic"] = {"condition": f"pseudo + {labels_classic}", "source": source, "code": USES_UNLABELLED}
-        chosen["pixel-pseudo+classic"] = {"condition": f"pixel-pseudo + {labels_classic}", "source": source, "code": USES_UNLABELLED}
+        chosen["pseudo+classic"] = {"condition": f"pseudo + {labels_classic}", "source": source, "code": CODES["pseudo+classic"]}
+        chosen["pixel-pseudo+classic"] = {"condition": f"pixel-pseudo + {labels_classic}", "source": source, "code": CODES["pixel-pseudo+classic"]}
         if val[best]["mean"] > earlier_mean:
             kind = best.partition(" + ")[0]
             chosen["classic+vae"] = {"condition": f"{kind} + {labels_classic}", "source": source,
-                                     "code": "pseudo-labels, then FixMatch with LatentBorrow's variants as the strong view (benchmarks/semi.py)"}
+                                     "code": CODES["classic+vae"]}
         chosen["classic+vae-without-variants"] = {"condition": without_variants(chosen["classic+vae"]["condition"]),
-                                                  "source": "classic+vae without the VAE's decoded variants", "code": ""}
+                                                  "source": "classic+vae without the VAE's decoded variants",
+                                                  "code": CODES["classic+vae-without-variants"]}

@@ -367,9 +367,9 @@ def semi_digits(previous: dict, state: dict, seeds: int, workers: int, setup_sec
     chosen.setdefault("earlier classic+vae", chosen["classic+vae"])
     source = "the pipeline chosen on MNIST's validation split (100 labels), with the classic chosen on the digits' validation split"
     chosen["classic+vae"] = {"condition": names["classic+vae"], "source": source,
-                             "code": "pseudo-labels, then FixMatch with LatentBorrow's variants as the strong view (benchmarks/semi.py)"}
+                             "code": semi.CODES["classic+vae"]}
     for alias in SEMI_CONDITIONS:
-        chosen[alias] = {"condition": names[alias], "source": source, "code": semi.USES_UNLABELLED}
+        chosen[alias] = {"condition": names[alias], "source": source, "code": semi.CODES[alias]}
     best, earlier = rows[names["classic+vae"]], test[chosen["earlier classic+vae"]["condition"]]
     semi_gains = {"classic+vae - pseudo+classic": paired(best, rows[names["pseudo+classic"]]),
                   "classic+vae - classic": paired(best, test[classic]),
