@@ -355,3 +355,49 @@ def pseudo_choice_table() -> str:
             lines.append(f"| {name} | {accuracy_text(r)} | {gain_text(v['gains'][name]) if name in v['gains'] else '-'} |")
     return "\n".join(lines)
 
+
+
+def _settings_text(c: dict) -> str:
+    return f"residual={c['residual']}, p={c['p']:g}, strength={c['strength']:g}"
+
+
+def defaults_table() -> str:
+    """`VAEAugment(vae)` with no arguments on data nobody tuned it on (benchmarks/defaults.py): Fashion-MNIST's
+    validation candidates and test split, and MNIST's test split, paired gains over none and over the classic."""
+    d = load_results(RESULTS / "defaults.json")
+    if not d:
+        return "_not measured yet: run `python benchmarks/defaults.py --fashion-root DIR`_"
+    p = d["protocol"]
+    lines = [f"Measured by `python benchmarks/defaults.py` ({p['seconds'] / 60:.0f} minutes; {p['steps']} classifier steps; "
+             "paired seeds, 95% intervals).", ""]
+    f = d.get("fashion")
+    if f:
+        c = f["checkpoint"]
+        lines += [f"**Fashion-MNIST**, its VAE trained by `{f['vae']}` on the 60,000 training images (held-out "
+                  f"reconstruction_r2 {c['reconstruction_r2']:.2f}); `VAEAugment(vae)` chooses {_settings_text(c)}. "
+                  f"The classic chosen on the validation split: `{f['classic']}`. Validation (100 labels):", "",
+                  "| condition | validation | over the classic |", "| --- | --- | --- |"]
+        for name, r in f.get("validation", {}).items():
+            g = f["validation_gains"].get(f"{name} - {f['classic']}")
+            lines.append(f"| {name} | {accuracy_text(r)} | {gain_text(g) if g else '-'} |")
+        if "test" in f:
+            lines += ["", "Test split (100 labels, once):", "", "| condition | test | paired gain |", "| --- | --- | --- |"]
+            for name, r in f["test"].items():
+                g = next((v for k, v in f["gains"].items() if k.startswith(f"{name} - ")), None)
+                lines.append(f"| {name} | {accuracy_text(r)} | {gain_text(g) + ' over ' + _over(f['gains'], name) if g else '-'} |")
+    m = d.get("mnist")
+    if m:
+        lines += ["", f"**MNIST**, the bundled checkpoint: `VAEAugment(vae)` chooses {_settings_text(m['checkpoint'])}. "
+                  "Test split, the seeds of the utility benchmark (its `none` and `classic` runs are the pairs):", "",
+                  "| labels | condition | test | paired gain |", "| --- | --- | --- | --- |"]
+        for labels in ("100", "1000"):
+            for name, r in m.get(labels, {}).get("test", {}).items():
+                g = next((v for k, v in m[labels]["gains"].items() if k.startswith(f"{name} - ")), None)
+                lines.append(f"| {int(labels):,} | {name} | {accuracy_text(r)} | "
+                             f"{gain_text(g) + ' over ' + _over(m[labels]['gains'], name) if g else '-'} |")
+    return "\n".join(lines)
+
+
+def _over(gains: dict, name: str) -> str:
+    """The condition a gain of ``name`` is taken over (``"a - b"`` -> ``b``), in backticks."""
+    return f"`{next(k for k in gains if k.startswith(f'{name} - ')).split(' - ', 1)[1]}`"

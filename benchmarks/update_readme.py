@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's
 
 from goals import (BENCHMARKS_DOC, BINARIZED_NLL_GOAL, DIGITS_DEFAULT_GOAL, DIGITS_RECOMMENDED_GOAL, DIGITS_SEMI_GOAL, LIBRARY_DEFAULT,  # noqa: E402
                    RECOMMENDED_ACCURACY_GOAL, RESULTS, SPEED_GOALS, UTILITY_GOALS)
-from tables import (REPO, accuracy_text, gain_text, load_results, backbone_strength_table, backbones_table, density_table, pseudo_choice_table,  # noqa: E402
-                    levers_borrow_table, levers_table, quality_table, throughput_table, utility_table)
+from tables import (REPO, accuracy_text, gain_text, load_results, backbone_strength_table, backbones_table,  # noqa: E402
+                    defaults_table, density_table, pseudo_choice_table, levers_borrow_table, levers_table, quality_table, throughput_table, utility_table)
 
 
 def checkpoints_table() -> str:
@@ -76,6 +76,23 @@ def _digits_recommended_rows(d: dict, classic: str, vae: str, doc: str) -> list[
     return rows
 
 
+def _default_rows(doc: str) -> list[str]:
+    """`VAEAugment(vae)` with no arguments (benchmarks/defaults.py) on MNIST and on Fashion-MNIST, which nothing was
+    tuned on: over none and before the classic over it; goal: never measurably below."""
+    d, rows = load_results(RESULTS / "defaults.json"), []
+    if not d or d["protocol"].get("quick"):
+        return rows
+    where = "#the-default-on-data-nobody-tuned-on"
+    parts = [(f"MNIST, {int(n):,} labels", d["mnist"][n]) for n in ("100", "1000") if n in d.get("mnist", {})]
+    parts += [("Fashion-MNIST (its VAE by `vae-augment train`'s defaults), 100 labels", d["fashion"])] if "gains" in d.get("fashion", {}) else []
+    for what, part in parts:
+        classic = part["classic"]
+        g, g_classic = part["gains"]["default - none"], part["gains"][f"{classic} + default - {classic}"]
+        rows.append(f"| [Default `VAEAugment(vae)`]({doc}{where}), {what}: over none / before the classic (`{classic}`), over it | "
+                    f"{gain_text(g)} / {gain_text(g_classic)} points | before the classic: {DIGITS_DEFAULT_GOAL} | {_harm(g_classic)} |")
+    return rows
+
+
 def summary_table() -> str:
     """The headline figures of every results file against their goals, each row linked to its full table (all in
     docs/benchmarks.md, so the links are to its own sections)."""
@@ -105,6 +122,7 @@ def summary_table() -> str:
                     f"before the classic (`{classic}`), over it | {gain_text(g)} / {gain_text(g_classic)} points | {DIGITS_DEFAULT_GOAL} | "
                     f"{_harm(g, g_classic)} |")
         rows.extend(_digits_recommended_rows(d, classic, vae, doc))
+    rows.extend(_default_rows(doc))
     d = load_results(RESULTS / "density.json")
     if d and not d["protocol"]["quick"]:
         t = d.get("trained_with_prior", d["mixture_prior"])  # the last step of the protocol, better or worse
@@ -201,9 +219,10 @@ def results_table() -> str:
 SECTIONS = {"results": results_table, "checkpoints": checkpoints_table, "summary": summary_table, "strengths": strengths_table,
             "throughput": throughput_table, "quality": quality_table, "utility": utility_table, "levers": levers_table, "levers_borrow": levers_borrow_table,
             "density": density_table,
-            "backbones": backbones_table, "backbone_strength": backbone_strength_table, "pseudo_choice": pseudo_choice_table}
+            "backbones": backbones_table, "backbone_strength": backbone_strength_table, "pseudo_choice": pseudo_choice_table,
+            "defaults": defaults_table}
 FILES = {"README.md": ("results",),
-         BENCHMARKS_DOC: ("summary", "utility", "levers", "levers_borrow", "pseudo_choice", "density", "quality", "throughput",
+         BENCHMARKS_DOC: ("summary", "utility", "defaults", "levers", "levers_borrow", "pseudo_choice", "density", "quality", "throughput",
                           "backbone_strength", "backbones"),
          "docs/usage.md": ("strengths",), "docs/checkpoints.md": ("checkpoints",)}
 

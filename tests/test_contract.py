@@ -413,9 +413,10 @@ def test_global_seed_repeats(model):
     assert not torch.equal(VAEAugment(model, strength=1.0)(x), first)
 
 
-def test_strength_zero_gives_the_reconstruction(model):
+def test_strength_zero_gives_the_reconstruction_or_by_default_the_input(model):
     x = images(model, 3)
-    close(VAEAugment(model, strength=0.0)(x), model.reconstruct(x), atol=1e-6)
+    close(VAEAugment(model, strength=0.0, residual=False)(x), model.reconstruct(x), atol=1e-6)
+    close(VAEAugment(model, strength=0.0)(x), x, atol=1e-6)  # the default adds the decoded change: none at strength 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
@@ -447,9 +448,9 @@ def test_batched_equals_unbatched_under_a_replayed_draw(model):
 
 def test_one_draw_per_image_unless_same_on_batch(model):
     x = images(model, 1).expand(3, -1, -1, -1).contiguous()
-    per_image = VAEAugment(model, strength=1.0)(x)
+    per_image = VAEAugment(model, strength=1.0, residual=False)(x)
     assert not torch.allclose(per_image[0], per_image[1], atol=1e-3)
-    same = VAEAugment(model, strength=1.0, same_on_batch=True)(x)
+    same = VAEAugment(model, strength=1.0, residual=False, same_on_batch=True)(x)
     close(same[1:], same[:1].expand(2, -1, -1, -1), atol=1e-6)
     assert not torch.allclose(same[0], x[0], atol=1e-3)
 
@@ -593,7 +594,7 @@ def test_posterior_cache_with_images_of_two_sizes(model):
 
 def test_batched_posterior_cache_in_a_dataloader(model):
     x, data = dataset(model)
-    augment = VAEAugment(model, strength=1.0, generator=seeded(0))
+    augment = VAEAugment(model, strength=1.0, residual=False, generator=seeded(0))
     cache = PosteriorCache(data, augment, batched=True)
     batch, labels = cache.collate([cache[i] for i in (2, 0, 3)])
     assert torch.equal(labels, torch.tensor([2, 0, 3])) and cache.cached[[0, 2, 3]].all() and cache.cached.sum() == 3

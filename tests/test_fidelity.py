@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_16
 from torch.utils.data import TensorDataset
 
-from vae_augment import VAE, VAEAugment, evaluate, train
+from vae_augment import VAE, LatentBorrow, LatentMix, VAEAugment, evaluate, train
 from vae_augment.policy import CAREFUL_STRENGTH, DEFAULT_STRENGTH, FIDELITY_WARNING
 
 
@@ -50,7 +50,7 @@ def test_a_blurry_checkpoint_gets_a_warning(residual):
     assert augment.residual is residual  # an explicit choice is kept
 
 
-def test_the_default_is_the_residual_mode_for_a_blurry_checkpoint_only():
+def test_the_default_is_the_residual_mode_and_a_blurry_checkpoint_gets_care():
     vae = VAE(**TINY_16)
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}
     with pytest.warns(UserWarning, match="residual=True, p=0.5 and strength=0.1 were chosen for you"):
@@ -60,10 +60,13 @@ def test_the_default_is_the_residual_mode_for_a_blurry_checkpoint_only():
         assert VAEAugment(vae, strength=0.3).strength == 0.3  # an explicit strength is kept
     x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(VAEAugment(vae, strength=0.0, residual=None)(x), x)  # residual at strength 0: the input itself
-    vae.metrics = {"test": {"reconstruction_r2": 0.9}}
-    assert not VAEAugment(vae).residual and VAEAugment(vae).strength == DEFAULT_STRENGTH
+    vae.metrics = {"test": {"reconstruction_r2": 0.9}}  # sharp: the residual mode still, at the full strength on every image
+    default = VAEAugment(vae)
+    assert default.residual and default.strength == DEFAULT_STRENGTH and default.p == 1.0
     vae.metrics = {}
-    assert not VAEAugment(vae).residual  # unmeasured (older checkpoints, diffusers backbones): as before
+    assert VAEAugment(vae).residual  # unmeasured (older checkpoints, diffusers backbones): the same rule
+    assert not VAEAugment(vae, residual=False).residual  # the plain mode when asked for
+    assert not LatentBorrow(vae).residual and not LatentMix(vae).residual  # the label-aware transforms: plain, as measured
 
 
 @pytest.mark.parametrize("metrics", [{"test": {"reconstruction_r2": FIDELITY_WARNING + 0.2}}, {}, {"test": {}}],
@@ -130,8 +133,8 @@ def test_a_checkpoint_trained_on_few_images_gets_careful_defaults():
     vae.metrics = {"train_images": 60_000, "test": {"reconstruction_r2": 0.91}}  # MNIST-sized: as before
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        plain = VAEAugment(vae)
-    assert not plain.residual and plain.p == 1.0
+        default = VAEAugment(vae)
+    assert default.residual and default.p == 1.0 and default.strength == DEFAULT_STRENGTH
     vae.metrics = {"test": {"reconstruction_r2": 0.24}}  # blurry: the same care
     with pytest.warns(UserWarning, match=r"reconstruction_r2 0\.24"):
         assert VAEAugment(vae).p == 0.5

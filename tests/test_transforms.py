@@ -150,7 +150,7 @@ def test_posterior_cache_filled_by_workers_is_shared(vae):
 
 def test_batched_posterior_cache_equals_the_uncached_batch_and_is_shared_by_workers(vae):
     data = Digits(n=8)
-    augment = VAEAugment(vae, strength=2.0, generator=torch.Generator().manual_seed(0))
+    augment = VAEAugment(vae, strength=2.0, residual=False, generator=torch.Generator().manual_seed(0))
     cached = PosteriorCache(data, augment, batched=True)
     batch, labels = cached.collate([cached[i] for i in (3, 1, 5)])
     assert torch.equal(labels, torch.tensor([3, 1, 5])) and cached.cached[[1, 3, 5]].all() and cached.cached.sum() == 3
@@ -213,10 +213,10 @@ def test_neighbour_mode_moves_towards_a_nearby_training_code(vae, tmp_path):
     loaded = load_vae(tmp_path / "ckpt")
     assert torch.allclose(loaded.latent_bank, model.latent_bank, atol=1e-2)  # stored as float16
     params = {"noise": torch.randn(6, 4), "apply": torch.ones(6, dtype=torch.bool)}
-    full = VAEAugment(loaded, mode="neighbour", strength=1.0).transform(x, params)
+    full = VAEAugment(loaded, mode="neighbour", strength=1.0, residual=False).transform(x, params)
     codes = nearest_codes(loaded.encode(x).mean, loaded.latent_bank, params["noise"])
     assert torch.allclose(full, loaded.decode(codes), atol=1e-5), "strength 1 decodes the chosen neighbour's code"
-    none = VAEAugment(loaded, mode="neighbour", strength=0.0).transform(x, params)
+    none = VAEAugment(loaded, mode="neighbour", strength=0.0, residual=False).transform(x, params)
     assert torch.allclose(none, loaded.reconstruct(x), atol=1e-5)
 
 
@@ -308,7 +308,7 @@ def test_compiled_networks_give_the_eager_output_for_the_same_params(vae):
     compiled.encoder.compile(fullgraph=True)  # nn.Module.compile: in place, the state dict and pickling unchanged
     compiled.decoder.compile(fullgraph=True)
     x = make_images(16)  # 16 images: the eager fast path (conv_nets.FAST_BATCH)
-    eager_augment, compiled_augment = VAEAugment(vae, strength=1.0), VAEAugment(compiled, strength=1.0)
+    eager_augment, compiled_augment = VAEAugment(vae, strength=1.0, residual=False), VAEAugment(compiled, strength=1.0, residual=False)
     params = eager_augment.draw(16)
     eager, out = eager_augment.apply(x, params), compiled_augment.apply(x, params)
     assert (eager - x).abs().max() > 0.1, "the variants must differ from the input for the comparison to mean something"

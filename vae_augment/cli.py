@@ -210,7 +210,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--mode", choices=[m for m in MODES if m != "class"], default="data",
                    help="'class' needs labelled images to fit on: use VAEAugment(..., mode='class').fit in Python")
     p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
-                   help="add only the decoded change (default: chosen from the checkpoint's reconstruction fidelity)")
+                   help="add only the decoded change to each image (default: on; --no-residual writes the decoded variants themselves)")
     p.add_argument("--split", choices=["train", "test"], default="train", help="split of a torchvision dataset")
     p.add_argument("--image-size", type=int, help="resize images to this size (needed for folders of mixed sizes)")
     p.add_argument("--limit", type=int, help="only the first N images")

@@ -1,13 +1,21 @@
 """The default policy: which strength, residual mode and ``p`` an augmentation gets when the user
 leaves them to the library, and why.
 
-A checkpoint is *handled with care* when its held-out reconstructions are blurry
+`VAEAugment` (and its albumentations adapter) return the image plus the decoded change
+(``residual=True``) unless told otherwise, for every checkpoint: a variant keeps the user's pixels
+and moves them by what the VAE learnt varies, instead of replacing them with the decoder's
+reconstruction. The rule carries across datasets because it does not depend on how well a decoder
+reconstructs one: a reconstruction loses whatever detail the decoder cannot draw, and that loss,
+small on MNIST, is most of a plain variant's change on a dataset with texture (Fashion-MNIST).
+
+A checkpoint is further *handled with care* when its held-out reconstructions are blurry
 (``reconstruction_r2`` below `FIDELITY_WARNING`) or it was trained on fewer than
-`SMALL_DATA_IMAGES` images. There the VAE's variants are less trustworthy, so the defaults keep
-closer to the user's images: only the decoded change is added (``residual=True``), half of the
-images stay real (``p=0.5``) and latents move less (`CAREFUL_STRENGTH`), with a warning that says
-so. Elsewhere: the plain mode, ``p=1`` and `DEFAULT_STRENGTH`. How each choice measured is in
-docs/benchmarks.md ("Does it help?" and "Choosing a strength"); this module only states the rule.
+`SMALL_DATA_IMAGES` images: half of the images stay real (``p=0.5``) and latents move less
+(`CAREFUL_STRENGTH`), with a warning that says so. Elsewhere ``p=1`` and `DEFAULT_STRENGTH`.
+The label-aware transforms (`LatentMix`, `LatentBorrow`) keep the plain mode except on such a
+checkpoint (`choose_residual`): that is how they were measured. How each choice measured is in
+docs/benchmarks.md ("Does it help?", "The default on data nobody tuned on" and "Choosing a
+strength"); this module only states the rule.
 """
 
 from __future__ import annotations
@@ -67,26 +75,37 @@ def _advice(residual: bool | None, p: float | None, strength: float | None) -> s
     return advice
 
 
-def choose_defaults(vae: Autoencoder, residual: bool | None, p: float | None = 1.0,
-                    strength: float | None = DEFAULT_STRENGTH, stacklevel: int = 2) -> tuple[bool, float, float]:
-    """``residual``, ``p`` and ``strength`` as given; None chooses them from the checkpoint.
-
-    For a checkpoint handled with care (see the module docstring) ``residual=None`` becomes True,
-    ``p=None`` 0.5 and ``strength=None`` `CAREFUL_STRENGTH`, and a warning says why; elsewhere
-    False, 1 and `DEFAULT_STRENGTH`. ``stacklevel``: the warning's, counted from the caller of this function."""
+def _check_residual(residual) -> None:
     if residual is not None and not isinstance(residual, bool):  # bool("no") is True: refuse rather than guess
         raise TypeError(f"residual must be True, False or None (chosen from the checkpoint), got {residual!r}")
+
+
+def _warn_if_careful(vae: Autoencoder, residual: bool | None, p: float | None, strength: float | None, stacklevel: int) -> bool:
+    """Whether ``vae`` is handled with care; if so, a warning says why and what was chosen."""
     why = handled_with_care(vae)
-    careful = why is not None
-    if careful:
+    if why is not None:
         warnings.warn(f"{why}: {_advice(residual, p, strength)}lower the strength, or train the VAE longer, on more images or "
                       "from one trained on similar images (vae-augment train --init), and compare "
                       "against no augmentation on a validation split", UserWarning, stacklevel=stacklevel + 1)
-    return ((careful if residual is None else bool(residual)), ((0.5 if careful else 1.0) if p is None else p),
+    return why is not None
+
+
+def choose_defaults(vae: Autoencoder, residual: bool | None, p: float | None = 1.0,
+                    strength: float | None = DEFAULT_STRENGTH, stacklevel: int = 2) -> tuple[bool, float, float]:
+    """``residual``, ``p`` and ``strength`` of `VAEAugment` as given; None chooses them from the checkpoint.
+
+    ``residual=None`` becomes True (see the module docstring). For a checkpoint handled with care ``p=None``
+    becomes 0.5 and ``strength=None`` `CAREFUL_STRENGTH`, and a warning says why; elsewhere 1 and
+    `DEFAULT_STRENGTH`. ``stacklevel``: the warning's, counted from the caller of this function."""
+    _check_residual(residual)
+    careful = _warn_if_careful(vae, residual, p, strength, stacklevel + 1)
+    return (True if residual is None else residual, ((0.5 if careful else 1.0) if p is None else p),
             ((CAREFUL_STRENGTH if careful else DEFAULT_STRENGTH) if strength is None else strength))
 
 
 def choose_residual(vae: Autoencoder, residual: bool | None, stacklevel: int = 2) -> bool:
-    """``residual`` as given, or chosen from the checkpoint (see `choose_defaults`; for adapters whose ``p``
-    is their own)."""
-    return choose_defaults(vae, residual, stacklevel=stacklevel + 1)[0]
+    """``residual`` of a label-aware transform (`LatentMix`, `LatentBorrow`) as given, or None: True for a checkpoint
+    handled with care (with its warning), else False, the plain mode they were measured in."""
+    _check_residual(residual)
+    careful = _warn_if_careful(vae, residual, 1.0, DEFAULT_STRENGTH, stacklevel + 1)
+    return careful if residual is None else residual

@@ -60,10 +60,9 @@ class VAEAugment(VAETransform):
             `vae_augment.policy`).
         mode: ``"data"``, ``"posterior"``, ``"prior"``, ``"neighbour"`` or ``"class"`` (noise along the
             within-class covariance of labelled codes, learnt by `fit`; see `latent.perturb`).
-        residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives. None
-            (default): chosen from the checkpoint, True when its held-out reconstructions are blurry
-            (``reconstruction_r2`` in its metrics below `policy.FIDELITY_WARNING`) or it was trained
-            on fewer than `policy.SMALL_DATA_IMAGES` images (with a warning), else False.
+        residual: return ``x + decode(z') - decode(mean)`` so detail the VAE blurs survives; False returns
+            ``decode(z')`` itself. None (default): True (`vae_augment.policy` says why), with a warning
+            when the checkpoint is handled with care.
         p: probability of augmenting each image. None (default): chosen with ``residual``, 0.5 for such
             a checkpoint (half of the images stay real), else 1 (see `policy.choose_defaults`).
         same_on_batch: one draw for the whole batch instead of one per image.

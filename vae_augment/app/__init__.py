@@ -174,7 +174,7 @@ def augment_tab(models: support.ModelCache, outputs: support.OutputFolder, check
                 mode = gr.Radio([m for m in MODES if m != "class"], value="data", label="Mode",
                                 info="data: noise scaled by the data's spread; posterior: by the posterior's; prior: blend towards a prior sample; neighbour: towards a nearby training image's code")
                 strength = gr.Slider(0, MAX_STRENGTH["data"], value=DEFAULT_STRENGTH, step=0.05, label="Strength")
-                residual = gr.Checkbox(label="Residual (add only the decoded change; keeps sharp detail)")
+                residual = gr.Checkbox(value=True, label="Residual (add only the decoded change; keeps sharp detail)")
                 variants = gr.Slider(1, support.MAX_VARIANTS, value=8, step=1, label="Variants")
                 with gr.Row():
                     seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, maximum=support.MAX_SEED, elem_id="augment-seed")

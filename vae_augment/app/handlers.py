@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..latent import MAX_STRENGTH
 from ..models import Autoencoder
-from ..policy import choose_residual
+from ..policy import choose_defaults
 from . import support
 from .support import ModelCache, OutputFolder
 
@@ -145,7 +145,7 @@ def anomaly(models: ModelCache, outputs: OutputFolder, image, checkpoint, progre
 # ------------------------------------------------------------------ the private events
 def model_settings(models: ModelCache, checkpoint) -> tuple[gr.Number, gr.Number, gr.Checkbox]:
     """What depends on the chosen model (once it is loaded): the score boxes' unit and the residual
-    default (`VAEAugment` chooses the residual mode for a blurry checkpoint)."""
+    default (`VAEAugment`'s own: `policy.choose_defaults`)."""
     try:
         name = models.validate(checkpoint)
         vae = models.get(name) if name in models.names or models.is_loaded(name) else None
@@ -154,7 +154,7 @@ def model_settings(models: ModelCache, checkpoint) -> tuple[gr.Number, gr.Number
     unit = vae.score_unit if vae is not None else "in the model's unit"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the checkpoint line already says what the model is
-        residual_default = choose_residual(vae, None) if vae is not None else False
+        residual_default = choose_defaults(vae, None)[0] if vae is not None else True
     return (gr.Number(label=f"Anomaly score ({unit})"), gr.Number(label=f"Anomaly score ({unit}; higher = more unusual)"),
             gr.Checkbox(value=residual_default))
 
