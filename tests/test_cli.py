@@ -266,3 +266,21 @@ def test_generate_writes_k_variants_of_every_image_in_an_imagefolder_tree(tmp_pa
     assert main([*args, "--out", str(tmp_path / "b")]) == 0
     assert np.array_equal(variants[0], np.asarray(Image.open(tmp_path / "b" / "cats" / "cat000_0.png"))), "seeded: repeats"
     assert "wrote 15 images" in capsys.readouterr().out
+
+
+def test_preview_shows_residual_variants_by_default_and_decoded_ones_when_asked(cli_run, tmp_path):
+    """As VAEAugment: by default a variant at strength 0 is the input itself; --no-residual shows the reconstruction."""
+    from vae_augment.preview import LABEL_WIDTH
+
+    _, _, out = cli_run
+    sheets = {}
+    for flag in ("--residual", "--no-residual"):
+        grid = tmp_path / f"{flag}.png"
+        assert main(["preview", "--checkpoint", str(out), "--out", str(grid), "--variants", "1", "-n", "2",
+                     "--strength", "0", flag]) == 0
+        with Image.open(grid) as image:
+            sheets[flag] = np.asarray(image.convert("L"))
+    rows = {flag: np.array_split(sheet[20:, LABEL_WIDTH:], 4) for flag, sheet in sheets.items()}  # input, reconstruction, variant, interpolation
+    assert np.array_equal(rows["--residual"][2][:-4], rows["--residual"][0][:-4])  # the variant is the input
+    assert not np.array_equal(rows["--no-residual"][2][:-4], rows["--no-residual"][0][:-4])
+    assert np.array_equal(rows["--no-residual"][2][:-4], rows["--no-residual"][1][:-4])  # ... or the reconstruction

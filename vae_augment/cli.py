@@ -184,6 +184,8 @@ def _add_preview(sub) -> None:
     p.add_argument("--root", help="folder holding the torchvision dataset")
     p.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
     p.add_argument("--mode", default="data", choices=[m for m in MODES if m != "class"])
+    p.add_argument("--residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="add only the decoded change to each image (default: on, as VAEAugment; --no-residual shows the decoded variants)")
     p.add_argument("--variants", type=int, default=3, help="rows of variants (default: 3)")
     p.add_argument("-n", type=int, default=8, help="images per row (default: 8)")
     p.add_argument("--image-size", type=int, help="resize --data images to this size (needed for folders of mixed sizes)")
@@ -193,7 +195,8 @@ def _add_preview(sub) -> None:
 
 def _run_preview(args) -> int:
     path = preview_grid(args.checkpoint, args.out, n=args.n, seed=args.seed, data=args.data, root=args.root,
-                        strength=args.strength, mode=args.mode, variants=args.variants, image_size=args.image_size)
+                        strength=args.strength, mode=args.mode, variants=args.variants, image_size=args.image_size,
+                        residual=args.residual)
     print(f"wrote {path}")
     return 0
 

@@ -33,9 +33,9 @@ def _data_images(data, root, n: int, image_size: int | None = None) -> torch.Ten
 @torch.no_grad()
 def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: torch.Tensor | None = None, n: int = 8,
                  seed: int = 0, data=None, root=None, strength: float = DEFAULT_STRENGTH, mode: str = "data",
-                 variants: int = 3, image_size: int | None = None) -> Path:
+                 variants: int = 3, image_size: int | None = None, residual: bool | None = None) -> Path:
     """Write a grid to ``out``, one labelled row each: the inputs, their reconstructions, ``variants`` rows
-    of `VAEAugment` at ``strength`` and ``mode``, and an interpolation between the first two inputs.
+    of `VAEAugment` at ``strength`` and ``mode`` (``residual`` as `VAEAugment` takes it), and an interpolation between the first two inputs.
 
     The inputs are ``images`` (``[N, C, H, W]`` in [0, 1]), else the first ``n`` training images of
     ``data`` (a dataset name with ``root``, or a folder of images: what ``vae-augment train`` takes),
@@ -57,11 +57,11 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
     images = images[:n].to(vae.device)
     if images.shape[0] < 2:
         raise ValueError(f"preview needs at least 2 images, got {images.shape[0]}")
-    augment = VAEAugment(vae, strength=strength, mode=mode, p=1.0, generator=torch.Generator().manual_seed(seed))  # every tile a variant
+    augment = VAEAugment(vae, strength=strength, mode=mode, residual=residual, p=1.0, generator=torch.Generator().manual_seed(seed))  # every tile a variant
     rows = [(source, images), ("reconstruction", vae.reconstruct(images))]
     rows += [(f"variant {k + 1}", augment(images)) for k in range(variants)]
     rows.append(("interpolation", vae.interpolate(images[0], images[1], steps=images.shape[0])))
-    return _write_grid(rows, Path(out), f"strength {strength:g}, mode {mode}")
+    return _write_grid(rows, Path(out), f"strength {strength:g}, mode {mode}{', residual' if augment.residual else ''}")
 
 
 def _write_grid(rows: list[tuple[str, torch.Tensor]], out: Path, caption: str) -> Path:
