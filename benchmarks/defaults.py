@@ -18,6 +18,10 @@ dataset's classic augmentation against the classic alone, paired by seed (benchm
   are the pairs (10 seeds at 100 labels, 5 at 1,000).
 - The digits (both VAEs) are measured by benchmarks/utility.py, whose conditions include the default.
 
+``--phase figures`` (also part of ``all``) measures why: on 1,000 test images, how far the reconstruction and
+the default variant move an image, as a share of the distance to its nearest neighbour among 20,000 training
+images (mean absolute difference per pixel).
+
 Writes benchmarks/results/defaults.json (with the settings the default chose on each checkpoint and the
 checkpoint figures the rule reads); docs/benchmarks.md renders it.
 """
@@ -38,6 +42,7 @@ from runs import best_of, scored
 from stats import paired
 from utility import CLASSIC, build
 from vae_augment import VAEAugment, load_vae, train
+from vae_augment.policy import DEFAULT_STRENGTH
 
 # candidate defaults, before the classic, compared on Fashion-MNIST's validation split; "default" is VAEAugment(vae)
 DEFAULT_CANDIDATES = {
@@ -66,6 +71,22 @@ def chosen_settings(vae) -> dict:
             "train_images": vae.metrics.get("train_images"), "reconstruction_r2": test.get("reconstruction_r2")}
 
 
+@torch.no_grad()
+def neighbour_figures(vae, reference: torch.Tensor, images: torch.Tensor, seed: int = 0) -> dict:
+    """How far ``images``' reconstructions, plain variants and residual variants (strength `DEFAULT_STRENGTH`) lie from
+    them, each as a share of the distance to the image's nearest neighbour in ``reference`` (mean |difference| per pixel)."""
+    def distance(a, b):
+        return (a - b).abs().flatten(1).mean(1)
+    nearest = torch.cat([torch.cdist(chunk.flatten(1), reference.flatten(1), p=1).min(1).values for chunk in images.split(250)])
+    nearest = nearest / images[0].numel()
+    made = {"reconstruction": VAEAugment(vae, strength=0.0, residual=False, p=1.0)(images)}
+    for residual in (False, True):
+        augment = VAEAugment(vae, strength=DEFAULT_STRENGTH, residual=residual, p=1.0, generator=torch.Generator().manual_seed(seed))
+        made[f"{'residual' if residual else 'plain'} variant"] = augment(images)
+    return {"nearest_neighbour_distance": nearest.mean().item(),
+            **{name: (distance(out, images).mean() / nearest.mean()).item() for name, out in made.items()}}
+
+
 def fashion_state(root: str, vae_dir: Path, steps: int, epochs: int | None) -> dict:
     """Fashion-MNIST's pool, validation and test splits, and a VAE trained on its training images by `train`'s defaults."""
     def load(split: bool):
@@ -85,6 +106,9 @@ def run_fashion(args, out: dict, steps: int) -> None:
     seeds = {k: 2 if args.quick else v for k, v in FASHION_SEEDS.items()}
     out["checkpoint"] = chosen_settings(state["fashion"]["vae"])
     out["vae"] = f"vae-augment train --dataset FashionMNIST (every default{', 1 epoch' if args.quick else ''})"
+    if args.phase in ("figures", "all"):
+        f = state["fashion"]
+        out["neighbour_figures"] = neighbour_figures(f["vae"], f["x"][:20_000], f["test"][0][:1000])
     if args.phase in ("validation", "all"):
         val: dict = {}
         classic = best_of(["none", *CLASSIC], val, 10, seeds["validation"], state, args.workers, dataset="fashion")
@@ -109,6 +133,11 @@ def run_mnist(args, out: dict, steps: int) -> None:
     utility = json.loads((RESULTS / "utility.json").read_text())["mnist"]
     state = {"mnist": {**mnist_state(args.root, steps), "build": defaults_build}}
     out["checkpoint"] = chosen_settings(state["mnist"]["vae"])
+    m = state["mnist"]
+    if args.phase in ("figures", "all"):
+        out["neighbour_figures"] = neighbour_figures(m["vae"], m["x"][:20_000], m["test"][0][:1000])
+    if args.phase not in ("test", "all"):  # MNIST's choices were made in benchmarks/utility.py: only its test runs here
+        return
     for labels, key, seeds in (("100", "chosen", 10), ("1000", "chosen_1000", 5)):
         seeds = 2 if args.quick else seeds
         classic = utility[key]["classic"]["condition"]
@@ -127,7 +156,7 @@ def main() -> None:
     parser.add_argument("--fashion-root", help="Fashion-MNIST's data root (FashionMNIST/raw/; benchmarks/fashion_data.py)")
     parser.add_argument("--fashion-vae", default="runs/fashion_vae", help="its VAE's folder: trained there by the defaults if empty")
     parser.add_argument("--datasets", default="fashion,mnist")
-    parser.add_argument("--phase", choices=["validation", "test", "all"], default="all")
+    parser.add_argument("--phase", choices=["figures", "validation", "test", "all"], default="all")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="CI: 2 seeds, 40 steps, a 1-epoch VAE")
@@ -136,6 +165,7 @@ def main() -> None:
     start, steps = time.time(), 40 if args.quick else args.steps
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.is_file() and not args.quick else {}
+    parts = result.get("protocol", {}).get("seconds_parts", {})  # of each phase run, for the total
     result["protocol"] = {"quick": args.quick, "steps": steps, "labels": "10 per class (and 100 per class on MNIST)",
                           "pairing": "seed s: the same labelled images, classifier initialisation and batch order"}
     datasets = args.datasets.split(",")
@@ -149,7 +179,8 @@ def main() -> None:
             run_mnist(args, result.setdefault("mnist", {}), steps)
         else:
             print("MNIST skipped: no MNIST/raw under --root, or no benchmarks/results/utility.json to pair with")
-    result["protocol"]["seconds"] = round(time.time() - start)
+    parts[f"{args.phase} {args.datasets}"] = round(time.time() - start)
+    result["protocol"].update(seconds_parts=parts, seconds=sum(parts.values()))
     write_json(out, result)
     print(f"wrote {out} in {time.time() - start:.0f} s")
 
