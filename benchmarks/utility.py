@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -72,9 +71,8 @@ import semi
 from goals import LABEL_COUNTS, SEMI_CONDITIONS, TEST_CONDITIONS, TEST_GAINS
 from runs import best_of, scored
 from stats import gains_over, paired, summarize
-from vae_augment import LatentBorrow, VAEAugment, load_vae, train
-from vae_augment.augment import to_model_space
-from vae_augment.pixels import resize, to_pil
+from digits_data import digits_state
+from vae_augment import LatentBorrow, VAEAugment, load_vae
 
 VALIDATION = slice(50_000, 60_000)
 POOL = 50_000
@@ -153,7 +151,6 @@ DIGITS_CLASSIC = {
     "elastic a=11 s=2.3": lambda: ElasticBatch(11.0, 2.3),
     "affine+elastic a=11 s=2.3": lambda: Chain(RandomAffineBatch(), ElasticBatch(11.0, 2.3)),
 }
-DIGITS_VALIDATION = 0.25  # of the non-test digits, kept out of the labelled pool for choosing
 
 
 def code(kwargs: dict, transform: str = "VAEAugment") -> str:
@@ -195,38 +192,6 @@ def digits_build(name: str, vae, x_lab, y_lab):
 
 
 # ------------------------------------------------------------------ the two datasets
-def digits_state(steps: int, epochs: int | None, seed: int = 0, init: str | None = None) -> dict:
-    """scikit-learn's 8x8 digits at 16x16, a VAE trained on the unlabelled training images as a user would: from
-    scratch, or with ``init`` from a trained VAE (`vae-augment train --init`) at that VAE's image size."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise SystemExit("the digits dataset needs scikit-learn: pip install scikit-learn") from None
-    digits = load_digits()
-    x = resize(torch.tensor(digits.images, dtype=torch.float32).div(16).unsqueeze(1), (16, 16))
-    y = torch.tensor(digits.target)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_test = int(0.3 * len(x))
-    test, rest = order[:n_test], order[n_test:]  # rest: the labelled pool first, then the validation images
-    pool = len(rest) - int(DIGITS_VALIDATION * len(rest))
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "digits"
-        for i in rest.tolist():  # a flat folder of PNGs, labels unknown to the VAE
-            folder.mkdir(exist_ok=True)
-            to_pil(x[i]).save(folder / f"{i:04d}.png")
-        kwargs = {} if epochs is None else {"epochs": epochs}
-        if init is not None:  # a run from init keeps its architecture: the images are resized to its size
-            kwargs.update(init=init, image_size=load_vae(init).image_size[-1])
-        train(folder, Path(tmp) / "vae", progress=False, log=False, seed=seed, **kwargs)  # the defaults of `vae-augment train`
-        vae = load_vae(Path(tmp) / "vae")
-    with torch.inference_mode():  # LatentBorrow's donors: the codes of the labelled pool's images (not the validation ones)
-        vae.latent_bank = vae.encode(to_model_space(vae, x[rest[:pool]])).mean
-    return {"x": x[rest], "y": y[rest], "pool": pool, "vae": vae, "steps": steps, "build": digits_build,
-            "validation": (x[rest[pool:]], y[rest[pool:]]), "test": (x[test], y[test]), "metrics": vae.metrics,
-            # the semi-supervised conditions' unlabelled pool: the labelled pool's images, whose codes the bank holds
-            "pool_index": torch.arange(pool), "pool_codes": vae.latent_bank, "trainer": semi.train_semi}
-
-
 def mnist_state(root: str, steps: int) -> dict:
     """MNIST's pool, validation and test splits, and the bundled VAE with LatentBorrow's donors from the pool only."""
     x, y = mnist(root, train=True)
@@ -398,7 +363,7 @@ def digits_vae_words(args, vae) -> tuple[str, str]:
 def run_digits(args, previous: dict, steps: int, seeds: dict) -> dict:
     """The digits run of ``--phase``: its entry in the results (``previous``: the same key's earlier entry)."""
     digits_start = time.time()
-    state = {"digits": digits_state(steps, epochs=2 if args.quick else args.digits_epochs, init=args.digits_init)}
+    state = {"digits": digits_state(steps, 2 if args.quick else args.digits_epochs, digits_build, init=args.digits_init)}
     vae_names = ["default", "class s=0.5 p=0.5", "borrow s=1 p=0.5 keep=1"] if args.quick else [*DIGITS_VAE, *BORROW_CANDIDATES]
     if args.digits_init and not args.quick:  # the earlier defaults and the strongest class noise only matter from scratch
         vae_names = [n for n in vae_names if n not in ("plain", "residual", "class s=0.75 p=0.5")]
