@@ -48,14 +48,15 @@ def write_json(path: str | Path, obj) -> Path:
     return path
 
 
-def mnist(root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST as float images ``[N, 1, 28, 28]`` in [0, 1] and labels ``[N]``; a clear exit when absent."""
+def mnist(root: str, train: bool, name: str = "MNIST") -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST (or another torchvision dataset of its layout, ``name``: "FashionMNIST") as float images ``[N, 1, 28, 28]``
+    in [0, 1] and labels ``[N]``; a clear exit when absent."""
     import torchvision
 
     try:
-        ds = torchvision.datasets.MNIST(root, train=train, download=False)
+        ds = getattr(torchvision.datasets, name)(root, train=train, download=False)
     except RuntimeError:
-        raise SystemExit(f"MNIST not found under --root {root!r} (expected {root}/MNIST/raw); pass --root") from None
+        raise SystemExit(f"{name} not found under --root {root!r} (expected {root}/{name}/raw); pass --root") from None
     return ds.data.unsqueeze(1).float().div(255), ds.targets.clone()
 
 

@@ -23,7 +23,7 @@ the default variant move an image, as a share of the distance to its nearest nei
 images (mean absolute difference per pixel).
 
 Writes benchmarks/results/defaults.json (with the settings the default chose on each checkpoint and the
-checkpoint figures the rule reads); docs/benchmarks.md renders it.
+checkpoint figures the careful settings read); docs/benchmarks.md renders it.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ import time
 import warnings
 from pathlib import Path
 
-from common import DEFAULT_ROOT, RESULTS, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
+from common import DEFAULT_ROOT, RESULTS, mnist, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
-import torchvision
 
 from runs import best_of, scored
 from stats import paired
@@ -53,7 +52,7 @@ DEFAULT_CANDIDATES = {
     "residual s=0.1 p=0.5": dict(residual=True, p=0.5, strength=0.1),  # the default of a checkpoint handled with care
 }
 VALIDATION_CANDIDATES = [n for n in DEFAULT_CANDIDATES if n != "default"]
-MNIST_SEED0 = 100  # benchmarks/utility.py's test seeds
+TEST_SEED0 = 100  # the test split's first seed, as benchmarks/utility.py's (so MNIST's none and classic runs there pair)
 FASHION_SEEDS = {"validation": 5, "test": 10}
 
 
@@ -79,7 +78,7 @@ def neighbour_figures(vae, reference: torch.Tensor, images: torch.Tensor, seed: 
         return (a - b).abs().flatten(1).mean(1)
     nearest = torch.cat([torch.cdist(chunk.flatten(1), reference.flatten(1), p=1).min(1).values for chunk in images.split(250)])
     nearest = nearest / images[0].numel()
-    made = {"reconstruction": VAEAugment(vae, strength=0.0, residual=False, p=1.0)(images)}
+    made = {"reconstruction": vae.reconstruct(images)}
     for residual in (False, True):
         augment = VAEAugment(vae, strength=DEFAULT_STRENGTH, residual=residual, p=1.0, generator=torch.Generator().manual_seed(seed))
         made[f"{'residual' if residual else 'plain'} variant"] = augment(images)
@@ -89,16 +88,13 @@ def neighbour_figures(vae, reference: torch.Tensor, images: torch.Tensor, seed: 
 
 def fashion_state(root: str, vae_dir: Path, steps: int, epochs: int | None) -> dict:
     """Fashion-MNIST's pool, validation and test splits, and a VAE trained on its training images by `train`'s defaults."""
-    def load(split: bool):
-        d = torchvision.datasets.FashionMNIST(root, train=split, download=False)
-        return d.data.unsqueeze(1).float().div(255), d.targets
-    x, y = load(True)
+    x, y = mnist(root, True, "FashionMNIST")
     if not (vae_dir / "model.safetensors").is_file():
         kwargs = {} if epochs is None else {"epochs": epochs}
         train("FashionMNIST", vae_dir, root=root, progress=False, log=False, **kwargs)  # `vae-augment train`'s defaults
     vae = load_vae(vae_dir)
     return {"x": x, "y": y, "pool": 50_000, "vae": vae, "steps": steps, "build": defaults_build,
-            "validation": (x[50_000:], y[50_000:]), "test": load(False)}
+            "validation": (x[50_000:], y[50_000:]), "test": mnist(root, False, "FashionMNIST")}
 
 
 def run_fashion(args, out: dict, steps: int) -> None:
@@ -122,7 +118,7 @@ def run_fashion(args, out: dict, steps: int) -> None:
             raise SystemExit("run --phase validation first: the classic is chosen there")
         classic = out["classic"]
         names = ["none", classic, "default", f"{classic} + default"]
-        test = scored(names, "fashion", 10, seeds["test"], "test", state, args.workers, seed0=100)
+        test = scored(names, "fashion", 10, seeds["test"], "test", state, args.workers, seed0=TEST_SEED0)
         out["test"] = test
         out["gains"] = {"default - none": paired(test["default"], test["none"]),
                         f"{classic} + default - {classic}": paired(test[f"{classic} + default"], test[classic])}
@@ -142,7 +138,7 @@ def run_mnist(args, out: dict, steps: int) -> None:
         seeds = 2 if args.quick else seeds
         classic = utility[key]["classic"]["condition"]
         rows = scored(["default", f"{classic} + default"], "mnist", int(labels) // 10, seeds, "test", state, args.workers,
-                      seed0=MNIST_SEED0)
+                      seed0=TEST_SEED0)
         pairs = utility["test"][labels]  # the same seeds' none and classic runs of benchmarks/utility.py
         none, classic_runs = ({**pairs[a], "runs": pairs[a]["runs"][:seeds]} for a in ("none", "classic"))
         out[labels] = {"classic": classic, "test": rows,

@@ -356,7 +356,6 @@ def pseudo_choice_table() -> str:
     return "\n".join(lines)
 
 
-
 def _settings_text(c: dict) -> str:
     return f"residual={c['residual']}, p={c['p']:g}, strength={c['strength']:g}"
 
@@ -382,9 +381,7 @@ def defaults_table() -> str:
             lines.append(f"| {name} | {accuracy_text(r)} | {gain_text(g) if g else '-'} |")
         if "test" in f:
             lines += ["", "Test split (100 labels, once):", "", "| condition | test | paired gain |", "| --- | --- | --- |"]
-            for name, r in f["test"].items():
-                g = next((v for k, v in f["gains"].items() if k.startswith(f"{name} - ")), None)
-                lines.append(f"| {name} | {accuracy_text(r)} | {gain_text(g) + ' over ' + _over(f['gains'], name) if g else '-'} |")
+            lines += [f"| {name} | {accuracy_text(r)} | {_gain_cell(f['gains'], name)} |" for name, r in f["test"].items()]
     figures = [(name, d[key]["neighbour_figures"]) for key, name in (("mnist", "MNIST"), ("fashion", "Fashion-MNIST"))
                if "neighbour_figures" in d.get(key, {})]
     if figures:
@@ -399,13 +396,12 @@ def defaults_table() -> str:
                   "Test split, the seeds of the utility benchmark (its `none` and `classic` runs are the pairs):", "",
                   "| labels | condition | test | paired gain |", "| --- | --- | --- | --- |"]
         for labels in ("100", "1000"):
-            for name, r in m.get(labels, {}).get("test", {}).items():
-                g = next((v for k, v in m[labels]["gains"].items() if k.startswith(f"{name} - ")), None)
-                lines.append(f"| {int(labels):,} | {name} | {accuracy_text(r)} | "
-                             f"{gain_text(g) + ' over ' + _over(m[labels]['gains'], name) if g else '-'} |")
+            lines += [f"| {int(labels):,} | {name} | {accuracy_text(r)} | {_gain_cell(m[labels]['gains'], name)} |"
+                      for name, r in m.get(labels, {}).get("test", {}).items()]
     return "\n".join(lines)
 
 
-def _over(gains: dict, name: str) -> str:
-    """The condition a gain of ``name`` is taken over (``"a - b"`` -> ``b``), in backticks."""
-    return f"`{next(k for k in gains if k.startswith(f'{name} - ')).split(' - ', 1)[1]}`"
+def _gain_cell(gains: dict, name: str) -> str:
+    """The paired gain of condition ``name`` (its ``"name - other"`` key) and what it is over, or "-" without one."""
+    key = next((k for k in gains if k.startswith(f"{name} - ")), None)
+    return f"{gain_text(gains[key])} over `{key.split(' - ', 1)[1]}`" if key else "-"

@@ -35,7 +35,8 @@ def preview_grid(checkpoint="mnist", out: str | Path = "preview.png", images: to
                  seed: int = 0, data=None, root=None, strength: float = DEFAULT_STRENGTH, mode: str = "data",
                  variants: int = 3, image_size: int | None = None, residual: bool | None = None) -> Path:
     """Write a grid to ``out``, one labelled row each: the inputs, their reconstructions, ``variants`` rows
-    of `VAEAugment` at ``strength`` and ``mode`` (``residual`` as `VAEAugment` takes it), and an interpolation between the first two inputs.
+    of `VAEAugment` at ``strength`` and ``mode`` (``residual`` as `VAEAugment` takes it), and an interpolation
+    between the first two inputs.
 
     The inputs are ``images`` (``[N, C, H, W]`` in [0, 1]), else the first ``n`` training images of
     ``data`` (a dataset name with ``root``, or a folder of images: what ``vae-augment train`` takes),

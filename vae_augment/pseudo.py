@@ -157,9 +157,9 @@ def pseudo_label(vae, images, labels=None, unlabelled=None, *, k: int = DEFAULT_
     items (their labels are ignored), of the labelled images' size and channels. ``k``: neighbours per
     code in the graph. ``threshold``: unlabelled images whose label has a lower confidence (the share of
     the propagated score it holds) are left out. The defaults (k = 10, no threshold) were chosen on MNIST's
-    validation split (`benchmarks/pseudo_choice.py`): a threshold makes the kept labels more often right
-    but leaves out the hard images, and the classifier trained on them did no better (0.9: 2 points worse). ``classes``: the classes expected (each needs a labelled
-    image; default: those in ``labels``). ``vae``: a model or a checkpoint spec (as for `VAEAugment`).
+    validation split (`benchmarks/pseudo_choice.py`; docs/benchmarks.md has the figures): a threshold makes the
+    kept labels more often right but leaves out the hard images. ``classes``: the classes expected (each needs a
+    labelled image; default: those in ``labels``). ``vae``: a model or a checkpoint spec (as for `VAEAugment`).
     ``features``: propagate over these instead of the VAE's codes: a function of images ``[B, C, H, W]``
     (float in [0, 1]) to ``[B, F]``, such as a classifier's penultimate layer trained on an earlier round of
     these pseudo-labels (self-training: its features separate the classes better than the codes it learnt from).
