@@ -12,9 +12,12 @@ would do instead of (or beside) the VAE's augmentation (issue 30).
   augmentation.
 - ``fixmatch + C``: the same pipeline with the generator switched off (the strong view is ``C`` alone):
   the VAE's representation without its variants.
+- ``fixmatch rborrow + C``: the same with LatentBorrow in the residual mode: the strong view is the image plus
+  the decoded change the donor's offset makes (``residual=True``), not the decoder's drawing of the moved code.
+  (``borrow`` leaves the mode to the checkpoint: plain for `mnist`, residual for a small or blurry one.)
 - ``self fixmatch borrow + C`` / ``self fixmatch + C``: one round of self-training first: ``pseudo + C`` is
   trained, the pool is labelled again by propagation over that classifier's penultimate features (from the
-  same labelled images), and the FixMatch pipeline is trained afresh on those labels.
+  same labelled images), and the FixMatch pipeline is trained afresh on those labels. ``selfN``: N rounds.
 
 Every condition is paired by seed with the others: the same labelled images, classifier initialisation
 and batch order of the supervised set (its extra draws come from generators of their own).
@@ -22,11 +25,16 @@ and batch order of the supervised set (its extra draws come from generators of t
 
 from __future__ import annotations
 
+import time
 import warnings
 
 from common import SmallCNN  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 from torch.nn import functional as F
+
+from goals import SEMI_CONDITIONS
+from runs import scored
+from stats import paired
 
 from vae_augment import LatentBorrow
 from vae_augment.augment import encode_means
@@ -34,7 +42,9 @@ from vae_augment.latent import propagate_labels
 
 TAU = 0.95  # confidence above which a prediction on an unlabelled image is a target (FixMatch's default)
 UNLABELLED_RATIO = 1  # unlabelled images per labelled one in a step (FixMatch's mu)
-KINDS = ("pseudo", "pixel-pseudo", "fixmatch borrow", "fixmatch", "self fixmatch borrow", "self fixmatch")
+KINDS = ("pseudo", "pixel-pseudo", "fixmatch borrow", "fixmatch rborrow", "fixmatch")  # each may follow "self" / "selfN"
+CHOSEN_KIND = "self fixmatch rborrow"  # the kind chosen at 100 MNIST labels (mnist -> chosen -> classic+vae); the digits use it
+VARIANT_KINDS = ("fixmatch borrow", "self fixmatch borrow", "self fixmatch rborrow")  # the candidates for classic+vae
 CODES = {  # what each semi-supervised alias runs, for the results' ``chosen`` entries
     "pseudo+classic": "the labelled images plus the unlabelled pool labelled by propagation over the VAE's codes, then the classic",
     "pixel-pseudo+classic": "the labelled images plus the unlabelled pool labelled by propagation over pixels, then the classic",
@@ -82,29 +92,48 @@ def pseudo_labels(kind: str, state: dict, idx: torch.Tensor, k: int = 10, thresh
     return rows[kept], labels[kept]
 
 
+def self_rounds(kind: str) -> tuple[int, str]:
+    """``"self2 fixmatch borrow"`` -> ``(2, "fixmatch borrow")``: the rounds of self-training before the final
+    training (``self`` alone: one) and the rest of the kind."""
+    head, _, rest = kind.partition(" ")
+    if head == "self" or (head.startswith("self") and head[4:].isdigit()):
+        return int(head[4:] or 1), rest
+    return 0, kind
+
+
+def relabel(xs, ys, idx, rows, labels, state: dict, seed: int, classic) -> torch.Tensor:
+    """One round of self-training: a classifier trained on ``xs, ys``; the pool's images ``rows`` labelled again by
+    propagation over its penultimate features from the labelled ``idx`` (``labels`` kept where none reaches)."""
+    x, y = state["x"], state["y"]
+    features = train(xs, ys, state["steps"], seed, classic).net[:-1]
+    with torch.no_grad():
+        pool_features = torch.cat([features(x[rows][i:i + 1000]) for i in range(0, len(rows), 1000)])
+        again, _ = propagate_labels(features(x[idx]), y[idx], pool_features)
+    return torch.cat([y[idx], torch.where(again >= 0, again, labels)])
+
+
 def train_semi(name: str, state: dict, idx: torch.Tensor, seed: int):
     """The classifier of semi-supervised condition ``name`` on seed ``seed``'s labelled images ``idx`` (None when
     ``name`` is not one)."""
     kind, _, classic_name = name.partition(" + ")
     kind, options = parse_kind(kind)
-    if kind not in KINDS:
+    rounds, final = self_rounds(kind)
+    if final not in KINDS:
         return None
     x, y, vae = state["x"], state["y"], state["vae"]
     classic = state["build"](classic_name, vae, x[idx], y[idx])
-    rows, labels = pseudo_labels(kind, state, idx, **options)
+    rows, labels = pseudo_labels(final, state, idx, **options)
     xs, ys = torch.cat([x[idx], x[rows]]), torch.cat([y[idx], labels])
-    if kind.startswith("self "):  # one round of self-training: labels propagated again over the classifier's features
-        features = train(xs, ys, state["steps"], seed, classic).net[:-1]
-        with torch.no_grad():
-            again, _ = propagate_labels(features(x[idx]), y[idx], torch.cat([features(x[rows][i:i + 1000]) for i in range(0, len(rows), 1000)]))
-        ys = torch.cat([y[idx], torch.where(again >= 0, again, labels)])
+    for _ in range(rounds):  # self-training: labels propagated again over the last classifier's features
+        ys = relabel(xs, ys, idx, rows, labels, state, seed, classic)
     strong = None
-    if "fixmatch" in kind:
+    if "fixmatch" in final:
         strong = classic
-        if kind.endswith("fixmatch borrow"):
+        if "borrow" in final:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                borrow = LatentBorrow(vae, strength=1.0, p=1.0, generator=torch.Generator().manual_seed(30_000 + seed))
+                borrow = LatentBorrow(vae, strength=1.0, p=1.0, residual=True if final.endswith("rborrow") else None,
+                                      generator=torch.Generator().manual_seed(30_000 + seed))
                 borrow.fit(x[idx], y[idx])  # donors: the latent bank's pool codes, as LatentBorrow's own default
             strong = lambda xb, yb: classic(borrow(xb, yb)[0], yb)  # noqa: E731
     return train(xs, ys, state["steps"], seed, classic, x[rows] if strong else None, strong)
@@ -141,9 +170,9 @@ def without_variants(condition: str) -> str:
     """The same pipeline with the VAE's generator switched off: ``fixmatch borrow + C`` -> ``fixmatch + C``;
     ``C + <VAE step>`` (the VAE, then the classic) -> ``C``."""
     kind, _, rest = condition.partition(" + ")
-    if kind.endswith("fixmatch borrow"):
-        return f"{kind.removesuffix(' borrow')} + {rest}"
-    return kind if rest and kind not in KINDS else condition
+    if kind.endswith(("fixmatch borrow", "fixmatch rborrow")):
+        return f"{kind.rsplit(' ', 1)[0]} + {rest}"
+    return kind if rest and self_rounds(kind)[1] not in KINDS else condition
 
 
 def choose(m: dict, state: dict, seeds: int, workers: int) -> None:
@@ -152,20 +181,14 @@ def choose(m: dict, state: dict, seeds: int, workers: int) -> None:
     LatentBorrow, then the classic), the best becomes `classic+vae`. Records the aliases
     ``pseudo+classic``, ``pixel-pseudo+classic`` and ``classic+vae-without-variants`` in ``chosen`` (also at 1,000
     labels, with that count's classic and the pipeline kind chosen at 100)."""
-    from runs import scored
-    from stats import paired
-
     classic = m["chosen"]["classic"]["condition"]
-    names = [f"{kind} + {classic}" for kind in ("pseudo", "fixmatch", "fixmatch borrow", "self fixmatch", "self fixmatch borrow")]
-    earlier_val = m.get("validation_semi", {})
-    if earlier_val.get("seeds") == seeds and all(n in earlier_val for n in names):  # a rerun for 1,000 labels: the
-        val = {n: earlier_val[n] for n in names}  # same seeded runs were scored by an earlier semi phase; not redone
-        print(f"[mnist validation, 100 labels] the semi pipelines' {seeds} seeds from the earlier semi phase", flush=True)
-    else:
-        val = scored(names, "mnist", 10, seeds, "validation", state, workers)
+    names = [f"{kind} + {classic}" for kind in ("pseudo", "fixmatch", *VARIANT_KINDS[:1], "self fixmatch", *VARIANT_KINDS[1:])]
+    earlier_val = m.get("validation_semi", {})  # the same seeded runs scored by an earlier semi phase: not redone
+    val = {n: earlier_val[n] for n in names if earlier_val.get("seeds") == seeds and n in earlier_val}
+    val.update(scored([n for n in names if n not in val], "mnist", 10, seeds, "validation", state, workers))
     m["validation_semi"] = {"seeds": seeds, **val,
                             "gains": {n: paired(val[n], val[names[0]]) for n in names[1:]}}  # over pseudo + classic
-    best = max((names[2], names[4]), key=lambda n: val[n]["mean"])  # of the pipelines with the VAE's variants
+    best = max((f"{kind} + {classic}" for kind in VARIANT_KINDS), key=lambda n: val[n]["mean"])  # of those with the variants
     # the classic+vae chosen by --phase select (the best "C + <VAE step>" on validation), on the same seeds 0..seeds-1
     earlier = max((n for n in m["validation_100"] if n.startswith(f"{classic} + ")), key=lambda n: m["validation_100"][n]["mean"])
     earlier_runs = m["validation_100"][earlier]["runs"][:seeds]
@@ -185,3 +208,35 @@ def choose(m: dict, state: dict, seeds: int, workers: int) -> None:
         chosen["classic+vae-without-variants"] = {"condition": without_variants(chosen["classic+vae"]["condition"]),
                                                   "source": "classic+vae without the VAE's decoded variants",
                                                   "code": CODES["classic+vae-without-variants"]}
+
+
+def digits_phase(previous: dict, state: dict, seeds: int, workers: int, setup_seconds: float, reuse: bool = False) -> dict:
+    """The digits' semi phase, on the test split (same seeds as the others): pseudo-labels then the classic chosen on
+    the digits' validation split (over codes and over pixels), and the recommended pipeline, the one chosen on MNIST's
+    validation split (benchmarks/semi.py), with that classic, with and without the VAE's variants. It becomes the
+    digits' `classic+vae`; the earlier one (LatentBorrow, then the classic) stays in ``test`` under its condition. With
+    ``reuse``, conditions ``previous`` holds with as many seeds (of the same length) are not run again."""
+    start = time.time()
+    chosen = dict(previous["chosen"])
+    classic = chosen["classic"]["condition"]
+    kind = CHOSEN_KIND
+    names = {"pseudo+classic": f"pseudo + {classic}", "pixel-pseudo+classic": f"pixel-pseudo + {classic}",
+             "classic+vae": f"{kind} + {classic}", "classic+vae-without-variants": without_variants(f"{kind} + {classic}")}
+    done = {n: r for n, r in previous["test"].items() if reuse and n in names.values() and len(r.get("runs", ())) == seeds}
+    rows = {**done, **scored([n for n in names.values() if n not in done], "digits", 5, seeds, "test", state, workers)}
+    test = {**previous["test"], **rows, **{alias: rows[name] for alias, name in names.items() if alias != "classic+vae"}}
+    chosen.setdefault("earlier classic+vae", chosen["classic+vae"])
+    source = "the pipeline chosen on MNIST's validation split (100 labels), with the classic chosen on the digits' validation split"
+    chosen["classic+vae"] = {"condition": names["classic+vae"], "source": source,
+                             "code": CODES["classic+vae"]}
+    for alias in SEMI_CONDITIONS:
+        chosen[alias] = {"condition": names[alias], "source": source, "code": CODES[alias]}
+    best, earlier = rows[names["classic+vae"]], test[chosen["earlier classic+vae"]["condition"]]
+    semi_gains = {"classic+vae - pseudo+classic": paired(best, rows[names["pseudo+classic"]]),
+                  "classic+vae - classic": paired(best, test[classic]),
+                  "classic+vae - classic+vae-without-variants": paired(best, rows[names["classic+vae-without-variants"]]),
+                  "pixel-pseudo+classic - classic": paired(rows[names["pixel-pseudo+classic"]], test[classic]),
+                  "pseudo+classic - classic": paired(rows[names["pseudo+classic"]], test[classic]),
+                  "classic+vae - earlier classic+vae": paired(best, earlier)}
+    seconds = dict(previous.get("seconds_parts", {}), semi=round(time.time() - start + setup_seconds, 1))
+    return {**previous, "chosen": chosen, "test": test, "semi_gains": semi_gains, "seconds_parts": seconds}

@@ -247,9 +247,20 @@ def test_names(chosen: dict, aliases=TEST_CONDITIONS) -> dict:
     return {alias: "none" if alias == "none" else chosen[alias]["condition"] for alias in aliases}
 
 
-def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: int, aliases=TEST_CONDITIONS) -> None:
+def tested(m: dict) -> dict:
+    """The test rows ``m`` holds by the condition they ran: label count -> condition -> row."""
+    out: dict = {}
+    for labels, rows in m.get("test", {}).items():
+        chosen = m.get("chosen" if labels == "100" else "chosen_1000", {})
+        out[labels] = {chosen[alias]["condition"] if alias in chosen else alias: row for alias, row in rows.items()}
+    return out
+
+
+def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: int, aliases=TEST_CONDITIONS,
+               earlier: dict | None = None) -> None:
     """The test split, used once for each label count's chosen settings (of ``aliases``; the others keep their figures),
-    and the paired gains of goals.TEST_GAINS."""
+    and the paired gains of goals.TEST_GAINS. ``earlier``: label count -> condition -> its row from an earlier test
+    phase (`tested`), reused where it has as many seeds (the runs are seeded: a rerun gives the same accuracies)."""
     test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
     for labels in label_counts:
         key = "chosen" if labels == 100 else "chosen_1000"
@@ -257,7 +268,11 @@ def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: i
             raise SystemExit(f"run --phase select --labels {labels} first: the test split is used for the settings "
                              "chosen on validation only")
         names = test_names(m[key], aliases)
-        rows = scored(list(dict.fromkeys(names.values())), "mnist", labels // 10, seeds[str(labels)], "test", state, workers, seed0=100)
+        done = {name: row for name, row in (earlier or {}).get(str(labels), {}).items()
+                if len(row.get("runs", ())) == seeds[str(labels)]}  # seeded runs an earlier test phase scored: not redone
+        rows = scored([n for n in dict.fromkeys(names.values()) if n not in done], "mnist", labels // 10, seeds[str(labels)],
+                      "test", state, workers, seed0=100)
+        rows.update({name: done[name] for name in names.values() if name in done})
         rows = test[str(labels)] = {**test.get(str(labels), {}), **{alias: rows[name] for alias, name in names.items()}}
         gains[str(labels)] = {gain: paired(rows[a], rows[b]) for gain, (a, b) in TEST_GAINS.items() if a in rows and b in rows}
     m["test"] = {n: test[n] for n in LABEL_COUNTS if n in test}
@@ -290,9 +305,10 @@ def run_mnist(args, m: dict, steps: int, seeds: dict) -> None:
     if args.phase == "semi":  # the semi-supervised pipelines: chosen on validation at 100 labels, then tested
         if "chosen" not in m:
             raise SystemExit("run --phase select --labels 100 first: the semi phase builds on the classic chosen there")
+        earlier = tested(m) if args.reuse else None
         semi.choose(m, state, 3 if not args.quick else 1, args.workers)
         aliases = ("classic+vae", *SEMI_CONDITIONS)
-        test_mnist(m, state, args.label_counts, seeds, args.workers, aliases=aliases)
+        test_mnist(m, state, args.label_counts, seeds, args.workers, aliases=aliases, earlier=earlier)
     if test:
         test_mnist(m, state, args.label_counts, seeds, args.workers)
     if test and 100 in args.label_counts:
@@ -314,36 +330,6 @@ def select_digits(state: dict, classic_names: list, vae_names: list, seeds: int,
     best = best_of([f"{best_classic} + {n}" for n in vae_names], **choose)
     source = "validation split (25% of the non-test digits), 5 per class"
     return validation, chosen_entry(best_classic, best_alone, best, source, DIGITS_VAE)
-
-
-def semi_digits(previous: dict, state: dict, seeds: int, workers: int, setup_seconds: float) -> dict:
-    """The digits' semi phase, on the test split (same seeds as the others): pseudo-labels then the classic chosen on
-    the digits' validation split (over codes and over pixels), and the recommended pipeline, the one chosen on MNIST's
-    validation split (benchmarks/semi.py), with that classic, with and without the VAE's variants. It becomes the
-    digits' `classic+vae`; the earlier one (LatentBorrow, then the classic) stays in ``test`` under its condition."""
-    start = time.time()
-    chosen = dict(previous["chosen"])
-    classic = chosen["classic"]["condition"]
-    kind = "self fixmatch borrow"  # the kind chosen at 100 MNIST labels (mnist -> chosen -> classic+vae)
-    names = {"pseudo+classic": f"pseudo + {classic}", "pixel-pseudo+classic": f"pixel-pseudo + {classic}",
-             "classic+vae": f"{kind} + {classic}", "classic+vae-without-variants": semi.without_variants(f"{kind} + {classic}")}
-    rows = scored(list(names.values()), "digits", 5, seeds, "test", state, workers)
-    test = {**previous["test"], **rows, **{alias: rows[name] for alias, name in names.items() if alias != "classic+vae"}}
-    chosen.setdefault("earlier classic+vae", chosen["classic+vae"])
-    source = "the pipeline chosen on MNIST's validation split (100 labels), with the classic chosen on the digits' validation split"
-    chosen["classic+vae"] = {"condition": names["classic+vae"], "source": source,
-                             "code": semi.CODES["classic+vae"]}
-    for alias in SEMI_CONDITIONS:
-        chosen[alias] = {"condition": names[alias], "source": source, "code": semi.CODES[alias]}
-    best, earlier = rows[names["classic+vae"]], test[chosen["earlier classic+vae"]["condition"]]
-    semi_gains = {"classic+vae - pseudo+classic": paired(best, rows[names["pseudo+classic"]]),
-                  "classic+vae - classic": paired(best, test[classic]),
-                  "classic+vae - classic+vae-without-variants": paired(best, rows[names["classic+vae-without-variants"]]),
-                  "pixel-pseudo+classic - classic": paired(rows[names["pixel-pseudo+classic"]], test[classic]),
-                  "pseudo+classic - classic": paired(rows[names["pseudo+classic"]], test[classic]),
-                  "classic+vae - earlier classic+vae": paired(best, earlier)}
-    seconds = dict(previous.get("seconds_parts", {}), semi=round(time.time() - start + setup_seconds, 1))
-    return {**previous, "chosen": chosen, "test": test, "semi_gains": semi_gains, "seconds_parts": seconds}
 
 
 def digits_key(args) -> str:
@@ -373,7 +359,7 @@ def run_digits(args, previous: dict, steps: int, seeds: dict) -> dict:
     if args.phase == "semi":
         if not chosen:
             raise SystemExit("run --datasets digits (select and test) first: the semi phase uses the classic chosen there")
-        return semi_digits(previous, state, seeds["digits"], args.workers, time.time() - digits_start)
+        return semi.digits_phase(previous, state, seeds["digits"], args.workers, time.time() - digits_start, args.reuse)
     if args.phase in ("all", "select"):
         validation, chosen = select_digits(state, classic_names, vae_names, seeds["digits"], args.workers)
     if args.phase == "test" and not chosen:
@@ -435,6 +421,7 @@ def main() -> None:
     protocol = {"quick": quick, "steps": steps, "batch_size": 64, "optimizer": "Adam lr 1e-3", "seeds": seeds,
                 "pairing": "seed s: the same labelled images, classifier initialisation and batch order for every condition",
                 "interval": "95% t-interval of the mean paired gain over seeds"}
+    args.reuse = result.get("protocol", {}).get("steps") == steps  # earlier test runs of the same length can be reused
     result["protocol"] = {**result.get("protocol", {}), **protocol}  # "seconds": of the last invocation
     if "mnist" in datasets:
         run_mnist(args, result.setdefault("mnist", {}), steps, seeds)
