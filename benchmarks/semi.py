@@ -175,16 +175,17 @@ def without_variants(condition: str) -> str:
     return kind if rest and self_rounds(kind)[1] not in KINDS else condition
 
 
-def choose(m: dict, state: dict, seeds: int, workers: int) -> None:
+def choose(m: dict, state: dict, seeds: int, workers: int, reuse: bool = True) -> None:
     """At 100 labels, on the validation split: the semi-supervised pipelines with the chosen classic; of those that
-    use the VAE's variants (``fixmatch borrow + C``, ``self fixmatch borrow + C``, and the chosen `classic+vae`:
-    LatentBorrow, then the classic), the best becomes `classic+vae`. Records the aliases
+    use the VAE's variants (`VARIANT_KINDS` with that classic, and the chosen `classic+vae`: LatentBorrow, then the
+    classic), the best becomes `classic+vae`. With ``reuse``, runs ``m`` already holds (as many seeds, the same
+    length) are not run again. Records the aliases
     ``pseudo+classic``, ``pixel-pseudo+classic`` and ``classic+vae-without-variants`` in ``chosen`` (also at 1,000
     labels, with that count's classic and the pipeline kind chosen at 100)."""
     classic = m["chosen"]["classic"]["condition"]
     names = [f"{kind} + {classic}" for kind in ("pseudo", "fixmatch", *VARIANT_KINDS[:1], "self fixmatch", *VARIANT_KINDS[1:])]
     earlier_val = m.get("validation_semi", {})  # the same seeded runs scored by an earlier semi phase: not redone
-    val = {n: earlier_val[n] for n in names if earlier_val.get("seeds") == seeds and n in earlier_val}
+    val = {n: earlier_val[n] for n in names if reuse and earlier_val.get("seeds") == seeds and n in earlier_val}
     val.update(scored([n for n in names if n not in val], "mnist", 10, seeds, "validation", state, workers))
     m["validation_semi"] = {"seeds": seeds, **val,
                             "gains": {n: paired(val[n], val[names[0]]) for n in names[1:]}}  # over pseudo + classic

@@ -306,7 +306,7 @@ def run_mnist(args, m: dict, steps: int, seeds: dict) -> None:
         if "chosen" not in m:
             raise SystemExit("run --phase select --labels 100 first: the semi phase builds on the classic chosen there")
         earlier = tested(m) if args.reuse else None
-        semi.choose(m, state, 3 if not args.quick else 1, args.workers)
+        semi.choose(m, state, 3 if not args.quick else 1, args.workers, args.reuse)
         aliases = ("classic+vae", *SEMI_CONDITIONS)
         test_mnist(m, state, args.label_counts, seeds, args.workers, aliases=aliases, earlier=earlier)
     if test:
