@@ -184,9 +184,8 @@ def choose(m: dict, state: dict, seeds: int, workers: int, reuse: bool = True) -
     labels, with that count's classic and the pipeline kind chosen at 100)."""
     classic = m["chosen"]["classic"]["condition"]
     names = [f"{kind} + {classic}" for kind in ("pseudo", "fixmatch", *VARIANT_KINDS[:1], "self fixmatch", *VARIANT_KINDS[1:])]
-    earlier_val = m.get("validation_semi", {})  # the same seeded runs scored by an earlier semi phase: not redone
-    val = {n: earlier_val[n] for n in names if reuse and earlier_val.get("seeds") == seeds and n in earlier_val}
-    val.update(scored([n for n in names if n not in val], "mnist", 10, seeds, "validation", state, workers))
+    earlier_val = m.get("validation_semi", {}) if reuse else {}  # the same seeded runs scored by an earlier semi phase
+    val = scored(names, "mnist", 10, seeds, "validation", state, workers, done=earlier_val)
     m["validation_semi"] = {"seeds": seeds, **val,
                             "gains": {n: paired(val[n], val[names[0]]) for n in names[1:]}}  # over pseudo + classic
     best = max((f"{kind} + {classic}" for kind in VARIANT_KINDS), key=lambda n: val[n]["mean"])  # of those with the variants
@@ -223,8 +222,7 @@ def digits_phase(previous: dict, state: dict, seeds: int, workers: int, setup_se
     kind = CHOSEN_KIND
     names = {"pseudo+classic": f"pseudo + {classic}", "pixel-pseudo+classic": f"pixel-pseudo + {classic}",
              "classic+vae": f"{kind} + {classic}", "classic+vae-without-variants": without_variants(f"{kind} + {classic}")}
-    done = {n: r for n, r in previous["test"].items() if reuse and n in names.values() and len(r.get("runs", ())) == seeds}
-    rows = {**done, **scored([n for n in names.values() if n not in done], "digits", 5, seeds, "test", state, workers)}
+    rows = scored(list(names.values()), "digits", 5, seeds, "test", state, workers, done=previous["test"] if reuse else None)
     test = {**previous["test"], **rows, **{alias: rows[name] for alias, name in names.items() if alias != "classic+vae"}}
     chosen.setdefault("earlier classic+vae", chosen["classic+vae"])
     source = "the pipeline chosen on MNIST's validation split (100 labels), with the classic chosen on the digits' validation split"

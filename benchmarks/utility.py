@@ -260,7 +260,7 @@ def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: i
                earlier: dict | None = None) -> None:
     """The test split, used once for each label count's chosen settings (of ``aliases``; the others keep their figures),
     and the paired gains of goals.TEST_GAINS. ``earlier``: label count -> condition -> its row from an earlier test
-    phase (`tested`), reused where it has as many seeds (the runs are seeded: a rerun gives the same accuracies)."""
+    phase (`tested`), reused where it has as many seeds (`runs.scored`'s ``done``)."""
     test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
     for labels in label_counts:
         key = "chosen" if labels == 100 else "chosen_1000"
@@ -268,11 +268,8 @@ def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: i
             raise SystemExit(f"run --phase select --labels {labels} first: the test split is used for the settings "
                              "chosen on validation only")
         names = test_names(m[key], aliases)
-        done = {name: row for name, row in (earlier or {}).get(str(labels), {}).items()
-                if len(row.get("runs", ())) == seeds[str(labels)]}  # seeded runs an earlier test phase scored: not redone
-        rows = scored([n for n in dict.fromkeys(names.values()) if n not in done], "mnist", labels // 10, seeds[str(labels)],
-                      "test", state, workers, seed0=100)
-        rows.update({name: done[name] for name in names.values() if name in done})
+        rows = scored(list(dict.fromkeys(names.values())), "mnist", labels // 10, seeds[str(labels)], "test", state, workers,
+                      seed0=100, done=(earlier or {}).get(str(labels)))
         rows = test[str(labels)] = {**test.get(str(labels), {}), **{alias: rows[name] for alias, name in names.items()}}
         gains[str(labels)] = {gain: paired(rows[a], rows[b]) for gain, (a, b) in TEST_GAINS.items() if a in rows and b in rows}
     m["test"] = {n: test[n] for n in LABEL_COUNTS if n in test}
