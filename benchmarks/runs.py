@@ -62,17 +62,19 @@ def run_all(jobs: list, state: dict, workers: int) -> list[float]:
 
 def scored(names, dataset, per_class, seeds, split, state, workers, seed0=0, only_variants=False, done=None) -> dict:
     """Each condition of ``names`` on seeds ``seed0`` .. ``seed0 + seeds - 1``: name -> `stats.summarize` of its accuracies.
-    ``done``: name -> row an earlier run scored on the same split and seeds, taken where it has ``seeds`` runs (the runs
-    are seeded: a rerun gives the same accuracies)."""
-    reused = {n: r for n, r in (done or {}).items() if n in names and len(r.get("runs", ())) == seeds}
-    order, names = names, [n for n in names if n not in reused]
-    jobs = [(dataset, name, per_class, seed0 + s, split, only_variants) for name in names for s in range(seeds)]
-    accs = run_all(jobs, state, workers)
-    out = {name: summarize(accs[i * seeds:(i + 1) * seeds]) for i, name in enumerate(names)}
-    for name, r in out.items():
+    ``done``: name -> row an earlier run scored on the same split from the same first seed; its runs are taken for the
+    seeds they cover and only the others are run (the runs are seeded: a rerun gives the same accuracies)."""
+    earlier = {n: list((done or {}).get(n, {}).get("runs", ()))[:seeds] for n in names}
+    jobs = [(dataset, name, per_class, seed0 + s, split, only_variants)
+            for name in names for s in range(len(earlier[name]), seeds)]
+    accs = iter(run_all(jobs, state, workers))
+    out = {}
+    for name in names:
+        out[name] = summarize(earlier[name] + [next(accs) for _ in range(len(earlier[name]), seeds)])
         print(f"[{dataset} {split}, {per_class * 10} labels{', variants only' if only_variants else ''}] {name:<44} "
-              f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}", flush=True)
-    return {name: reused[name] if name in reused else out[name] for name in order}
+              f"{100 * out[name]['mean']:.1f} +- {100 * out[name]['std']:.1f}"
+              f"{f' ({len(earlier[name])} runs reused)' if earlier[name] else ''}", flush=True)
+    return out
 
 
 def best_of(names: list[str], val: dict, per_class: int, seeds: int, state: dict, workers: int, dataset: str = "mnist",

@@ -28,9 +28,10 @@ benchmarks/common.py for a fixed budget (``--steps`` of batch 64, Adam), the bun
 - ``--phase semi`` (after ``select`` and ``test``) adds what a user with the same unlabelled images would do
   instead (benchmarks/semi.py): `pseudo+classic` (the pool labelled by propagation over the VAE's codes, with
   the chosen classic), `pixel-pseudo+classic` (the same over pixels), and the FixMatch pipelines whose strong
-  view is LatentBorrow's variant then the classic. Chosen on validation at 100 labels (3 seeds): if a FixMatch
-  pipeline with the VAE's variants beats the earlier `classic+vae` there, it becomes `classic+vae`, and
-  `classic+vae-without-variants` is it with the generator off. Then the test split for these aliases at both
+  view is a VAE variant (LatentBorrow's, or the latent adversary's) then the classic. Chosen on validation at
+  100 labels (`semi.VALIDATION_SEEDS` seeds): if a FixMatch pipeline with the VAE's variants beats the earlier
+  `classic+vae` there, it becomes `classic+vae`, and `classic+vae-without-variants` is it with the generator
+  off. Then the test split for these aliases at both
   label counts (the others keep their figures, on the same seeds: the gains stay paired).
 
 Digits (a second, small dataset a user could have: the 1,797 8x8 handwritten digits that ship
@@ -303,7 +304,7 @@ def run_mnist(args, m: dict, steps: int, seeds: dict) -> None:
         if "chosen" not in m:
             raise SystemExit("run --phase select --labels 100 first: the semi phase builds on the classic chosen there")
         earlier = tested(m) if args.reuse else None
-        semi.choose(m, state, 3 if not args.quick else 1, args.workers, args.reuse)
+        semi.choose(m, state, semi.VALIDATION_SEEDS if not args.quick else 1, args.workers, args.reuse)
         aliases = ("classic+vae", *SEMI_CONDITIONS)
         test_mnist(m, state, args.label_counts, seeds, args.workers, aliases=aliases, earlier=earlier)
     if test:
