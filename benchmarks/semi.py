@@ -167,13 +167,13 @@ def latent_adversary(vae, classic, eps: float, xi: float = 0.5):
         with torch.no_grad():
             away = eps * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
             return classic(decode_to_input(vae, mean + away, mean, xb, residual=True), target)
-    generator = torch.Generator().manual_seed(50_000)
+    generator = torch.Generator().manual_seed(50_000)  # the random starts: one stream for every seed (the runs' own draws differ)
     return strong
 
 
 def train(x, y, steps: int, seed: int, augment, unlabelled=None, strong=None, batch_size: int = 64) -> SmallCNN:
     """`common.train_classifier`'s loop (the same batches for the same seed), plus, with ``unlabelled`` images,
-    FixMatch's term: cross-entropy of ``strong(images, targets)`` against the classifier's confident predictions."""
+    FixMatch's term: cross-entropy of ``strong(images, targets, model)`` against the classifier's confident predictions."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     unlabelled_g = torch.Generator().manual_seed(40_000 + seed)

@@ -356,6 +356,30 @@ def pseudo_choice_table() -> str:
     return "\n".join(lines)
 
 
+def validation_vae_table() -> str:
+    """Is the validation split out of sample for the VAE (benchmarks/validation_vae.py): reconstruction errors of the
+    bundled VAE and of one trained on the pool only, and the semi pipelines on validation with each."""
+    c = load_results(RESULTS / "validation_vae.json")
+    if not c:
+        return "_not measured yet: run `python benchmarks/validation_vae.py`_"
+    p, r, v = c["protocol"], c["reconstruction"], c["validation"]
+    lines = [f"Measured by `python benchmarks/validation_vae.py` ({p['seconds'] / 60:.0f} minutes). Mean squared error of "
+             f"reconstruction (x 1,000, pixels in [0, 1]) on the first {p['images']:,} images of each split:", "",
+             "| VAE | pool | validation | test |", "| --- | --- | --- | --- |"]
+    for name, errors in r.items():
+        lines.append(f"| {name} | " + " | ".join(f"{1000 * errors[split]:.2f}" for split in ("pool", "validation", "test")) + " |")
+    lines += ["", f"The semi-supervised pipelines on the validation split ({p['seeds']} paired seeds, {p['steps']} steps), with "
+              "each VAE's codes for the pseudo-labels and its variants as the strong view:", "",
+              "| condition | bundled VAE | pool-only VAE |", "| --- | --- | --- |"]
+    for name, row in v["pool-only"].items():
+        bundled = v["bundled"].get(name)
+        lines.append(f"| {name} | {accuracy_text(bundled) if bundled else '-'} | {accuracy_text(row)} |")
+    lines += ["", "| paired gain | bundled VAE | pool-only VAE |", "| --- | --- | --- |"]
+    for key, label in (("share", "the decoded variants' share (against the twin without them)"), ("over pseudo", "over pseudo-labels")):
+        lines.append(f"| {label} | " + " | ".join(gain_text(v[key][vae]) if vae in v[key] else "-" for vae in ("bundled", "pool-only")) + " |")
+    return "\n".join(lines)
+
+
 def _settings_text(c: dict) -> str:
     return f"residual={c['residual']}, p={c['p']:g}, strength={c['strength']:g}"
 

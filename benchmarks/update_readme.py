@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's
 from goals import (BENCHMARKS_DOC, BINARIZED_NLL_GOAL, DIGITS_DEFAULT_GOAL, DIGITS_RECOMMENDED_GOAL, DIGITS_SEMI_GOAL, LIBRARY_DEFAULT,  # noqa: E402
                    RECOMMENDED_ACCURACY_GOAL, RESULTS, SPEED_GOALS, UTILITY_GOALS)
 from tables import (REPO, accuracy_text, gain_text, load_results, backbone_strength_table, backbones_table,  # noqa: E402
-                    defaults_table, density_table, pseudo_choice_table, levers_borrow_table, levers_table, quality_table, throughput_table, utility_table)
+                    defaults_table, density_table, pseudo_choice_table, validation_vae_table, levers_borrow_table, levers_table, quality_table, throughput_table, utility_table)
 
 
 def checkpoints_table() -> str:
@@ -220,9 +220,9 @@ SECTIONS = {"results": results_table, "checkpoints": checkpoints_table, "summary
             "throughput": throughput_table, "quality": quality_table, "utility": utility_table, "levers": levers_table, "levers_borrow": levers_borrow_table,
             "density": density_table,
             "backbones": backbones_table, "backbone_strength": backbone_strength_table, "pseudo_choice": pseudo_choice_table,
-            "defaults": defaults_table}
+            "defaults": defaults_table, "validation_vae": validation_vae_table}
 FILES = {"README.md": ("results",),
-         BENCHMARKS_DOC: ("summary", "utility", "defaults", "levers", "levers_borrow", "pseudo_choice", "density", "quality", "throughput",
+         BENCHMARKS_DOC: ("summary", "utility", "defaults", "levers", "levers_borrow", "pseudo_choice", "validation_vae", "density", "quality", "throughput",
                           "backbone_strength", "backbones"),
          "docs/usage.md": ("strengths",), "docs/checkpoints.md": ("checkpoints",)}
 
