@@ -157,6 +157,8 @@ def latent_adversary(vae, classic, eps: float, xi: float = 0.5):
     """The strong view ``(images, targets, model) -> images`` of ``fixmatch lvat``: each image's code mean moved by
     ``eps`` along the direction that most raises ``model``'s loss on the target (one power step from a random
     direction of norm ``xi``), decoded in the residual mode (the image plus the decoded change), then ``classic``."""
+    generator = torch.Generator().manual_seed(50_000)  # the random starts: one stream for every seed (the runs' own draws differ)
+
     def strong(xb: torch.Tensor, target: torch.Tensor, model) -> torch.Tensor:
         with torch.no_grad():
             mean = encode_images(vae, xb).mean
@@ -167,7 +169,6 @@ def latent_adversary(vae, classic, eps: float, xi: float = 0.5):
         with torch.no_grad():
             away = eps * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
             return classic(decode_to_input(vae, mean + away, mean, xb, residual=True), target)
-    generator = torch.Generator().manual_seed(50_000)  # the random starts: one stream for every seed (the runs' own draws differ)
     return strong
 
 

@@ -31,8 +31,8 @@ benchmarks/common.py for a fixed budget (``--steps`` of batch 64, Adam), the bun
   view is a VAE variant (LatentBorrow's, or the latent adversary's) then the classic. Chosen on validation at
   100 labels (`semi.VALIDATION_SEEDS` seeds): if a FixMatch pipeline with the VAE's variants beats the earlier
   `classic+vae` there, it becomes `classic+vae`, and `classic+vae-without-variants` is it with the generator
-  off. Then the test split for these aliases at both
-  label counts (the others keep their figures, on the same seeds: the gains stay paired).
+  off. Then the test split for these aliases at both label counts (the others keep their figures, on the
+  same seeds: the gains stay paired).
 
 Digits (a second, small dataset a user could have: the 1,797 8x8 handwritten digits that ship
 with scikit-learn, scaled to 16x16). The VAE is trained the way a user trains one on a folder of
@@ -261,7 +261,7 @@ def test_mnist(m: dict, state: dict, label_counts: list, seeds: dict, workers: i
                earlier: dict | None = None) -> None:
     """The test split, used once for each label count's chosen settings (of ``aliases``; the others keep their figures),
     and the paired gains of goals.TEST_GAINS. ``earlier``: label count -> condition -> its row from an earlier test
-    phase (`tested`), reused where it has as many seeds (`runs.scored`'s ``done``)."""
+    phase (`tested`), whose runs are reused for the seeds they cover (`runs.scored`'s ``done``)."""
     test, gains = m.get("test", {}), m.get("gains", {})  # a label count not run here keeps its earlier figures
     for labels in label_counts:
         key = "chosen" if labels == 100 else "chosen_1000"

@@ -9,7 +9,7 @@ on validation for anything the decoder draws may then be made on images the deco
 - trains a VAE with the bundled one's recipe (checkpoints/mnist/README.md: 30 epochs, 32 latent dimensions,
   widths 32,64, hidden 256, batch 128, lr 2e-3, seed 0) on the unlabelled pool only (training images
   0-49,999), into ``--vae-dir`` (a rerun with that folder holding a model reuses it);
-- ``reconstruction``: each VAE's mean squared error of reconstruction (decoded posterior means, pixels in [0, 1])
+- ``reconstruction``: each VAE's mean squared error of reconstruction (`reconstruct`: decoded posterior means, pixels in [0, 1])
   on the first `IMAGES` pool, validation and test images;
 - ``validation``: the semi-supervised pipelines `CONDITIONS` (benchmarks/semi.py, with the classic chosen in
   results/utility.json) on the validation split with the pool-only VAE (its codes for the pseudo-labels and as
@@ -27,8 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DEFAULT_ROOT, RESULTS, mnist, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
-import torch
+from common import DEFAULT_ROOT, RESULTS, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 from torch.utils.data import TensorDataset
 
 from runs import scored
@@ -36,7 +35,7 @@ from semi import without_variants
 from stats import paired, summarize
 from utility import POOL, mnist_state
 from vae_augment import load_vae
-from vae_augment.augment import encode_images, encode_means
+from vae_augment.augment import encode_means
 from vae_augment.training import train
 
 IMAGES = 3000
@@ -45,21 +44,21 @@ RECIPE = dict(epochs=30, latent_dim=32, widths=(32, 64), hidden=256, batch_size=
               likelihood="bernoulli", progress=False)
 
 
-def pool_vae(root: str, folder: Path, quick: bool):
-    """The VAE trained on the pool only (``quick``: one epoch on 2,000 images), or the one ``folder`` holds."""
+def pool_vae(state: dict, folder: Path, quick: bool):
+    """The VAE trained on the pool of ``state`` (`utility.mnist_state`) only (``quick``: one epoch on 2,000 images),
+    or the one ``folder`` holds."""
     if (folder / "model.safetensors").is_file():
         return load_vae(folder)
-    x, y = mnist(root, train=True)
-    x_test, y_test = mnist(root, train=False)
+    (x, y), (x_test, y_test) = (state["x"], state["y"]), state["test"]
     n, recipe = (2000, {**RECIPE, "epochs": 1}) if quick else (POOL, RECIPE)
     return train(TensorDataset(x[:n], y[:n]), folder, test_data=TensorDataset(x_test[:2000], y_test[:2000]), **recipe)
 
 
-@torch.no_grad()
-def reconstruction_error(vae, images: torch.Tensor) -> float:
-    """Mean squared error between ``images`` and the decoding of their posterior means."""
-    decoded = vae.from_model(vae.decode(encode_images(vae, images).mean), images.shape[-2:])
-    return (decoded - images).pow(2).mean().item()
+def gains(rows: dict, names: list) -> dict:
+    """The decoded variants' share (the pipeline ``names[-1]`` against its twin without them) and its lead over
+    pseudo-labels (``names[0]``), paired by seed."""
+    best = rows[names[-1]]
+    return {"share": paired(best, rows[without_variants(names[-1])]), "over pseudo": paired(best, rows[names[0]])}
 
 
 def main() -> None:
@@ -76,12 +75,12 @@ def main() -> None:
     seeds, steps, images = (1, 40, 200) if args.quick else (args.seeds, args.steps, IMAGES)
     folder = Path(args.vae_dir or tempfile.mkdtemp(prefix="vae-augment-pool-vae-"))
     state = mnist_state(args.root, steps)
-    bundled, own = state["vae"], pool_vae(args.root, folder, args.quick)
+    bundled, own = state["vae"], pool_vae(state, folder, args.quick)
     x, (x_test, _) = state["x"], state["test"]
     splits = {"pool": x[:images], "validation": x[POOL:POOL + images], "test": x_test[:images]}
     result: dict = {"protocol": {"seeds": seeds, "steps": steps, "images": images, "quick": args.quick,
                                  "pool-only VAE": {"images": "training images 0-49,999", **RECIPE, "widths": list(RECIPE["widths"])}},
-                    "reconstruction": {name: {split: reconstruction_error(vae, imgs) for split, imgs in splits.items()}
+                    "reconstruction": {name: {split: (vae.reconstruct(imgs) - imgs).pow(2).mean().item() for split, imgs in splits.items()}
                                        for name, vae in (("bundled", bundled), ("pool-only", own))}}
     print(json.dumps(result["reconstruction"], indent=1), flush=True)
     own.latent_bank = encode_means(own, x[state["pool_index"]])  # the same pool images' codes, by this VAE
@@ -91,11 +90,9 @@ def main() -> None:
     names = [f"{kind} + {classic}" for kind in CONDITIONS]
     val = scored(names, "mnist", 10, seeds, "validation", {"mnist": state}, args.workers)
     earlier = {n: summarize(utility["validation_semi"][n]["runs"][:seeds]) for n in names if not args.quick}
+    measured = {vae: gains(rows, names) for vae, rows in (("pool-only", val), ("bundled", earlier)) if rows}
     result["validation"] = {"pool-only": val, "bundled": earlier,
-                            "share": {vae: paired(rows[n], rows[without_variants(n)]) for vae, rows in
-                                      (("pool-only", val), ("bundled", earlier)) if rows for n in names[-1:]},
-                            "over pseudo": {vae: paired(rows[names[-1]], rows[names[0]]) for vae, rows in
-                                            (("pool-only", val), ("bundled", earlier)) if rows}}
+                            **{key: {vae: g[key] for vae, g in measured.items()} for key in ("share", "over pseudo")}}
     result["protocol"]["seconds"] = round(time.time() - start, 1)
     out = write_json(args.out, result)
     print(json.dumps({k: result["validation"][k] for k in ("share", "over pseudo")}, indent=1))
