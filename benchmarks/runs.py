@@ -63,7 +63,9 @@ def run_all(jobs: list, state: dict, workers: int) -> list[float]:
 def scored(names, dataset, per_class, seeds, split, state, workers, seed0=0, only_variants=False, done=None) -> dict:
     """Each condition of ``names`` on seeds ``seed0`` .. ``seed0 + seeds - 1``: name -> `stats.summarize` of its accuracies.
     ``done``: name -> row an earlier run scored on the same split from the same first seed; its runs are taken for the
-    seeds they cover and only the others are run (the runs are seeded: a rerun gives the same accuracies)."""
+    seeds they cover and only the others are run (the runs are seeded: a rerun with the same code gives the same
+    accuracies; runs made before classic.ElasticBatch's blur became two matrices, 2026-12-07, drew the same fields to
+    float rounding, so a rerun of one of those can differ a little, as any change of summation order can)."""
     earlier = {n: list((done or {}).get(n, {}).get("runs", ()))[:seeds] for n in names}
     jobs = [(dataset, name, per_class, seed0 + s, split, only_variants)
             for name in names for s in range(len(earlier[name]), seeds)]
