@@ -24,7 +24,6 @@ import time
 from common import DEFAULT_ROOT, RESULTS, write_json  # noqa: I001  (sets OMP_WAIT_POLICY before torch loads)
 import torch
 
-import semi
 from runs import balanced_subset, scored
 from stats import paired
 from utility import POOL, mnist_state

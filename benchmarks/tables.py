@@ -380,6 +380,37 @@ def validation_vae_table() -> str:
     return "\n".join(lines)
 
 
+def long_training_table() -> str:
+    """The semi-supervised pipelines trained longer (benchmarks/long_training.py): validation with the pool-only VAE,
+    the test split with the bundled one, paired gains, and each against its own 1,000-step runs."""
+    c = load_results(RESULTS / "long_training.json")
+    if not c:
+        return "_not measured yet: run `python benchmarks/long_training.py --vae-dir DIR`_"
+    p, v = c["protocol"], c.get("validation", {})
+    minutes = " and ".join(f"{phase} phase {seconds / 60:.0f} minutes" for phase, seconds in p["seconds"].items())
+    lines = [f"Measured by `python benchmarks/long_training.py` ({minutes}): {p['steps']:,} classifier steps of {p['batch_size']} "
+             f"images, {p['labels']} labels, the classic `{p['classic']}`.", ""]
+    if v:
+        lines += [f"Validation split, {v['seeds']} paired seeds, the pool-only VAE:", "",
+                  "| condition | accuracy | paired gain over pseudo-labels |", "| --- | --- | --- |"]
+        names = [n for n in v if n not in ("vae", "seeds", "gains")]
+        for name in names:
+            gain = v["gains"].get(f"{name} - {names[0]}")
+            lines.append(f"| {name} | {accuracy_text(v[name])} | {gain_text(gain) if gain else '-'} |")
+        share = v["gains"]["variants' share"]
+        lines += ["", f"The decoded variants' share on validation: {gain_text(share)}."]
+    t = c.get("test", {}).get("100")
+    if t:
+        short = c.get("over_1000_steps", {})
+        lines += ["", f"Test split, {p['test_seeds']} paired seeds, the bundled VAE:", "",
+                  "| condition | pipeline | accuracy | against its 1,000-step runs |", "| --- | --- | --- | --- |"]
+        for alias, row in t.items():
+            lines.append(f"| `{alias}` | {row['condition']} | {accuracy_text(row)} | {gain_text(short[alias]) if alias in short else '-'} |")
+        lines += ["", "| paired gain (test) | points |", "| --- | --- |"]
+        lines += [f"| {name} | {gain_text(g)} |" for name, g in c["gains"].items()]
+    return "\n".join(lines)
+
+
 def _settings_text(c: dict) -> str:
     return f"residual={c['residual']}, p={c['p']:g}, strength={c['strength']:g}"
 
