@@ -29,6 +29,16 @@ def paired(a: dict, b: dict) -> dict:
     return {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "seeds": len(d)}
 
 
+def unpaired(a: dict, b: dict) -> dict:
+    """Gain of a over b in points when their seeds differ (no pairing): the difference of the means, its standard
+    error (Welch's) and a 95% t-interval with the smaller count's degrees of freedom (conservative)."""
+    da, db = [100 * x for x in a["runs"]], [100 * x for x in b["runs"]]
+    mean = statistics.fmean(da) - statistics.fmean(db)
+    se = math.sqrt(statistics.variance(da) / len(da) + statistics.variance(db) / len(db))
+    half = T95.get(min(len(da), len(db)), 1.96) * se
+    return {"mean": mean, "se": se, "ci95": [mean - half, mean + half], "seeds": [len(da), len(db)], "paired": False}
+
+
 def gains_over(rows: dict) -> dict:
     """Each condition over none, and each "C + X" over C alone."""
     base = {n: n.split(" + ")[0] if " + " in n else "none" for n in rows if n != "none"}
