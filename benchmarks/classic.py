@@ -51,15 +51,17 @@ class ElasticBatch:
     [-1, 1] blurred by a Gaussian of ``sigma`` pixels, times alpha / side, added to the sampling
     grid (torchvision's construction, batched). The blur is torchvision's ``gaussian_blur`` (its kernel,
     reflect padding) written as one matrix per side, ``B_h @ noise @ B_w^T``: two small matmuls instead
-    of a 33 x 33 convolution, the same field to float rounding (about 1e-7) and 100x faster."""
+    of a 33 x 33 convolution, the same field to float rounding (within 5e-7; ``python benchmarks/classic.py``)."""
 
     def __init__(self, alpha=34.0, sigma=4.0):
+        if not sigma > 0:
+            raise ValueError(f"ElasticBatch: sigma must be a positive number of pixels, got {sigma!r}")
         self.alpha, self.sigma = alpha, sigma
-        self._blur: dict[int, torch.Tensor] = {}
+        self._blur: dict[tuple[int, float], torch.Tensor] = {}
 
     def blur_matrix(self, n: int) -> torch.Tensor:
         """``B`` with ``B @ v`` = torchvision's 1-d Gaussian blur of the length-``n`` ``v`` (reflect padding)."""
-        if n not in self._blur:
+        if (n, self.sigma) not in self._blur:
             kernel = int(8 * self.sigma + 1) | 1
             half = kernel // 2
             if half >= n:
@@ -71,8 +73,8 @@ class ElasticBatch:
             source = source.abs()
             source = torch.where(source > n - 1, 2 * (n - 1) - source, source)  # reflect
             rows = torch.arange(n).unsqueeze(1).expand(n, kernel)
-            self._blur[n] = torch.zeros(n, n).index_put_((rows, source), weights.expand(n, kernel), accumulate=True)
-        return self._blur[n]
+            self._blur[n, self.sigma] = torch.zeros(n, n).index_put_((rows, source), weights.expand(n, kernel), accumulate=True)
+        return self._blur[n, self.sigma]
 
     def __call__(self, x, y):
         n, _, h, w = x.shape

@@ -41,6 +41,7 @@ from vae_augment.augment import encode_means
 
 CONDITIONS = ("pseudo", "self fixmatch", "self fixmatch rborrow")  # the kinds run on validation, before " + <classic>"
 VARIANTS = ("self fixmatch rborrow",)  # of those, the ones with decoded variants: the candidates for classic+vae
+SEED0 = 0  # the first seed of both phases (utility.py's test seeds start at 100; see the module's docstring)
 
 
 def validation(result: dict, state: dict, classic: str, vae_dir: Path, args) -> None:
@@ -50,7 +51,7 @@ def validation(result: dict, state: dict, classic: str, vae_dir: Path, args) -> 
     names = [f"{kind} + {classic}" for kind in CONDITIONS]
     earlier = result.get("validation", {})
     val = scored(names, "mnist", 10, args.val_seeds, "validation", {"mnist": {**state, "vae": own, "pool_codes": own.latent_bank}},
-                 args.workers, done=earlier)
+                 args.workers, seed0=SEED0, done=earlier)
     best = max((f"{kind} + {classic}" for kind in VARIANTS), key=lambda n: val[n]["mean"])
     result["validation"] = {"vae": "pool-only (training images 0-49,999; benchmarks/validation_vae.py's recipe)",
                             "seeds": args.val_seeds, **val,
@@ -64,9 +65,9 @@ def test(result: dict, state: dict, args) -> None:
     """The chosen pipelines on the test split with the bundled VAE, their gains, and each against its 1,000-step runs."""
     chosen = {alias: result["chosen"][alias] for alias in ("pseudo+classic", "classic+vae", "classic+vae-without-variants")}
     earlier = result.get("test", {}).get("100", {})
-    rows = scored(list(chosen.values()), "mnist", 10, args.seeds, "test", {"mnist": state}, args.workers,
+    rows = scored(list(chosen.values()), "mnist", 10, args.seeds, "test", {"mnist": state}, args.workers, seed0=SEED0,
                   done={name: earlier[alias] for alias, name in chosen.items() if earlier.get(alias, {}).get("condition") == name})
-    result["test"] = {"100": {alias: {"condition": name, **rows[name]} for alias, name in chosen.items()}}
+    result["test"] = {"seeds": args.seeds, "100": {alias: {"condition": name, **rows[name]} for alias, name in chosen.items()}}
     t = result["test"]["100"]
     result["gains"] = {"classic+vae - pseudo+classic": paired(t["classic+vae"], t["pseudo+classic"]),
                        "classic+vae - classic+vae-without-variants": paired(t["classic+vae"], t["classic+vae-without-variants"]),
@@ -93,11 +94,14 @@ def main() -> None:
         args.steps, args.val_seeds, args.seeds = 40, 1, 1
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.is_file() else {}
+    if args.quick and result and not result.get("protocol", {}).get("quick", True):
+        parser.error(f"{out} holds a full run's results: give a quick run another --out")
     if result.get("protocol", {}).get("steps") not in (None, args.steps) or result.get("protocol", {}).get("quick", args.quick) != args.quick:
         result = {}  # runs of another length (or a quick run) are not reused
     state = mnist_state(args.root, args.steps)
     classic = json.loads((RESULTS / "utility.json").read_text())["mnist"]["chosen"]["classic"]["condition"]
-    seconds = result.get("protocol", {}).get("seconds", {})  # per phase, summed over the invocations that made its runs
+    protocol = result.get("protocol", {})
+    seconds = protocol.get("seconds", {})  # per phase, summed over its invocations (a prototype's included, see the docs)
     for phase in ("validation", "test"):
         if args.phase not in ("all", phase):
             continue
@@ -105,12 +109,13 @@ def main() -> None:
         if phase == "validation":
             validation(result, state, classic, Path(args.vae_dir or tempfile.mkdtemp(prefix="vae-augment-pool-vae-")), args)
         elif "chosen" not in result:
-            parser.error(f"--phase test needs the validation phase's choice in {out}: run --phase validation first")
+            parser.error(f"--phase test needs the validation phase's choice at {args.steps} steps in {out}: run --phase validation first")
         else:
             test(result, state, args)
         seconds[phase] = round(seconds.get(phase, 0) + time.time() - phase_start, 1)
-        result["protocol"] = {"steps": args.steps, "batch_size": 64, "labels": 100, "classic": classic, "quick": args.quick,
-                              "validation_seeds": args.val_seeds, "test_seeds": args.seeds, "seed0": 0, "seconds": seconds}
+        result["protocol"] = protocol = {**protocol, "steps": args.steps, "batch_size": 64, "labels": 100, "classic": classic,
+                                         "quick": args.quick, "seed0": SEED0, f"{phase}_seeds": args.val_seeds if phase == "validation" else args.seeds,
+                                         "seconds": seconds}
         write_json(out, result)  # after each phase: a failed test phase keeps the validation's runs
     print(json.dumps({k: result.get(k) for k in ("chosen", "gains", "against_1000_steps")}, indent=1))
     print(f"wrote {out} in {time.time() - start:.0f} s")

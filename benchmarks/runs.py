@@ -65,7 +65,8 @@ def scored(names, dataset, per_class, seeds, split, state, workers, seed0=0, onl
     ``done``: name -> row an earlier run scored on the same split from the same first seed; its runs are taken for the
     seeds they cover and only the others are run (the runs are seeded: a rerun with the same code gives the same
     accuracies; runs made before classic.ElasticBatch's blur became two matrices, 2026-12-07, drew the same fields to
-    float rounding, so a rerun of one of those can differ a little, as any change of summation order can)."""
+    float rounding, and training can grow a rounding difference into one as large as a seed's, so a rerun of one of those
+    can differ by that much, as after any change of summation order)."""
     earlier = {n: list((done or {}).get(n, {}).get("runs", ()))[:seeds] for n in names}
     jobs = [(dataset, name, per_class, seed0 + s, split, only_variants)
             for name in names for s in range(len(earlier[name]), seeds)]

@@ -402,7 +402,8 @@ def long_training_table() -> str:
     t = c.get("test", {}).get("100")
     if t:
         short = c.get("against_1000_steps", {})
-        lines += ["", f"Test split, {p['test_seeds']} paired seeds (0-{p['test_seeds'] - 1}), the bundled VAE:", "",
+        n, seed0 = c["test"].get("seeds", p["test_seeds"]), p.get("seed0", 0)
+        lines += ["", f"Test split, {n} paired seeds ({seed0}-{seed0 + n - 1}), the bundled VAE:", "",
                   "| condition | pipeline | accuracy | against its 1,000-step runs (other seeds, unpaired) |", "| --- | --- | --- | --- |"]
         for alias, row in t.items():
             g = short.get(alias)
