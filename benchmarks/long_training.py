@@ -36,8 +36,7 @@ from runs import scored
 from semi import without_variants
 from stats import paired, unpaired
 from utility import mnist_state
-from validation_vae import pool_vae
-from vae_augment.augment import encode_means
+from validation_vae import pool_vae, with_vae
 
 CONDITIONS = ("pseudo", "self fixmatch", "self fixmatch rborrow")  # the kinds run on validation, before " + <classic>"
 VARIANTS = ("self fixmatch rborrow",)  # of those, the ones with decoded variants: the candidates for classic+vae
@@ -46,12 +45,10 @@ SEED0 = 0  # the first seed of both phases (utility.py's test seeds start at 100
 
 def validation(result: dict, state: dict, classic: str, vae_dir: Path, args) -> None:
     """`CONDITIONS` on the validation split with the pool-only VAE; the best of `VARIANTS` becomes ``classic+vae``."""
-    own = pool_vae(state, vae_dir, args.quick)
-    own.latent_bank = encode_means(own, state["x"][state["pool_index"]])  # the same pool images' codes, by this VAE
     names = [f"{kind} + {classic}" for kind in CONDITIONS]
-    earlier = result.get("validation", {})
-    val = scored(names, "mnist", 10, args.val_seeds, "validation", {"mnist": {**state, "vae": own, "pool_codes": own.latent_bank}},
-                 args.workers, seed0=SEED0, done=earlier)
+    own = with_vae(state, pool_vae(state, vae_dir, args.quick))
+    val = scored(names, "mnist", 10, args.val_seeds, "validation", {"mnist": own}, args.workers, seed0=SEED0,
+                 done=result.get("validation", {}))
     best = max((f"{kind} + {classic}" for kind in VARIANTS), key=lambda n: val[n]["mean"])
     result["validation"] = {"vae": "pool-only (training images 0-49,999; benchmarks/validation_vae.py's recipe)",
                             "seeds": args.val_seeds, **val,
@@ -73,7 +70,6 @@ def test(result: dict, state: dict, args) -> None:
                        "classic+vae - classic+vae-without-variants": paired(t["classic+vae"], t["classic+vae-without-variants"]),
                        "classic+vae-without-variants - pseudo+classic": paired(t["classic+vae-without-variants"], t["pseudo+classic"])}
     short = json.loads((RESULTS / "utility.json").read_text())["mnist"]["test"]["100"]  # utility.py's test seeds: 100-109
-    result.pop("over_1000_steps", None)
     result["against_1000_steps"] = {alias: unpaired(t[alias], short[alias]) for alias in chosen if alias in short and not args.quick}
 
 

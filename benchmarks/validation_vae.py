@@ -54,6 +54,13 @@ def pool_vae(state: dict, folder: Path, quick: bool):
     return train(TensorDataset(x[:n], y[:n]), folder, test_data=TensorDataset(x_test[:2000], y_test[:2000]), **recipe)
 
 
+def with_vae(state: dict, vae) -> dict:
+    """``state`` (`utility.mnist_state`) with ``vae`` in the bundled VAE's place: its codes of the same pool images
+    (its latent bank) for the pseudo-labels and as LatentBorrow's donors."""
+    vae.latent_bank = encode_means(vae, state["x"][state["pool_index"]])
+    return {**state, "vae": vae, "pool_codes": vae.latent_bank}
+
+
 def gains(rows: dict, names: list) -> dict:
     """The decoded variants' share (the pipeline ``names[-1]`` against its twin without them) and its lead over
     pseudo-labels (``names[0]``), paired by seed."""
@@ -83,12 +90,10 @@ def main() -> None:
                     "reconstruction": {name: {split: (vae.reconstruct(imgs) - imgs).pow(2).mean().item() for split, imgs in splits.items()}
                                        for name, vae in (("bundled", bundled), ("pool-only", own))}}
     print(json.dumps(result["reconstruction"], indent=1), flush=True)
-    own.latent_bank = encode_means(own, x[state["pool_index"]])  # the same pool images' codes, by this VAE
-    state.update(vae=own, pool_codes=own.latent_bank)
     utility = json.loads((RESULTS / "utility.json").read_text())["mnist"]
     classic = utility["chosen"]["classic"]["condition"]
     names = [f"{kind} + {classic}" for kind in CONDITIONS]
-    val = scored(names, "mnist", 10, seeds, "validation", {"mnist": state}, args.workers)
+    val = scored(names, "mnist", 10, seeds, "validation", {"mnist": with_vae(state, own)}, args.workers)
     earlier = {n: summarize(utility["validation_semi"][n]["runs"][:seeds]) for n in names if not args.quick}
     measured = {vae: gains(rows, names) for vae, rows in (("pool-only", val), ("bundled", earlier)) if rows}
     result["validation"] = {"pool-only": val, "bundled": earlier,
