@@ -1,7 +1,7 @@
 """The semi-supervised pipelines trained longer, at 100 MNIST labels (issue 30's 98% goal).
 
     python benchmarks/long_training.py [--quick] [--root ../shared/data] [--workers 2] [--steps 3000]
-        [--phase all|validation|test] [--vae-dir DIR] [--val-seeds 5] [--seeds 10]
+        [--phase all|validation|test] [--vae-dir DIR] [--val-seeds 5] [--seeds 10] [--test-seed0 100]
 
 The utility benchmark trains each classifier for 1,000 steps of 64 images: about 1.3 passes over the 50,000
 pseudo-labelled pool images, and FixMatch's own runs take hundreds of times longer. This script runs the
@@ -12,14 +12,16 @@ semi-supervised pipelines of benchmarks/semi.py (with the classic chosen in resu
   (benchmarks/validation_vae.py's: the bundled VAE was trained on the validation images, which can make the
   validation split overstate what its decoder adds); ``--vae-dir`` holds it or receives it (9 minutes).
   Of the kinds with decoded variants (`VARIANTS`), the best becomes ``classic+vae``.
-- ``test`` (seeds 0 to ``--seeds`` - 1, the bundled VAE): ``pseudo+classic``, ``classic+vae`` and
-  ``classic+vae-without-variants``, their paired gains, and each against its own 1,000-step runs in
-  results/utility.json. Those ran on utility.py's test seeds (100-109), other labelled draws, so that
-  comparison is unpaired (`stats.unpaired`). Seeds 0-4 draw the same labelled images as the validation
-  seeds 0-4 (scored on other images); utility.py's test seeds start at 100 so that they do not.
+- ``test`` (seeds ``--test-seed0`` to ``--test-seed0 + --seeds`` - 1, the bundled VAE): ``pseudo+classic``,
+  ``classic+vae`` and ``classic+vae-without-variants``, their paired gains, and each against its own
+  1,000-step runs in results/utility.json. Those ran on utility.py's test seeds (100-109): from the default
+  first seed, 100, the comparison is paired; from another, unpaired (`stats.unpaired`). A test seed below
+  ``--val-seeds`` draws the same labelled images as that validation seed (scored on other images): the
+  3,000-step file's test phase ran from seed 0 (``--test-seed0 0`` reproduces it), and its seeds 0-4 did.
 
 A phase reuses the runs the results file already holds for its conditions (the runs are seeded). Writes
-benchmarks/results/long_training.json; docs/benchmarks.md renders it.
+benchmarks/results/long_training_<steps>.json; docs/benchmarks.md renders every such file, and the goals
+table takes the length whose ``classic+vae`` scored best on validation (`tables.chosen_long_training`).
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ from validation_vae import pool_vae, with_vae
 
 CONDITIONS = ("pseudo", "self fixmatch", "self fixmatch rborrow")  # the kinds run on validation, before " + <classic>"
 VARIANTS = ("self fixmatch rborrow",)  # of those, the ones with decoded variants: the candidates for classic+vae
-SEED0 = 0  # the first seed of both phases (utility.py's test seeds start at 100; see the module's docstring)
+VAL_SEED0 = 0  # the validation phase's first seed, as utility.py's
+UTILITY_TEST_SEED0 = 100  # utility.py's first test seed: a test phase from it pairs with the 1,000-step runs
 
 
 def validation(result: dict, state: dict, classic: str, vae_dir: Path, args) -> None:
     """`CONDITIONS` on the validation split with the pool-only VAE; the best of `VARIANTS` becomes ``classic+vae``."""
     names = [f"{kind} + {classic}" for kind in CONDITIONS]
     own = with_vae(state, pool_vae(state, vae_dir, args.quick))
-    val = scored(names, "mnist", 10, args.val_seeds, "validation", {"mnist": own}, args.workers, seed0=SEED0,
+    val = scored(names, "mnist", 10, args.val_seeds, "validation", {"mnist": own}, args.workers, seed0=VAL_SEED0,
                  done=result.get("validation", {}))
     best = max((f"{kind} + {classic}" for kind in VARIANTS), key=lambda n: val[n]["mean"])
     result["validation"] = {"vae": "pool-only (training images 0-49,999; benchmarks/validation_vae.py's recipe)",
@@ -61,8 +64,9 @@ def validation(result: dict, state: dict, classic: str, vae_dir: Path, args) -> 
 def test(result: dict, state: dict, args) -> None:
     """The chosen pipelines on the test split with the bundled VAE, their gains, and each against its 1,000-step runs."""
     chosen = {alias: result["chosen"][alias] for alias in ("pseudo+classic", "classic+vae", "classic+vae-without-variants")}
-    earlier = result.get("test", {}).get("100", {})
-    rows = scored(list(chosen.values()), "mnist", 10, args.seeds, "test", {"mnist": state}, args.workers, seed0=SEED0,
+    same_seeds = result.get("protocol", {}).get("test_seed0") == args.test_seed0
+    earlier = result.get("test", {}).get("100", {}) if same_seeds else {}
+    rows = scored(list(chosen.values()), "mnist", 10, args.seeds, "test", {"mnist": state}, args.workers, seed0=args.test_seed0,
                   done={name: earlier[alias] for alias, name in chosen.items() if earlier.get(alias, {}).get("condition") == name})
     result["test"] = {"seeds": args.seeds, "100": {alias: {"condition": name, **rows[name]} for alias, name in chosen.items()}}
     t = result["test"]["100"]
@@ -70,7 +74,9 @@ def test(result: dict, state: dict, args) -> None:
                        "classic+vae - classic+vae-without-variants": paired(t["classic+vae"], t["classic+vae-without-variants"]),
                        "classic+vae-without-variants - pseudo+classic": paired(t["classic+vae-without-variants"], t["pseudo+classic"])}
     short = json.loads((RESULTS / "utility.json").read_text())["mnist"]["test"]["100"]  # utility.py's test seeds: 100-109
-    result["against_1000_steps"] = {alias: unpaired(t[alias], short[alias]) for alias in chosen if alias in short and not args.quick}
+    compare = paired if args.test_seed0 == UTILITY_TEST_SEED0 else unpaired
+    result["against_1000_steps"] = {alias: compare(t[alias], short[alias]) for alias in chosen if alias in short and not args.quick}
+    result["against_1000_steps_paired"] = compare is paired
 
 
 def main() -> None:
@@ -83,12 +89,14 @@ def main() -> None:
     parser.add_argument("--vae-dir", help="the pool-only VAE's folder (read when it holds one, else trained into it)")
     parser.add_argument("--val-seeds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=10, help="test seeds (the utility benchmark's at 100 labels: 10)")
-    parser.add_argument("--out", default=str(RESULTS / "long_training.json"))
+    parser.add_argument("--test-seed0", type=int, default=UTILITY_TEST_SEED0,
+                        help="the test phase's first seed (utility.py's: 100; the 3,000-step file's: 0)")
+    parser.add_argument("--out", help="default: benchmarks/results/long_training_<steps>.json")
     args = parser.parse_args()
     start = time.time()
     if args.quick:
         args.steps, args.val_seeds, args.seeds = 40, 1, 1
-    out = Path(args.out)
+    out = Path(args.out or RESULTS / f"long_training_{args.steps}.json")
     result = json.loads(out.read_text()) if out.is_file() else {}
     if args.quick and result and not result.get("protocol", {}).get("quick", True):
         parser.error(f"{out} holds a full run's results: give a quick run another --out")
@@ -110,8 +118,8 @@ def main() -> None:
             test(result, state, args)
         seconds[phase] = round(seconds.get(phase, 0) + time.time() - phase_start, 1)
         result["protocol"] = protocol = {**protocol, "steps": args.steps, "batch_size": 64, "labels": 100, "classic": classic,
-                                         "quick": args.quick, "seed0": SEED0, f"{phase}_seeds": args.val_seeds if phase == "validation" else args.seeds,
-                                         "seconds": seconds}
+                                         "quick": args.quick, "val_seed0": VAL_SEED0, f"{phase}_seeds": args.val_seeds if phase == "validation" else args.seeds,
+                                         "seconds": seconds} | ({"test_seed0": args.test_seed0} if phase == "test" else {})
         write_json(out, result)  # after each phase: a failed test phase keeps the validation's runs
     print(json.dumps({k: result.get(k) for k in ("chosen", "gains", "against_1000_steps")}, indent=1))
     print(f"wrote {out} in {time.time() - start:.0f} s")

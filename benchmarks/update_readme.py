@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's
 
 from goals import (BENCHMARKS_DOC, BINARIZED_NLL_GOAL, DIGITS_DEFAULT_GOAL, DIGITS_RECOMMENDED_GOAL, DIGITS_SEMI_GOAL, LIBRARY_DEFAULT,  # noqa: E402
                    RECOMMENDED_ACCURACY_GOAL, RESULTS, SPEED_GOALS, UTILITY_GOALS)
-from tables import (REPO, accuracy_text, gain_text, load_results, backbone_strength_table, backbones_table,  # noqa: E402
+from tables import (REPO, accuracy_text, chosen_long_training, gain_text, load_results, backbone_strength_table, backbones_table,  # noqa: E402
                     defaults_table, density_table, pseudo_choice_table, validation_vae_table, long_training_table, levers_borrow_table, levers_table, quality_table, throughput_table, utility_table)
 
 
@@ -96,14 +96,14 @@ def _default_rows(doc: str) -> list[str]:
 def _long_rows(doc: str) -> list[str]:
     """The recommended pipeline trained longer (benchmarks/long_training.py): its test accuracy and its gains over
     pseudo-labels and over itself without the decoded variants (all trained as long), against the 100-label goals."""
-    c = load_results(RESULTS / "long_training.json")
-    if not c or c["protocol"].get("quick") or "gains" not in c:
+    c = chosen_long_training()
+    if not c:
         return []
     where, steps = f"[Recommended pipeline trained longer]({doc}#training-longer)", f"{c['protocol']['steps']:,} steps"
     best, g = c["test"]["100"]["classic+vae"], c["gains"]
     over, share = g["classic+vae - pseudo+classic"], g["classic+vae - classic+vae-without-variants"]
     goal_over = UTILITY_GOALS["100"]["classic+vae - pseudo+classic"].points
-    seed0, n_val = c["protocol"].get("seed0", 0), c["validation"]["seeds"]  # both phases start at seed0
+    seed0, n_val = c["protocol"]["test_seed0"], c["validation"]["seeds"]  # validation seeds: 0 .. n_val - 1
     status = _met(share["mean"] > 0 and share["ci95"][0] > 0)
     if seed0 < n_val and share["ci95"][0] > 0:  # test seeds that draw the validation seeds' labelled images (0..n_val-1)
         status = f"**not claimed**: test seeds {seed0}-{n_val - 1} draw the validation seeds' labelled images (see Training longer)"
