@@ -21,7 +21,8 @@ semi-supervised pipelines of benchmarks/semi.py (with the classic chosen in resu
 
 A phase reuses the runs the results file already holds for its conditions (the runs are seeded). Writes
 benchmarks/results/long_training_<steps>.json; docs/benchmarks.md renders every such file, and the goals
-table takes the length whose ``classic+vae`` scored best on validation (`tables.chosen_long_training`).
+table takes the length chosen on validation (`tables.chosen_long_training`: the shortest, unless a longer one's
+``classic+vae`` beats it there with a paired interval above 0).
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ def main() -> None:
         elif "chosen" not in result:
             parser.error(f"--phase test needs the validation phase's choice at {args.steps} steps in {out}: run --phase validation first")
         else:
+            if protocol.get("test_seed0") != args.test_seed0:
+                seconds.pop("test", None)  # other test seeds: no run is reused, the phase's time starts afresh
             test(result, state, args)
         seconds[phase] = round(seconds.get(phase, 0) + time.time() - phase_start, 1)
         result["protocol"] = protocol = {**protocol, "steps": args.steps, "batch_size": 64, "labels": 100, "classic": classic,
