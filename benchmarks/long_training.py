@@ -78,7 +78,6 @@ def test(result: dict, state: dict, args) -> None:
     same = args.test_seed0 == UTILITY_TEST_SEED0 and all(args.seeds <= len(short[a]["runs"]) for a in chosen if a in short)
     compare = paired if same else unpaired  # paired: the same seeds, each run against its own seed's
     result["against_1000_steps"] = {alias: compare(t[alias], short[alias]) for alias in chosen if alias in short and not args.quick}
-    result["against_1000_steps_paired"] = same and not args.quick
 
 
 def main() -> None:
